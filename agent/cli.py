@@ -1,0 +1,371 @@
+"""The ``gxpgate`` command line (CONTRACT §5).
+
+Exit status: 0 success, 1 the operation failed, 2 bad usage or invalid config/input. Expected
+failures print one clear message per problem to stderr; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from config import ConfigError, LoadedConfig, default_config_path, example_config_text, load_config
+
+from .keys import KeyFileError, describe, generate_key_file, load_private_key, load_public_key
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="gxpgate",
+    help="Edge gateway for GxP warehouses: signed, buffered, verifiable evidence.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Check and explain the site configuration.", no_args_is_help=True)
+keys_app = typer.Typer(help="The gateway's Ed25519 signing key.", no_args_is_help=True)
+buffer_app = typer.Typer(help="The local evidence buffer.", no_args_is_help=True)
+devices_app = typer.Typer(help="Configured devices.", no_args_is_help=True)
+simulate_app = typer.Typer(
+    help="Run one bundled simulator in the foreground.", no_args_is_help=True
+)
+app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
+app.add_typer(buffer_app, name="buffer")
+app.add_typer(devices_app, name="devices")
+app.add_typer(simulate_app, name="simulate")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Config file [default: $GXPGATE_CONFIG or /etc/gxpgate/gxpgate.toml]",
+        show_default=False,
+    ),
+]
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"gxpgate: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _load(path: Path | None) -> LoadedConfig:
+    try:
+        return load_config(path or default_config_path())
+    except ConfigError as exc:
+        for line in exc.lines():
+            typer.echo(line, err=True)
+        raise typer.Exit(2) from None
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    # journald stamps each line itself; elsewhere a timestamp helps.
+    fmt = "%(levelname)s %(name)s %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format=fmt, stream=sys.stdout
+    )
+    for noisy in ("pymodbus", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+
+
+# -- config -------------------------------------------------------------------------------------
+
+
+@config_app.command("validate")
+def config_validate(file: Annotated[Path, typer.Argument(help="Config file to check")]) -> None:
+    """Check a config file; print each problem as FILE: FIELD.PATH: REASON (exit 2)."""
+    loaded = _load(file)
+    cfg = loaded.config
+    points = sum(len(d.points) for d in cfg.devices.values())
+    typer.echo(
+        f"{file}: valid — gateway {cfg.gateway.id}, {len(cfg.zones)} zone(s), "
+        f"{len(cfg.devices)} device(s), {points} point(s); sha256 {loaded.sha256}"
+    )
+
+
+@config_app.command("example")
+def config_example() -> None:
+    """Print a complete, commented example config."""
+    typer.echo(example_config_text(), nl=False)
+
+
+# -- keys ---------------------------------------------------------------------------------------
+
+
+@keys_app.command("generate")
+def keys_generate(
+    out: Annotated[Path, typer.Option("--out", help="Private key file to create (mode 0600)")],
+) -> None:
+    """Create an Ed25519 signing key; print its key id and public key PEM."""
+    try:
+        key = generate_key_file(out)
+    except KeyFileError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {out} (mode 0600)")
+    typer.echo(describe(key.public_key()), nl=False)
+
+
+@keys_app.command("show")
+def keys_show(
+    key: Annotated[Path, typer.Option("--key", help="Private key file")],
+) -> None:
+    """Print the key id and public key PEM of a signing key (to enrol with the service)."""
+    try:
+        private_key = load_private_key(key)
+    except KeyFileError as exc:
+        _fail(str(exc), 2)
+    typer.echo(describe(private_key.public_key()), nl=False)
+
+
+# -- verify / export / buffer -------------------------------------------------------------------
+
+
+@app.command("verify")
+def verify(
+    file: Annotated[Path, typer.Argument(help="JSON Lines export (gxpgate export)")],
+    public_key: Annotated[
+        list[Path], typer.Option("--public-key", help="Gateway public key PEM (repeatable)")
+    ],
+) -> None:
+    """Check hashes, signatures, chain links and gaps; exit 1 naming the first bad seq."""
+    from .verify import verify_file
+
+    try:
+        keys = [load_public_key(path) for path in public_key]
+    except KeyFileError as exc:
+        _fail(str(exc), 2)
+    try:
+        verdict = verify_file(file, keys)
+    except OSError as exc:
+        _fail(f"{file}: {exc.strerror or exc}", 2)
+    typer.echo(verdict.summary())
+    if not verdict.ok:
+        raise typer.Exit(1)
+
+
+def _parse_time(value: str | None, option: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        _fail(f"{option}: not an ISO 8601 time: {value!r}", 2)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@app.command("export")
+def export(
+    out: Annotated[Path, typer.Option("--out", help="JSON Lines file to write ('-' for stdout)")],
+    config: ConfigOption = None,
+    since: Annotated[str | None, typer.Option(help="Only records with at >= TIME")] = None,
+    until: Annotated[str | None, typer.Option(help="Only records with at < TIME")] = None,
+) -> None:
+    """Write buffered records as JSON Lines, one record per line, unchanged."""
+    from .runtime import AgentStartError, open_outbox
+
+    loaded = _load(config)
+    since_at, until_at = _parse_time(since, "--since"), _parse_time(until, "--until")
+    try:
+        outbox = open_outbox(loaded)
+    except AgentStartError as exc:
+        _fail(str(exc))
+    count = 0
+    try:
+        target = contextlib.nullcontext(sys.stdout.buffer) if str(out) == "-" else out.open("wb")
+        with target as handle:
+            for body in outbox.export(since_at, until_at):
+                handle.write(body + b"\n")
+                count += 1
+            handle.flush()
+    except OSError as exc:
+        _fail(f"{out}: {exc.strerror or exc}")
+    finally:
+        outbox.close()
+    typer.echo(f"exported {count} record(s) to {out}", err=True)
+
+
+@buffer_app.command("status")
+def buffer_status(config: ConfigOption = None) -> None:
+    """Records held, pending upload, oldest pending, acked through, disk use."""
+    from .runtime import AgentStartError, open_outbox
+
+    loaded = _load(config)
+    try:
+        outbox = open_outbox(loaded)
+    except AgentStartError as exc:
+        _fail(str(exc))
+    try:
+        st = outbox.status()
+    finally:
+        outbox.close()
+    share = 100 * st.disk_bytes / st.quota_bytes
+    rows = [
+        ("buffer", str(outbox.path)),
+        ("gateway", st.gw),
+        ("chain", st.chain),
+        ("records held", f"{st.records}"),
+        ("last seq", f"{st.last_seq}"),
+        ("acked through", f"{st.acked_through}"),
+        ("pending upload", f"{st.pending}"),
+        ("oldest pending", st.oldest_pending_at or "-"),
+        (
+            "disk use",
+            f"{st.disk_bytes / 1e6:.1f} MB of {st.quota_bytes / 1e6:.0f} MB ({share:.1f} %)",
+        ),
+    ]
+    for label, value in rows:
+        typer.echo(f"{label:<16} {value}")
+
+
+# -- devices ------------------------------------------------------------------------------------
+
+
+@devices_app.command("test")
+def devices_test(
+    device: Annotated[str | None, typer.Argument(help="Only this device")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Connect to each configured device once and print what it reads."""
+    from drivers.base import DriverError
+
+    from .runtime import build_source
+
+    loaded = _load(config)
+    devices = loaded.config.devices
+    if device is not None:
+        if device not in devices:
+            _fail(f"no device {device!r} in {loaded.path}; configured: {', '.join(devices)}", 2)
+        devices = {device: devices[device]}
+
+    async def probe() -> int:
+        failures = 0
+        for dev_id, dev in devices.items():
+            source = build_source(dev_id, dev)
+            typer.echo(f"{dev_id}:")
+            for line in source.describe():
+                typer.echo(f"  {line}")
+            async with source:
+                try:
+                    samples = await source.read()
+                except DriverError as exc:
+                    failures += 1
+                    typer.echo(f"  UNREACHABLE: {exc.message}")
+                    continue
+            for s in samples:
+                value = "-" if s.value is None else f"{s.value:g}"
+                extra = f"  ({s.data['error']})" if "error" in s.data else ""
+                typer.echo(f"  {s.point:<20} {value:>12} {s.unit or '':<4} {s.quality}{extra}")
+        return failures
+
+    if asyncio.run(probe()):
+        raise typer.Exit(1)
+
+
+# -- run / demo ---------------------------------------------------------------------------------
+
+
+@app.command("run")
+def run(
+    config: ConfigOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging")] = False,
+) -> None:
+    """Run the gateway in the foreground (what systemd starts)."""
+    from .runtime import Agent, AgentStartError
+
+    loaded = _load(config)
+    _setup_logging(verbose)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await Agent(loaded).run(stop)
+
+    try:
+        asyncio.run(main())
+    except AgentStartError as exc:
+        _fail(str(exc))
+
+
+@app.command("demo")
+def demo(
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop cleanly after N seconds [default: until Ctrl-C]")
+    ] = None,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Keep the demo's files here [default: a temporary folder]")
+    ] = None,
+    uplink: Annotated[
+        str | None, typer.Option(help="Send to this quality service instead of the simulator")
+    ] = None,
+) -> None:
+    """Run the simulators, the quality-service simulator and the agent, and show what happens."""
+    from .demo import run_demo
+
+    code = run_demo(seconds=seconds, workdir=workdir, uplink=uplink, echo=typer.echo)
+    raise typer.Exit(code)
+
+
+# -- simulators ---------------------------------------------------------------------------------
+
+
+@simulate_app.command("modbus")
+def simulate_modbus(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 5020,
+) -> None:
+    """Modbus TCP temperature/humidity sensors (units 1-3); prints its register map."""
+    from simulators.modbus_sim import run_forever
+
+    try:
+        asyncio.run(run_forever(host, port, print_fn=typer.echo))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+@simulate_app.command("quality-service")
+def simulate_quality_service(
+    public_key: Annotated[
+        list[Path], typer.Option("--public-key", help="Gateway public key PEM (repeatable)")
+    ],
+    db: Annotated[Path, typer.Option(help="SQLite file for what it receives")] = Path(
+        "quality-service.db"
+    ),
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    token: Annotated[str | None, typer.Option(help="Require this bearer token")] = None,
+) -> None:
+    """The central quality service: verifies and stores what gateways send (CONTRACT §3)."""
+    from simulators.quality_service import run_forever
+
+    for path in public_key:
+        try:
+            load_public_key(path)
+        except KeyFileError as exc:
+            _fail(str(exc), 2)
+    try:
+        run_forever(db, host, port, public_key, token, print_fn=typer.echo)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,287 @@
+"""The HTTP uplink (CONTRACT §3): batches of consecutive records, from the cursor onwards.
+
+The forwarder only reads the buffer and moves its cursor; sealing never waits for it. The
+service's ``acked_through`` is the truth: the cursor follows it, also backwards, so retries,
+restarts and a service restored from backup converge. It asks the cursor endpoint at start-up
+and after every error.
+
+Responses: ``200`` moves the cursor; ``413`` halves the batch; ``400/401/403/409/422`` keep the
+records, are sealed once per episode as an ``audit`` record, and are retried with backoff;
+``429``, ``5xx``, timeouts and connection errors are retried with backoff, at least as long as
+``Retry-After`` asks. Library errors (httpx) are translated in :meth:`Forwarder._post` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import gzip
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+import orjson
+
+from buffer import Outbox
+from config.model import UplinkConfig
+from drivers.base import utc_now
+
+from .backoff import Backoff
+from .sealing import Fact
+
+__all__ = ["Forwarder", "UplinkStats"]
+
+log = logging.getLogger(__name__)
+
+_REJECTED = frozenset({400, 401, 403, 409, 413, 422})
+
+
+@dataclass
+class UplinkStats:
+    batches: int = 0
+    delivered_through: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    last_success: float | None = None
+
+
+class _Retry(Exception):
+    def __init__(self, reason: str, status: int | None = None, retry_after: float = 0.0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+
+
+class Forwarder:
+    def __init__(
+        self,
+        outbox: Outbox,
+        config: UplinkConfig,
+        record: Callable[[Fact], Awaitable[None]],
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.config = config
+        self.record = record
+        self.stats = UplinkStats()
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._wake = asyncio.Event()
+        self._limit = config.batch_max_records
+        self._backoff = Backoff(config.backoff_initial_secs, config.backoff_max_secs)
+        self._rejection: int | None = None
+        self._cursor_known = False
+
+    async def __aenter__(self) -> Forwarder:
+        headers = {"User-Agent": "gxpgate"}
+        token = _read_token(self.config)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._client = httpx.AsyncClient(
+            base_url=self.config.url.rstrip("/"),
+            headers=headers,
+            timeout=self.config.timeout_secs,
+            verify=_tls_context(self.config),
+            transport=self._transport,
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def wake(self) -> None:
+        """New records are committed (called by the recorder)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                if not self._cursor_known:
+                    await self._resync()
+                sent = await self.forward_once()
+            except _Retry as exc:
+                await self._failed(exc)
+                continue
+            if not sent:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 5.0)
+
+    async def flush(self, deadline_secs: float) -> bool:
+        """Forward until nothing is pending or the deadline passes; True when all delivered."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline_secs
+        try:
+            async with asyncio.timeout_at(end):
+                if not self._cursor_known:
+                    await self._resync()
+                while await self.forward_once():
+                    pass
+        except (TimeoutError, _Retry) as exc:
+            log.warning("uplink.flush_incomplete reason=%s", getattr(exc, "reason", "deadline"))
+            return False
+        return True
+
+    async def forward_once(self) -> int:
+        """Send one batch from the cursor; return how many records it carried (0: none pending)."""
+        cursor = self.outbox.acked_through
+        rows = await asyncio.to_thread(self.outbox.pending, cursor, self._limit)
+        if not rows:
+            return 0
+        first, last = rows[0][0], rows[-1][0]
+        if first != cursor + 1:
+            raise _Retry(f"records {cursor + 1}..{first - 1} are no longer in the buffer")
+        body = b"".join(
+            (
+                b'{"gw":',
+                orjson.dumps(self.outbox.gw),
+                b',"chain":',
+                orjson.dumps(self.outbox.chain),
+                b',"records":[',
+                b",".join(r[1] for r in rows),
+                b"]}",
+            )
+        )
+        answer = await self._post(body, f"{self.outbox.gw}:{self.outbox.chain}:{first}-{last}")
+        if answer.status_code == 413 and len(rows) > 1:
+            self._limit = max(1, len(rows) // 2)
+            log.warning("uplink.split batch=%d next=%d", len(rows), self._limit)
+            await self._rejected(answer)
+            return len(rows)
+        if answer.status_code != 200:
+            await self._classify(answer)
+        acked = _acked_through(answer)
+        await asyncio.to_thread(self.outbox.set_acked_through, acked)
+        self._succeeded(acked, len(rows))
+        return len(rows)
+
+    async def _resync(self) -> None:
+        client = self._require_client()
+        params = {"gw": self.outbox.gw, "chain": self.outbox.chain}
+        try:
+            answer = await client.get("/v1/evidence/cursor", params=params)
+        except httpx.HTTPError as exc:
+            raise _Retry(_describe(exc)) from exc
+        if answer.status_code != 200:
+            await self._classify(answer)
+        acked = _acked_through(answer)
+        if acked != self.outbox.acked_through:
+            log.warning("uplink.cursor local=%d service=%d", self.outbox.acked_through, acked)
+        await asyncio.to_thread(self.outbox.set_acked_through, acked)
+        self._cursor_known = True
+
+    async def _post(self, body: bytes, idempotency_key: str) -> httpx.Response:
+        client = self._require_client()
+        headers = {
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+            "Idempotency-Key": idempotency_key,
+        }
+        payload = gzip.compress(body, compresslevel=1)
+        try:
+            return await client.post("/v1/evidence", content=payload, headers=headers)
+        except httpx.HTTPError as exc:
+            raise _Retry(_describe(exc)) from exc
+
+    async def _classify(self, answer: httpx.Response) -> None:
+        status = answer.status_code
+        if status in _REJECTED:
+            await self._rejected(answer)
+            raise _Retry(f"rejected with {status}: {_error_text(answer)}", status)
+        retry_after = _retry_after(answer.headers.get("Retry-After"))
+        raise _Retry(f"HTTP {status}: {_error_text(answer)}", status, retry_after)
+
+    async def _rejected(self, answer: httpx.Response) -> None:
+        """Seal one audit record per rejection episode (a status different from the last)."""
+        if self._rejection == answer.status_code:
+            return
+        self._rejection = answer.status_code
+        error = _error_text(answer)
+        log.error("uplink.rejected status=%d error=%s", answer.status_code, error)
+        data: dict[str, object] = {"event": "uplink_rejected", "status": answer.status_code}
+        data["error"] = error
+        with contextlib.suppress(ValueError, TypeError):
+            if "seq" in (parsed := answer.json()):
+                data["seq"] = parsed["seq"]
+        await self.record(Fact("audit", utc_now(), data))
+
+    async def _failed(self, exc: _Retry) -> None:
+        self.stats.errors += 1
+        if self.stats.last_error is None:
+            log.warning("uplink.failing error=%s", exc.reason)
+        self.stats.last_error = exc.reason
+        self._cursor_known = False
+        await asyncio.sleep(max(self._backoff.next_delay(), exc.retry_after))
+
+    def _succeeded(self, acked: int, count: int) -> None:
+        if self.stats.last_error is not None:
+            log.warning("uplink.recovered acked_through=%d", acked)
+        self.stats.last_error = None
+        self.stats.batches += 1
+        self.stats.delivered_through = acked
+        self.stats.last_success = time.time()
+        self._rejection = None
+        self._backoff.reset()
+        self._limit = min(self.config.batch_max_records, self._limit * 2)
+
+    def _require_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError("Forwarder used outside its context")
+        return self._client
+
+
+def _acked_through(answer: httpx.Response) -> int:
+    try:
+        value = answer.json()["acked_through"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _Retry(f"malformed answer from the service: {answer.text[:200]!r}") from exc
+    if not isinstance(value, int) or value < 0:
+        raise _Retry(f"malformed acked_through {value!r}")
+    return value
+
+
+def _retry_after(header: str | None) -> float:
+    if not header:
+        return 0.0
+    with contextlib.suppress(ValueError):
+        return max(0.0, float(header))
+    with contextlib.suppress(TypeError, ValueError):
+        moment = email.utils.parsedate_to_datetime(header)
+        return max(0.0, moment.timestamp() - time.time())
+    return 0.0
+
+
+def _error_text(answer: httpx.Response) -> str:
+    with contextlib.suppress(ValueError, TypeError, KeyError):
+        return str(answer.json()["error"])[:500]
+    return answer.text[:200] or answer.reason_phrase
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _read_token(config: UplinkConfig) -> str | None:
+    if config.token is not None:
+        return config.token.get_secret_value()
+    if config.token_file is not None:
+        return config.token_file.read_text(encoding="utf-8").strip() or None
+    return None
+
+
+def _tls_context(config: UplinkConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=config.ca_file)
+    if config.client_cert_file is not None:
+        context.load_cert_chain(config.client_cert_file, config.client_key_file)
+    if not config.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

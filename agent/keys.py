@@ -1,0 +1,106 @@
+"""The gateway's Ed25519 signing key: creation, loading, and the file checks an auditor expects.
+
+The private key is unencrypted PKCS#8 PEM (CONTRACT §2) and must be mode 0600 or stricter:
+a key other local users can read could forge evidence, so a looser mode refuses to load.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .evidence import key_id, public_key_pem
+
+__all__ = [
+    "KeyFileError",
+    "generate_key_file",
+    "key_path_for",
+    "load_private_key",
+    "load_public_key",
+]
+
+
+class KeyFileError(Exception):
+    """A key file is missing, unreadable, too open, or not an Ed25519 key."""
+
+
+def key_path_for(configured: Path) -> Path:
+    """The configured key, or systemd's credential of the same name when there is one."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds:
+        candidate = Path(creds) / configured.name
+        if candidate.is_file():
+            return candidate
+    return configured
+
+
+def generate_key_file(path: Path) -> Ed25519PrivateKey:
+    """Create a new key at ``path`` with mode 0600; never overwrites an existing file."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"{path}: already exists; refusing to overwrite a signing key") from None
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot create: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return key
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise KeyFileError(f"{path}: not a regular file")
+        if info.st_mode & 0o077:
+            mode = stat.S_IMODE(info.st_mode)
+            raise KeyFileError(
+                f"{path}: mode {mode:04o} lets other users read the signing key; "
+                f"run: chmod 600 {path}"
+            )
+        pem = path.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(
+            f"{path}: no such key file (create one with: gxpgate keys generate --out {path})"
+        ) from None
+    except PermissionError:
+        raise KeyFileError(f"{path}: permission denied") from None
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{path}: not an unencrypted PKCS#8 PEM private key ({exc})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path}: not an Ed25519 key")
+    return key
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError:
+        try:  # a private key file also yields the public key; accept it for convenience
+            return load_private_key(path).public_key()
+        except KeyFileError:
+            raise KeyFileError(f"{path}: not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyFileError(f"{path}: not an Ed25519 public key")
+    return key
+
+
+def describe(key: Ed25519PublicKey) -> str:
+    """Key id and public key PEM, as ``gxpgate keys`` prints them."""
+    return f"key id: {key_id(key)}\n{public_key_pem(key)}"

@@ -1,0 +1,103 @@
+"""The single writer: facts in, sealed and durably committed records out, in arrival order.
+
+Producers ``await put(fact)``; when the queue is full they wait (backpressure), nothing is
+dropped. The recorder waits up to the commit interval to gather a group, seals the group from
+the outbox's tail and commits it in one transaction, off the event loop (the fsync releases the
+GIL). A failed commit (disk full) keeps the group, adds one ``audit`` fact saying so, and
+retries with backoff until the disk accepts it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+from buffer import BufferWriteError, Outbox, Row
+from drivers.base import utc_now
+
+from .backoff import Backoff
+from .sealing import Fact, Sealer
+
+__all__ = ["Recorder"]
+
+log = logging.getLogger(__name__)
+
+CommitListener = Callable[[Sequence[Fact], Sequence[Row]], None]
+
+
+class Recorder:
+    def __init__(
+        self,
+        outbox: Outbox,
+        sealer: Sealer,
+        *,
+        commit_interval_secs: float = 0.2,
+        max_batch: int = 5000,
+        queue_size: int = 50_000,
+    ) -> None:
+        self.outbox = outbox
+        self.sealer = sealer
+        self.commit_interval_secs = commit_interval_secs
+        self.max_batch = max_batch
+        self.sealed = 0
+        self.listeners: list[CommitListener] = []
+        self._queue: asyncio.Queue[Fact] = asyncio.Queue(queue_size)
+        self._arrived = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._write_failing = False
+
+    async def put(self, fact: Fact) -> None:
+        await self._queue.put(fact)
+        self._arrived.set()
+
+    def close(self) -> None:
+        """Ask :meth:`run` to commit what is queued and return."""
+        self._closing.set()
+        self._arrived.set()
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    async def run(self) -> None:
+        while True:
+            if self._queue.empty():
+                if self._closing.is_set():
+                    return
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            if not self._closing.is_set():
+                # Group commit: let more facts arrive, unless we are shutting down.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), self.commit_interval_secs)
+            batch = [self._queue.get_nowait() for _ in range(min(self.max_batch, self.queued))]
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[Fact]) -> None:
+        backoff = Backoff(0.5, 30.0)
+        while True:
+            try:
+                rows = await asyncio.to_thread(self._seal_and_append, batch)
+            except BufferWriteError as exc:
+                if not self._write_failing:
+                    self._write_failing = True
+                    log.error("buffer.write_failed error=%s; records are kept in memory", exc)
+                    event = {"event": "buffer_write_failed", "error": str(exc)}
+                    batch.append(Fact("audit", utc_now(), event))
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            break
+        if self._write_failing:
+            self._write_failing = False
+            log.warning("buffer.write_recovered")
+        self.sealed += len(rows)
+        for listener in self.listeners:
+            listener(batch, rows)
+
+    def _seal_and_append(self, batch: list[Fact]) -> list[Row]:
+        rows = self.sealer.seal(batch, self.outbox.last_seq, self.outbox.last_hash)
+        self.outbox.append(rows)
+        return rows

@@ -1,0 +1,239 @@
+"""The daemon: composes key, outbox, recorder, device pollers and forwarder, and stops cleanly.
+
+Start-up checks everything it can before any device is polled: the key (file mode, type), the
+buffer (integrity, chain tail hashes and signature under the configured key). Shutdown order:
+stop the producers, seal the ``agent_stopped`` record, commit what is queued, one bounded final
+flush to the service, close the buffer. The buffer, not the flush, is the durability guarantee.
+
+Exceptions::
+
+    AgentStartError     the agent cannot start (key, buffer, uplink credentials); says why
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import httpx
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from buffer import Outbox, OutboxError
+from config import LoadedConfig
+from drivers.base import PolledSource, utc_now
+from drivers.modbus_tcp import ModbusTcpSource
+
+from .evidence import ChainVerifier, RecordInvalid, key_id
+from .forwarder import Forwarder
+from .identity import ZoneMap
+from .keys import KeyFileError, key_path_for, load_private_key
+from .polling import DevicePoller
+from .recorder import Recorder
+from .sealing import Fact, Sealer
+
+__all__ = ["Agent", "AgentStartError", "agent_version", "build_source", "open_outbox"]
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY_SECS = 600.0
+FINAL_FLUSH_SECS = 5.0
+
+
+class AgentStartError(Exception):
+    """The agent cannot start; the message says what to fix."""
+
+
+def agent_version() -> str:
+    try:
+        return version("gxpgate")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_source(device_id: str, config: Any) -> PolledSource:
+    """The driver for a device config (the config's ``type`` decides)."""
+    if config.type == "modbus_tcp":
+        return ModbusTcpSource(device_id, config)
+    raise AgentStartError(f"device {device_id}: no driver for type {config.type!r}")
+
+
+def open_outbox(loaded: LoadedConfig) -> Outbox:
+    cfg = loaded.config
+    try:
+        return Outbox(cfg.buffer.path, cfg.gateway.id, quota_mb=cfg.buffer.quota_mb)
+    except OutboxError as exc:
+        raise AgentStartError(str(exc)) from exc
+    except OSError as exc:
+        raise AgentStartError(f"{cfg.buffer.path}: {exc.strerror or exc}") from exc
+
+
+def check_tail(outbox: Outbox, private_key: Ed25519PrivateKey) -> None:
+    """Refuse a buffer whose newest records do not verify under the configured key."""
+    bodies = outbox.tail(2)
+    if not bodies:
+        return
+    records = [orjson.loads(body) for body in bodies]
+    public_key = private_key.public_key()
+    verifier = ChainVerifier(
+        keys={key_id(public_key): public_key},
+        chain=outbox.chain,
+        last_seq=records[0]["seq"] - 1,
+        last_hash=records[0]["prev"],
+    )
+    try:
+        for record in records:
+            verifier.check(record)
+    except RecordInvalid as exc:
+        if "unknown signing key" in exc.reason:
+            raise AgentStartError(
+                f"{outbox.path}: the chain was signed with key {records[-1]['key']}, but the "
+                f"configured key is {key_id(public_key)}; restore the original key file "
+                "(a silent key change would break the chain's verification)"
+            ) from exc
+        raise AgentStartError(f"{outbox.path}: chain tail fails verification: {exc}") from exc
+    if records[-1]["hash"] != outbox.last_hash:
+        raise AgentStartError(f"{outbox.path}: record {outbox.last_seq} differs from its index")
+
+
+class Agent:
+    """One gateway process. ``run(stop)`` returns after a clean shutdown once ``stop`` is set."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        uplink_transport: httpx.AsyncBaseTransport | None = None,
+        on_ready: Callable[[Agent], None] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.uplink_transport = uplink_transport
+        self.on_ready = on_ready
+        self.outbox: Outbox | None = None
+        self.recorder: Recorder | None = None
+        self.forwarder: Forwarder | None = None
+        self.pollers: list[DevicePoller] = []
+        self.key_id: str | None = None
+
+    def _load_key(self) -> Ed25519PrivateKey:
+        path = key_path_for(self.config.signing.key_file)
+        try:
+            return load_private_key(path)
+        except KeyFileError as exc:
+            raise AgentStartError(str(exc)) from exc
+
+    def _check_uplink_files(self) -> None:
+        uplink = self.config.uplink
+        if uplink is None:
+            return
+        for name in ("token_file", "ca_file", "client_cert_file", "client_key_file"):
+            path = getattr(uplink, name)
+            if path is not None and not path.is_file():
+                raise AgentStartError(f"uplink.{name}: {path} is not a readable file")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        private_key = self._load_key()
+        self._check_uplink_files()
+        outbox = await asyncio.to_thread(open_outbox, self.loaded)
+        self.outbox = outbox
+        try:
+            check_tail(outbox, private_key)
+            await self._run(outbox, private_key, stop)
+        finally:
+            outbox.close()
+
+    async def _run(
+        self, outbox: Outbox, private_key: Ed25519PrivateKey, stop: asyncio.Event
+    ) -> None:
+        cfg = self.config
+        sealer = Sealer(private_key, cfg.gateway.id, outbox.chain)
+        self.key_id = sealer.key_id
+        recorder = Recorder(
+            outbox, sealer, commit_interval_secs=cfg.buffer.commit_interval_ms / 1000
+        )
+        self.recorder = recorder
+        zones = ZoneMap(cfg)
+        self.pollers = [
+            DevicePoller(build_source(dev_id, dev), zones, recorder, dev.reconnect_max_secs)
+            for dev_id, dev in cfg.devices.items()
+        ]
+        await recorder.put(
+            Fact(
+                "audit",
+                utc_now(),
+                {
+                    "event": "agent_started",
+                    "version": agent_version(),
+                    "config_sha256": self.loaded.sha256,
+                    "config_path": str(self.loaded.path),
+                    "key_id": sealer.key_id,
+                    "devices": sorted(cfg.devices),
+                },
+            )
+        )
+        log.info("agent.started gw=%s chain=%s key=%s", cfg.gateway.id, outbox.chain, sealer.key_id)
+        async with AsyncExitStack() as stack, asyncio.TaskGroup() as core:
+            if cfg.uplink is not None:
+                self.forwarder = await stack.enter_async_context(
+                    Forwarder(outbox, cfg.uplink, recorder.put, transport=self.uplink_transport)
+                )
+                recorder.listeners.append(lambda _facts, _rows: self._wake_forwarder())
+            recorder_task = core.create_task(recorder.run(), name="recorder")
+            forwarder_task = (
+                core.create_task(self.forwarder.run(), name="forwarder") if self.forwarder else None
+            )
+            reason = "stopped"
+            try:
+                async with asyncio.TaskGroup() as producers:
+                    tasks = [
+                        producers.create_task(p.run(), name=f"device:{p.device}")
+                        for p in self.pollers
+                    ]
+                    tasks.append(producers.create_task(self._prune_periodically(outbox)))
+                    if self.on_ready is not None:
+                        self.on_ready(self)
+                    await stop.wait()
+                    for task in tasks:
+                        task.cancel()
+            except BaseException:
+                reason = "crashed"
+                raise
+            finally:
+                await self._shutdown(recorder, recorder_task, forwarder_task, reason)
+
+    def _wake_forwarder(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.wake()
+
+    async def _shutdown(
+        self,
+        recorder: Recorder,
+        recorder_task: asyncio.Task[None],
+        forwarder_task: asyncio.Task[None] | None,
+        reason: str,
+    ) -> None:
+        log.info("agent.stopping reason=%s queued=%d", reason, recorder.queued)
+        stopped = Fact("audit", utc_now(), {"event": "agent_stopped", "reason": reason})
+        if not recorder_task.done():
+            await recorder.put(stopped)
+            recorder.close()
+            await recorder_task
+        if forwarder_task is not None and self.forwarder is not None:
+            forwarder_task.cancel()
+            delivered = await self.forwarder.flush(FINAL_FLUSH_SECS)
+            log.info("agent.final_flush complete=%s", delivered)
+        log.info("agent.stopped sealed=%d", recorder.sealed)
+
+    async def _prune_periodically(self, outbox: Outbox) -> None:
+        retention = self.config.buffer.retention_days * 86400
+        while True:
+            deleted = await asyncio.to_thread(outbox.prune, retention, time.time())
+            if deleted:
+                log.info("buffer.pruned records=%d", deleted)
+            await asyncio.sleep(PRUNE_EVERY_SECS)

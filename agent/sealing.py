@@ -1,0 +1,94 @@
+"""Turning facts into sealed records: ``seq``, ``prev``, ``hash``, ``sig`` (CONTRACT §1–2).
+
+The sealer holds no chain state of its own: it continues from the tail the outbox reports, and
+the outbox advances its tail only when the records are committed. A batch that fails to commit
+is simply sealed again from the same tail later; nothing that was ever stored is re-sealed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from buffer import Row
+
+from .evidence import FORMAT_VERSION, GENESIS_PREV, canonical_bytes, key_id, sign_hash
+
+__all__ = ["Fact", "Sealer", "format_time"]
+
+_ZERO = timedelta(0)
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with microseconds, e.g. ``2026-11-21T10:00:00.123456Z``."""
+    if moment.utcoffset() != _ZERO:
+        raise ValueError(f"{moment!r} is not an aware UTC time")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(slots=True)
+class Fact:
+    """Something the gateway learned, before it is sealed into a record."""
+
+    kind: str
+    at: datetime
+    data: dict[str, Any] = field(default_factory=dict)
+    zone: str | None = None
+    device: str | None = None
+    point: str | None = None
+    value: float | None = None
+    unit: str | None = None
+    quality: str | None = None
+    src_at: datetime | None = None
+
+
+class Sealer:
+    def __init__(self, private_key: Ed25519PrivateKey, gw: str, chain: str) -> None:
+        self._key = private_key
+        self.gw = gw
+        self.chain = chain
+        self.key_id = key_id(private_key.public_key())
+
+    def seal(self, facts: Sequence[Fact], last_seq: int, last_hash: str | None) -> list[Row]:
+        """Seal ``facts`` in order as the records after ``last_seq`` / ``last_hash``."""
+        rows: list[Row] = []
+        prev = last_hash or GENESIS_PREV
+        seq = last_seq
+        for fact in facts:
+            seq += 1
+            value, quality, data = fact.value, fact.quality, fact.data
+            if value is not None and not math.isfinite(value):
+                # JSON has no NaN; a driver bug must not become an unverifiable record.
+                value, quality, data = None, "bad", {**data, "error": f"non-finite value {value}"}
+            at = format_time(fact.at)
+            record: dict[str, Any] = {
+                "v": FORMAT_VERSION,
+                "gw": self.gw,
+                "chain": self.chain,
+                "seq": seq,
+                "kind": fact.kind,
+                "at": at,
+                "src_at": format_time(fact.src_at) if fact.src_at else None,
+                "zone": fact.zone,
+                "device": fact.device,
+                "point": fact.point,
+                "value": value,
+                "unit": fact.unit,
+                "quality": quality,
+                "data": data,
+                "prev": prev,
+                "key": self.key_id,
+            }
+            digest = hashlib.sha256(canonical_bytes(record)).hexdigest()
+            record["hash"] = digest
+            record["sig"] = sign_hash(self._key, digest)
+            rows.append(Row(seq, at, fact.kind, digest, orjson.dumps(record)))
+            prev = digest
+        return rows

@@ -1,0 +1,341 @@
+"""The SQLite outbox: every sealed record, durable before it counts, until the service has it.
+
+Invariants
+    * ``seq`` runs 1, 2, 3… without gaps; :meth:`Outbox.append` refuses anything that does not
+      continue the tail. The agent's sealer is the only writer of records.
+    * A record is kept once :meth:`Outbox.append` returns: the transaction is committed with
+      ``synchronous=FULL`` in WAL mode, i.e. the WAL is fsync'd before the commit returns.
+    * Nothing leaves before the service acknowledges it: records with ``seq`` above the cursor
+      (``acked_through``, the service's word) are never deleted.
+    * The newest record is never deleted, so the chain can always be continued after a restart.
+
+Schema
+    ``meta(key, value)``: ``schema_version``, ``chain`` (UUID4 minted with the file), ``gw``,
+    ``created_at``, ``acked_through``.
+    ``records(seq PRIMARY KEY, at, kind, hash, body)``: ``body`` is the sealed record's JSON
+    exactly as sealed; export writes it unchanged.
+    ``acks(through PRIMARY KEY, acked_at)``: when the cursor first reached ``through``, so
+    retention counts from delivery, not from acquisition.
+
+PRAGMAs (read back and checked at open)
+    ``journal_mode=WAL`` (the forwarder reads while the sealer writes), ``synchronous=FULL``
+    (durability per commit), ``busy_timeout=5000``.
+
+When full
+    The buffer does not delete undelivered records to make room. A full disk makes
+    :meth:`Outbox.append` raise :class:`BufferWriteError`; the caller keeps the records and
+    retries. ``quota_mb`` is reported by :meth:`Outbox.status`.
+
+What it does not promise
+    Protection against a deliberately edited file: that is what the hash chain is for, and the
+    agent verifies the tail's hashes and signature when it opens the buffer.
+
+Exceptions::
+
+    OutboxError
+    ├── BufferCorrupt       the file is damaged or is not a gxpgate buffer; never started over
+    ├── BufferMismatch      the file belongs to another gateway id
+    └── BufferWriteError    a write failed (disk full, I/O error); nothing was committed
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+__all__ = [
+    "BufferCorrupt",
+    "BufferMismatch",
+    "BufferStatus",
+    "BufferWriteError",
+    "Outbox",
+    "OutboxError",
+    "Row",
+]
+
+SCHEMA_VERSION = 1
+_PRAGMAS = {"journal_mode": "wal", "synchronous": 2, "busy_timeout": 5000}
+
+
+class OutboxError(Exception):
+    """Base of the buffer's errors."""
+
+
+class BufferCorrupt(OutboxError):
+    """The database is damaged or not a gxpgate buffer."""
+
+
+class BufferMismatch(OutboxError):
+    """The database belongs to another gateway."""
+
+
+class BufferWriteError(OutboxError):
+    """A write failed; the transaction was rolled back."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A sealed record as the outbox stores it."""
+
+    seq: int
+    at: str
+    kind: str
+    hash: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BufferStatus:
+    chain: str
+    gw: str
+    records: int
+    last_seq: int
+    acked_through: int
+    pending: int
+    oldest_pending_at: str | None
+    disk_bytes: int
+    quota_bytes: int
+
+
+class Outbox:
+    """One gateway's chain in one SQLite file. Thread-safe; one writer connection, one reader."""
+
+    def __init__(self, path: Path, gw: str, *, quota_mb: int = 2048) -> None:
+        self.path = path
+        self.quota_bytes = quota_mb * 1024 * 1024
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self._db = self._connect()
+        self._init_or_check(gw)
+        self._reader = self._connect()
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            for name, value in _PRAGMAS.items():
+                conn.execute(f"PRAGMA {name}={value}")
+            for name, value in _PRAGMAS.items():
+                actual = conn.execute(f"PRAGMA {name}").fetchone()[0]
+                if str(actual).lower() != str(value):
+                    raise BufferCorrupt(f"{self.path}: PRAGMA {name} is {actual}, expected {value}")
+        except sqlite3.DatabaseError as exc:
+            raise BufferCorrupt(f"{self.path}: cannot open as SQLite: {exc}") from None
+        return conn
+
+    def _init_or_check(self, gw: str) -> None:
+        db = sqlite_utils.Database(self._db)
+        try:
+            tables = set(db.table_names())
+            if not tables:
+                self._create(db, gw)
+            elif not {"meta", "records", "acks"} <= tables:
+                raise BufferCorrupt(f"{self.path}: not a gxpgate buffer (tables: {sorted(tables)})")
+            problems = [r[0] for r in self._db.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            raise BufferCorrupt(f"{self.path}: damaged database: {exc}") from None
+        if problems != ["ok"]:
+            raise BufferCorrupt(f"{self.path}: integrity check failed: {'; '.join(problems[:3])}")
+        meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        for key in ("schema_version", "chain", "gw", "acked_through"):
+            if key not in meta:
+                raise BufferCorrupt(f"{self.path}: meta lacks {key!r}")
+        if int(meta["schema_version"]) != SCHEMA_VERSION:
+            raise BufferCorrupt(f"{self.path}: schema version {meta['schema_version']} unknown")
+        if meta["gw"] != gw:
+            raise BufferMismatch(
+                f"{self.path}: buffer belongs to gateway {meta['gw']!r}, not {gw!r}; "
+                "a gateway id is part of every record, so one buffer serves one id"
+            )
+        self.chain: str = meta["chain"]
+        self.gw = gw
+        self._check_sequence()
+
+    def _create(self, db: sqlite_utils.Database, gw: str) -> None:
+        with db.atomic():
+            db["meta"].create({"key": str, "value": str}, pk="key")
+            db["records"].create(
+                {"seq": int, "at": str, "kind": str, "hash": str, "body": bytes},
+                pk="seq",
+                not_null={"at", "kind", "hash", "body"},
+            )
+            db["acks"].create({"through": int, "acked_at": float}, pk="through")
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            db["meta"].insert_all(
+                {"key": key, "value": value}
+                for key, value in (
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("chain", str(uuid.uuid4())),
+                    ("gw", gw),
+                    ("created_at", now),
+                    ("acked_through", "0"),
+                )
+            )
+
+    def _check_sequence(self) -> None:
+        first, last, count = self._db.execute(
+            "SELECT min(seq), max(seq), count(*) FROM records"
+        ).fetchone()
+        if count and (first < 1 or last - first + 1 != count):
+            raise BufferCorrupt(
+                f"{self.path}: seq {first}..{last} holds {count} records: the chain has a gap"
+            )
+        self.last_seq: int = last or 0
+        row = self._db.execute(
+            "SELECT hash FROM records WHERE seq = ?", (self.last_seq,)
+        ).fetchone()
+        self.last_hash: str | None = row[0] if row else None
+
+    # -- the sealer's side -------------------------------------------------------------------
+
+    def tail(self, count: int = 2) -> list[bytes]:
+        """Bodies of the newest ``count`` records, oldest first (for the agent's tail check)."""
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT body FROM records ORDER BY seq DESC LIMIT ?", (count,)
+            ).fetchall()
+        return [r[0] for r in reversed(rows)]
+
+    def append(self, rows: Sequence[Row]) -> None:
+        """Commit ``rows`` durably in one transaction; they must continue the chain exactly."""
+        if not rows:
+            return
+        with self._write_lock:
+            expected = self.last_seq + 1
+            for offset, row in enumerate(rows):
+                if row.seq != expected + offset:
+                    raise ValueError(f"seq {row.seq} does not continue the chain at {expected}")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO records(seq, at, kind, hash, body) VALUES (?, ?, ?, ?, ?)",
+                    [(r.seq, r.at, r.kind, r.hash, r.body) for r in rows],
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise BufferWriteError(f"{self.path}: write failed: {exc}") from exc
+            self.last_seq = rows[-1].seq
+            self.last_hash = rows[-1].hash
+
+    # -- the forwarder's side ----------------------------------------------------------------
+
+    @property
+    def acked_through(self) -> int:
+        with self._read_lock:
+            row = self._reader.execute(
+                "SELECT value FROM meta WHERE key='acked_through'"
+            ).fetchone()
+        return int(row[0])
+
+    def pending(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` records with ``seq > after_seq``, ascending."""
+        with self._read_lock:
+            return self._reader.execute(
+                "SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+
+    def set_acked_through(self, through: int, now: float | None = None) -> None:
+        """Move the cursor to the service's ``acked_through``, also backwards (service restored)."""
+        through = min(through, self.last_seq)
+        now = time.time() if now is None else now
+        with self._write_lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'acked_through'", (str(through),)
+                )
+                self._db.execute(
+                    "INSERT OR IGNORE INTO acks(through, acked_at) VALUES (?, ?)", (through, now)
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise BufferWriteError(f"{self.path}: cursor update failed: {exc}") from exc
+
+    def prune(self, retention_secs: float, now: float | None = None) -> int:
+        """Delete records delivered more than ``retention_secs`` ago; return how many."""
+        now = time.time() if now is None else now
+        with self._write_lock:
+            (through,) = self._db.execute(
+                "SELECT max(through) FROM acks WHERE acked_at <= ?", (now - retention_secs,)
+            ).fetchone()
+            if not through:
+                return 0
+            (cursor,) = self._db.execute(
+                "SELECT CAST(value AS INTEGER) FROM meta WHERE key='acked_through'"
+            ).fetchone()
+            limit = min(through, cursor, self.last_seq - 1)
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                deleted = self._db.execute("DELETE FROM records WHERE seq <= ?", (limit,)).rowcount
+                self._db.execute("DELETE FROM acks WHERE through < ?", (through,))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise BufferWriteError(f"{self.path}: prune failed: {exc}") from exc
+            return deleted
+
+    # -- operators' views --------------------------------------------------------------------
+
+    def status(self) -> BufferStatus:
+        with self._read_lock:
+            count = self._reader.execute("SELECT count(*) FROM records").fetchone()[0]
+            acked = int(
+                self._reader.execute("SELECT value FROM meta WHERE key='acked_through'").fetchone()[
+                    0
+                ]
+            )
+            oldest = self._reader.execute(
+                "SELECT at FROM records WHERE seq > ? ORDER BY seq LIMIT 1", (acked,)
+            ).fetchone()
+        return BufferStatus(
+            chain=self.chain,
+            gw=self.gw,
+            records=count,
+            last_seq=self.last_seq,
+            acked_through=acked,
+            pending=self.last_seq - acked,
+            oldest_pending_at=oldest[0] if oldest else None,
+            disk_bytes=self.disk_bytes(),
+            quota_bytes=self.quota_bytes,
+        )
+
+    def disk_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                total += Path(f"{self.path}{suffix}").stat().st_size
+        return total
+
+    def export(self, since: str | None = None, until: str | None = None) -> Iterator[bytes]:
+        """Bodies in ``seq`` order, optionally only those with ``since <= at < until``.
+
+        Streams from its own connection, so an export of any size runs in constant memory and
+        does not hold the reader lock.
+        """
+        conn = self._connect()
+        try:
+            query = "SELECT body FROM records WHERE at >= ? AND at < ? ORDER BY seq"
+            yield from (r[0] for r in conn.execute(query, (since or "", until or "\U0010ffff")))
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        with self._write_lock, self._read_lock:
+            self._reader.close()
+            self._db.close()

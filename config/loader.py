@@ -1,0 +1,110 @@
+"""Loading the TOML config and reporting what is wrong in terms a site engineer can act on.
+
+Every problem becomes a :class:`ConfigError` carrying the file and a list of (field path,
+reason) pairs, e.g. ``devices.cold-1.points.temp.type: must be one of int16, …``. The CLI prints
+them and exits with status 2; nothing here prints or exits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .model import DEVICE_TYPES, GatewayConfig
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "ConfigError",
+    "LoadedConfig",
+    "default_config_path",
+    "load_config",
+]
+
+DEFAULT_CONFIG_PATH = Path("/etc/gxpgate/gxpgate.toml")
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("GXPGATE_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+class ConfigError(Exception):
+    """The config file is missing, unreadable, not TOML, or fails validation."""
+
+    def __init__(self, path: Path, problems: list[tuple[str, str]]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [f"{self.path}: {where}: {why}" if where else f"{self.path}: {why}"
+                for where, why in self.problems]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: GatewayConfig
+    path: Path
+    sha256: str
+    """SHA-256 of the file's bytes, recorded in the agent's start audit record."""
+
+
+def load_config(path: Path) -> LoadedConfig:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(path, [("", "file not found")]) from None
+    except OSError as exc:
+        raise ConfigError(path, [("", f"cannot read: {exc.strerror or exc}")]) from None
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            path, [("", f"not UTF-8 text: {exc.reason} at byte {exc.start}")]
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [("", f"invalid TOML: {exc}")]) from None
+    try:
+        config = GatewayConfig.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigError(path, [_describe(err) for err in exc.errors()]) from None
+    problems = [(_dotted(loc), why) for loc, why in config.cross_reference_errors()]
+    if problems:
+        raise ConfigError(path, problems)
+    config = config.resolve_relative(path.resolve().parent)
+    return LoadedConfig(config, path, hashlib.sha256(raw).hexdigest())
+
+
+def _describe(error: Any) -> tuple[str, str]:
+    loc = list(error["loc"])
+    # A tagged union puts the tag into the path (devices.x.modbus_tcp.port): a user never wrote it.
+    if len(loc) > 2 and loc[0] == "devices" and loc[2] in DEVICE_TYPES:
+        del loc[2]
+    message = error["msg"].removeprefix("Value error, ")
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key (check the spelling; see `gxpgate config example`)"
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind == "union_tag_invalid":
+        message = (
+            f"unknown device type {error['input'].get('type')!r}; known: {', '.join(DEVICE_TYPES)}"
+        )
+    elif kind == "union_tag_not_found":
+        message = f"missing 'type'; one of: {', '.join(DEVICE_TYPES)}"
+    elif "input" in error and kind not in ("model_type", "dict_type") and not _secret(loc):
+        message = f"{message} (got {error['input']!r})"
+    return _dotted(tuple(loc)), message
+
+
+def _secret(loc: list[Any]) -> bool:
+    return any(isinstance(part, str) and "token" in part for part in loc)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)

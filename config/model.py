@@ -1,0 +1,144 @@
+"""The site configuration: one TOML file, validated strictly by these pydantic models.
+
+Unknown keys are errors everywhere. Device models live beside their drivers and are composed
+here in a union tagged by ``type``. Field docstrings are the user documentation; the commented
+example (``gxpgate config example``) is kept in step with them by a test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from drivers.modbus_model import ModbusTcpDevice
+
+from .profiles import BUILTIN_PROFILES
+
+__all__ = [
+    "DEVICE_TYPES",
+    "BufferConfig",
+    "DeviceConfig",
+    "GatewayConfig",
+    "GatewayIdentity",
+    "SigningConfig",
+    "UplinkConfig",
+    "ZoneConfig",
+]
+
+GatewayId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+
+DeviceConfig = Annotated[ModbusTcpDevice, Field(discriminator="type")]
+DEVICE_TYPES = ("modbus_tcp",)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewayIdentity(_Strict):
+    id: GatewayId
+    """Gateway id, the ``gw`` of every record: lowercase letters, digits and ``-``."""
+    site: str = Field(min_length=1)
+    """Human-readable site name, for the operator's and the auditor's benefit."""
+
+
+class SigningConfig(_Strict):
+    key_file: Path
+    """Ed25519 private key (PKCS#8 PEM, mode 0600). When ``$CREDENTIALS_DIRECTORY`` is set
+    (systemd ``LoadCredential``) and holds a file of the same name, that file is used."""
+
+
+class BufferConfig(_Strict):
+    path: Path
+    """SQLite database holding every sealed record until delivered (and for the retention)."""
+    retention_days: float = Field(default=30.0, ge=0)
+    """How long delivered records are kept after the service acknowledged them."""
+    quota_mb: int = Field(default=2048, ge=16)
+    """Disk space the buffer may use; ``gxpgate buffer status`` reports use against it."""
+    commit_interval_ms: int = Field(default=200, ge=1, le=10000)
+    """Longest a record waits to be committed together with others (group commit)."""
+
+
+class UplinkConfig(_Strict):
+    url: str = Field(pattern=r"^https?://[^\s/]+")
+    """Base URL of the central quality service (``/v1/evidence`` is appended)."""
+    token: SecretStr | None = None
+    """Bearer token. Prefer ``token_file`` so the secret stays out of the config."""
+    token_file: Path | None = None
+    """File holding the bearer token (first line)."""
+    tls_verify: bool = True
+    """Verify the service's TLS certificate. Only switch off for a lab."""
+    ca_file: Path | None = None
+    """CA bundle to verify the service with, instead of the system's."""
+    client_cert_file: Path | None = None
+    """Client certificate (PEM) for mutual TLS."""
+    client_key_file: Path | None = None
+    """Private key of the client certificate."""
+    batch_max_records: int = Field(default=1000, ge=1, le=10000)
+    timeout_secs: float = Field(default=15.0, gt=0, le=600)
+    backoff_initial_secs: float = Field(default=1.0, gt=0, le=600)
+    backoff_max_secs: float = Field(default=300.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> UplinkConfig:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set token or token_file, not both")
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("client_cert_file and client_key_file go together")
+        return self
+
+
+class ZoneConfig(_Strict):
+    profile: str
+    """Storage profile the zone keeps: one of the built-in profiles."""
+    name: str | None = None
+    """Display name."""
+
+    @model_validator(mode="after")
+    def _known_profile(self) -> ZoneConfig:
+        if self.profile not in BUILTIN_PROFILES:
+            known = ", ".join(BUILTIN_PROFILES)
+            raise ValueError(f"unknown storage profile {self.profile!r}; known: {known}")
+        return self
+
+
+class GatewayConfig(_Strict):
+    gateway: GatewayIdentity
+    signing: SigningConfig
+    buffer: BufferConfig
+    uplink: UplinkConfig | None = None
+    """Where evidence goes. Without it the gateway seals and buffers only."""
+    zones: dict[Identifier, ZoneConfig] = Field(min_length=1)
+    devices: dict[Identifier, DeviceConfig] = Field(default_factory=dict)
+
+    def cross_reference_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Checks that span sections: every zone a device or point names exists."""
+        errors: list[tuple[tuple[str | int, ...], str]] = []
+        for dev_id, dev in self.devices.items():
+            if dev.zone not in self.zones:
+                errors.append((("devices", dev_id, "zone"), f"unknown zone {dev.zone!r}"))
+            for name, point in dev.points.items():
+                if point.zone is not None and point.zone not in self.zones:
+                    loc = ("devices", dev_id, "points", name, "zone")
+                    errors.append((loc, f"unknown zone {point.zone!r}"))
+        return errors
+
+    def resolve_relative(self, base: Path) -> GatewayConfig:
+        """Paths in the file are relative to the file's folder, as a reader would expect."""
+
+        def fix(model: BaseModel, *names: str) -> BaseModel:
+            paths = {n: getattr(model, n) for n in names}
+            return model.model_copy(
+                update={
+                    n: base / p for n, p in paths.items() if p is not None and not p.is_absolute()
+                }
+            )
+
+        update = {"signing": fix(self.signing, "key_file"), "buffer": fix(self.buffer, "path")}
+        if self.uplink is not None:
+            names = ("token_file", "ca_file", "client_cert_file", "client_key_file")
+            update["uplink"] = fix(self.uplink, *names)
+        return self.model_copy(update=update)

@@ -1,0 +1,83 @@
+"""The seam between drivers and the agent.
+
+A *source* is an async context manager that owns its connection. A polled source offers
+``read()``, which returns one :class:`Sample` per configured point. Sources start no tasks and
+own no timers: the agent decides when to call ``read()`` and never calls it concurrently on one
+source, so a source needs no locking of its own.
+
+Exceptions::
+
+    DriverError                 anything a driver reports; ``device`` names the device
+    └── DeviceUnreachable       no answer at all: connect failure, timeout, dropped connection
+
+A device that answers with an error (a Modbus exception response) is reachable: its points come
+back as ``bad``-quality samples with the error in ``data``, and ``read()`` does not raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+__all__ = ["DeviceUnreachable", "DriverError", "PolledSource", "Quality", "Sample", "utc_now"]
+
+Quality = Literal["good", "uncertain", "bad"]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One acquired value of one point. ``at`` is the gateway's acquisition time (UTC)."""
+
+    point: str
+    value: float | None
+    unit: str | None
+    quality: Quality
+    at: datetime
+    src_at: datetime | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class DriverError(Exception):
+    """A device-level failure, translated from the protocol library once, naming the device."""
+
+    def __init__(self, device: str, message: str) -> None:
+        super().__init__(f"{device}: {message}")
+        self.device = device
+        self.message = message
+
+
+class DeviceUnreachable(DriverError):
+    """The device did not answer (connection refused or dropped, timeout).
+
+    ``samples`` holds one sample per point for the failed read: what was read before the failure
+    and ``bad`` samples with the error for the rest, so the attempt itself is on record.
+    """
+
+    def __init__(self, device: str, message: str, samples: Sequence[Sample] = ()) -> None:
+        super().__init__(device, message)
+        self.samples = list(samples)
+
+
+class PolledSource(Protocol):
+    """A source the agent polls. ``read`` is never called concurrently on one source."""
+
+    device_id: str
+    poll_interval_secs: float
+
+    async def __aenter__(self) -> PolledSource: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def read(self) -> list[Sample]:
+        """Read every configured point once; raise :class:`DeviceUnreachable` on no answer."""
+        ...
+
+    def describe(self) -> list[str]:
+        """Human-readable lines on what the source reads (for ``gxpgate devices test``)."""
+        ...

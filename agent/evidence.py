@@ -54,6 +54,8 @@ RECORD_FIELDS = (
 KINDS = frozenset({"reading", "custody", "alarm", "audit"})
 _UNSIGNED = frozenset({"hash", "sig"})
 _SAFE_INT = 2**53
+# Magnitudes where orjson's shortest round-trip output is plain decimal, as ECMAScript's is.
+_PLAIN_FLOATS = (1e-3, 1e15)
 
 
 class EvidenceError(Exception):
@@ -76,16 +78,19 @@ class _OutsideFastPath(Exception):
 def _normalise(value: Any) -> Any:
     """Map a JSON value to one that orjson serialises exactly as RFC 8785 does.
 
-    orjson already escapes strings and formats non-integral doubles the ECMAScript way; it
-    differs from JCS on integral floats (``100.0`` vs ``100``, ``-0.0`` vs ``0``) and on key
-    order for non-ASCII keys (UTF-8 vs UTF-16 order). Integral floats become ints; anything
-    orjson might get wrong sends the whole record to the reference serialiser.
+    orjson already escapes strings as JCS does and formats doubles of ordinary magnitude the
+    ECMAScript way; it differs on integral floats (``100.0`` vs ``100``, ``-0.0`` vs ``0``), on
+    small or huge magnitudes (``5.7e-6`` vs ``0.0000057``) and on key order for non-ASCII keys
+    (UTF-8 vs UTF-16 order). Integral floats become ints; anything else orjson might get wrong
+    sends the whole record to the reference serialiser.
     """
     if isinstance(value, float):
         if value.is_integer():
             if abs(value) >= _SAFE_INT:
                 raise _OutsideFastPath
             return int(value)
+        if not _PLAIN_FLOATS[0] <= abs(value) < _PLAIN_FLOATS[1]:
+            raise _OutsideFastPath
         return value
     if isinstance(value, dict):
         out = {}

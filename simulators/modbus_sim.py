@@ -356,10 +356,10 @@ class _RequestHandler(ServerRequestHandler):
         super().__init__(server, server.trace_packet, server.trace_pdu, server.trace_connect)
         self._server = server
         self.closed: asyncio.Future[None] = self.loop.create_future()
-        self.socket_transport: asyncio.BaseTransport | None = None
+        self.socket_transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.socket_transport = transport
+        self.socket_transport = cast(asyncio.Transport, transport)
         super().connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -452,7 +452,11 @@ class ModbusSimulator:
         try:
             await server.serve_forever(background=True)  # returns once listening
         except RuntimeError as exc:
-            raise OSError(f"Modbus simulator cannot listen on {self.host}:{self.port}") from exc
+            # pymodbus logs the OSError from bind() and raises this RuntimeError instead.
+            raise OSError(
+                f"Modbus simulator cannot listen on {self.host}:{self.port} "
+                "(the reason is in pymodbus's log)"
+            ) from exc
         listener = cast(asyncio.Server, server.transport)
         self.host, self.port = listener.sockets[0].getsockname()[:2]
         self._server = server

@@ -49,6 +49,7 @@ import os
 import socket
 import socketserver
 import sqlite3
+import sys
 import threading
 import time
 import zlib
@@ -376,7 +377,7 @@ class _Store:
                 return _Reply(200, {"acked_through": acked})  # all duplicates, or a gap
 
             verifier = ChainVerifier(
-                keys=keys,
+                keys=dict(keys),  # the verifier adds rotated-in keys: compare with `keys` after
                 chain=chain,
                 last_seq=acked,
                 last_hash=last_hash,
@@ -505,6 +506,8 @@ class _Store:
             with self._cond:  # after the read: every key these records may need is learned
                 keys = dict(self._keys)
         verified, bad = start, None
+        if not rows:  # acked but absent: a damaged database; stop rather than spin
+            bad = (start + 1, "acknowledged record missing from the store")
         for seq, body in rows:
             try:
                 verify_signature(orjson.loads(body), keys)
@@ -567,6 +570,9 @@ class _Server(ThreadingHTTPServer):
         super().shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):  # the client went away: routine
+            logger.debug("quality-service simulator: %s disconnected", client_address)
+            return
         logger.exception("quality-service simulator: error serving %s", client_address)
 
     def cut_connections(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -56,13 +56,13 @@ def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
 @asynccontextmanager
 async def connect(
     sim: ModbusSimulator,
-    timeout: float = TIMEOUT_SECS,
+    timeout_secs: float = TIMEOUT_SECS,
     on_connect: Callable[[bool], None] | None = None,
 ) -> AsyncIterator[AsyncModbusTcpClient]:
     client = AsyncModbusTcpClient(
         sim.host,
         port=sim.port,
-        timeout=timeout,
+        timeout=timeout_secs,
         retries=0,
         reconnect_delay=0,
         trace_connect=on_connect,
@@ -74,16 +74,26 @@ async def connect(
         client.close()
 
 
+def on_disconnect(event: asyncio.Event) -> Callable[[bool], None]:
+    """A ``trace_connect`` callback that sets ``event`` when the connection goes down."""
+
+    def trace(connected: bool) -> None:
+        if not connected:
+            event.set()
+
+    return trace
+
+
 def ok(response: ModbusPDU) -> ModbusPDU:
     assert not response.isError(), response
     return response
 
 
-def f32_abcd(words: list[int]) -> float:
+def f32_abcd(words: Sequence[int]) -> float:
     return struct.unpack(">f", struct.pack(">HH", *words))[0]
 
 
-def f32_cdab(words: list[int]) -> float:
+def f32_cdab(words: Sequence[int]) -> float:
     return struct.unpack(">f", struct.pack(">HH", words[1], words[0]))[0]
 
 
@@ -136,8 +146,8 @@ def test_negative_temperature_is_int16_twos_complement() -> None:
     run(body)
 
 
-def _decode(row: RegisterRow, words: list[int]) -> float:
-    decoders: dict[str, Callable[[list[int]], float]] = {
+def _decode(row: RegisterRow, words: Sequence[int]) -> float:
+    decoders: dict[str, Callable[[Sequence[int]], float]] = {
         "float32_abcd": f32_abcd,
         "float32_cdab": f32_cdab,
         "int16": lambda w: int16(w[0]),
@@ -190,7 +200,8 @@ def test_register_map_rows_describe_what_is_on_the_wire() -> None:
 def test_drift_is_bounded_deterministic_and_moves() -> None:
     clocks = [FakeClock() for _ in range(3)]
     same_a, same_b, other = (
-        ModbusSimulator(seed=seed, clock=clock) for seed, clock in zip((7, 7, 8), clocks)
+        ModbusSimulator(seed=seed, clock=clock)
+        for seed, clock in zip((7, 7, 8), clocks, strict=True)
     )
     still = ModbusSimulator([SensorSpec(1, "still", drift=False)], clock=clocks[0])
     temps: list[float] = []
@@ -309,7 +320,7 @@ def test_no_answer_times_out_while_other_units_answer_on_the_same_connection() -
     async def body() -> None:
         async with (
             ModbusSimulator(clock=FakeClock()) as sim,
-            connect(sim, timeout=SHORT_TIMEOUT_SECS) as client,
+            connect(sim, timeout_secs=SHORT_TIMEOUT_SECS) as client,
         ):
             sim.set_fault(2, "no_answer")
             with pytest.raises(ModbusIOException):
@@ -330,7 +341,7 @@ def test_drop_connection_closes_the_tcp_connection() -> None:
             sim.set_fault(2, "drop_connection")
             lost = asyncio.Event()
             async with connect(
-                sim, timeout=SHORT_TIMEOUT_SECS, on_connect=lambda up: up or lost.set()
+                sim, timeout_secs=SHORT_TIMEOUT_SECS, on_connect=on_disconnect(lost)
             ) as client:
                 assert await read_temperature(client, 1) == 5.0
                 with pytest.raises(ModbusIOException):
@@ -453,7 +464,7 @@ def test_exit_closes_client_connections_and_the_listener() -> None:
                 timeout=TIMEOUT_SECS,
                 retries=0,
                 reconnect_delay=0,
-                trace_connect=lambda up: up or lost.set(),
+                trace_connect=on_disconnect(lost),
             )
             assert await client.connect()
         try:
@@ -461,8 +472,18 @@ def test_exit_closes_client_connections_and_the_listener() -> None:
             assert not client.connected
         finally:
             client.close()
-        with pytest.raises(OSError):
+        with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection(sim.host, sim.port)
+
+    run(body)
+
+
+def test_a_port_in_use_is_an_os_error() -> None:
+    async def body() -> None:
+        async with ModbusSimulator(clock=FakeClock()) as sim:
+            with pytest.raises(OSError, match="cannot listen"):
+                async with ModbusSimulator(port=sim.port):
+                    pass
 
     run(body)
 
@@ -499,16 +520,16 @@ def test_run_forever_prints_the_map_and_serves_until_cancelled() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        with pytest.raises(OSError):
+        with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection("127.0.0.1", port)
 
     run(body)
 
 
 def test_bad_configuration_and_scripting_are_rejected() -> None:
-    with pytest.raises(ValueError, match="1..247"):
+    with pytest.raises(ValueError, match=r"1\.\.247"):
         SensorSpec(0, "zero")
-    with pytest.raises(ValueError, match="1..247"):
+    with pytest.raises(ValueError, match=r"1\.\.247"):
         SensorSpec(248, "too-high")
     with pytest.raises(ValueError, match="duplicate"):
         ModbusSimulator([SensorSpec(1, "a"), SensorSpec(1, "b")])

@@ -112,8 +112,11 @@ class Forwarder:
                 continue
             if not sent:
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that races with the event being set.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 5.0)
+                    async with asyncio.timeout(5.0):
+                        await self._wake.wait()
 
     async def flush(self, deadline_secs: float) -> bool:
         """Forward until nothing is pending or the deadline passes; True when all delivered."""

@@ -41,6 +41,7 @@ class DevicePoller:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         interval = self.source.poll_interval_secs
+        task = asyncio.current_task()
         async with self.source:
             next_slot = loop.time()
             while True:
@@ -51,6 +52,10 @@ class DevicePoller:
                     samples, failure = exc.samples, exc
                 except DriverError as exc:
                     samples, failure = [], exc
+                if task is not None and task.cancelling():
+                    # Python 3.11's wait_for (inside pymodbus) can swallow a cancellation that
+                    # races with the answer; re-raise it so shutdown never hangs on a poller.
+                    raise asyncio.CancelledError
                 self.polls += 1
                 for sample in samples:
                     await self.recorder.put(self._fact(sample))

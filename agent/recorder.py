@@ -72,7 +72,8 @@ class Recorder:
             if not self._closing.is_set():
                 # Group commit: let more facts arrive, unless we are shutting down.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), self.commit_interval_secs)
+                    async with asyncio.timeout(self.commit_interval_secs):
+                        await self._closing.wait()
             batch = [self._queue.get_nowait() for _ in range(min(self.max_batch, self.queued))]
             await self._commit(batch)
 

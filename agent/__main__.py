@@ -1,0 +1,5 @@
+"""``python -m agent``: the gxpgate command line."""
+
+from .cli import main
+
+main()

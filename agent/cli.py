@@ -77,8 +77,15 @@ def _setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO, format=fmt, stream=sys.stdout
     )
-    for noisy in ("pymodbus", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+    quiet_libraries(verbose)
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Library chatter off: the agent reports every device and uplink failure itself, once
+    per state change, whereas pymodbus logs each timeout with hex dumps of recent frames."""
+    logging.getLogger("pymodbus").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 # -- config -------------------------------------------------------------------------------------

@@ -7,12 +7,12 @@ pymodbus errors are translated here, once, into :mod:`drivers.base` errors.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from types import TracebackType
 
 from pymodbus import ModbusException
 from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ExceptionResponse
 
 from .base import DeviceUnreachable, Sample, utc_now
@@ -83,7 +83,7 @@ class ModbusTcpSource:
             try:
                 connected = await client.connect()
             except (ModbusException, OSError) as exc:
-                connected, error = False, _describe_failure(exc)
+                connected, error = False, self._describe_failure(exc)
             else:
                 error = "connection failed"
             if not connected:
@@ -95,10 +95,17 @@ class ModbusTcpSource:
                 samples.extend(await self._execute(client, request))
             except (TimeoutError, ModbusException, OSError) as exc:
                 client.close()
-                error = _describe_failure(exc)
+                error = self._describe_failure(exc)
                 samples.extend(s for rest in self.plan[index:] for s in _bad(rest, error))
                 raise DeviceUnreachable(self.device_id, error, samples) from exc
         return samples
+
+    def _describe_failure(self, exc: BaseException) -> str:
+        if isinstance(exc, TimeoutError | ModbusIOException):
+            return f"no response within {self.config.timeout_ms} ms"
+        if isinstance(exc, ConnectionException | OSError):
+            return f"connection to {self.config.host}:{self.config.port} failed or dropped"
+        return str(exc) or type(exc).__name__
 
     async def _execute(self, client: AsyncModbusTcpClient, request: ReadRequest) -> list[Sample]:
         kwargs = {"count": request.count, "device_id": self.config.unit_id}
@@ -133,10 +140,3 @@ def _bad(request: ReadRequest, error: str) -> list[Sample]:
     return [
         Sample(name, None, p.unit, "bad", at, data={"error": error}) for name, p in request.points
     ]
-
-
-def _describe_failure(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timeout"
-    text = str(exc) or type(exc).__name__
-    return text.removeprefix("Modbus Error: ").strip("[] ")

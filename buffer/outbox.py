@@ -163,15 +163,15 @@ class Outbox:
 
     def _create(self, db: sqlite_utils.Database, gw: str) -> None:
         with db.atomic():
-            db["meta"].create({"key": str, "value": str}, pk="key")
-            db["records"].create(
+            db.table("meta").create({"key": str, "value": str}, pk="key")
+            db.table("records").create(
                 {"seq": int, "at": str, "kind": str, "hash": str, "body": bytes},
                 pk="seq",
                 not_null={"at", "kind", "hash", "body"},
             )
-            db["acks"].create({"through": int, "acked_at": float}, pk="through")
+            db.table("acks").create({"through": int, "acked_at": float}, pk="through")
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            db["meta"].insert_all(
+            db.table("meta").insert_all(
                 {"key": key, "value": value}
                 for key, value in (
                     ("schema_version", str(SCHEMA_VERSION)),

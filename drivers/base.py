@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any, Literal, Protocol
 
 __all__ = ["DeviceUnreachable", "DriverError", "PolledSource", "Quality", "Sample", "utc_now"]
@@ -72,7 +73,12 @@ class PolledSource(Protocol):
 
     async def __aenter__(self) -> PolledSource: ...
 
-    async def __aexit__(self, *exc_info: object) -> None: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
     async def read(self) -> list[Sample]:
         """Read every configured point once; raise :class:`DeviceUnreachable` on no answer."""

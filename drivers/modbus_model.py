@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -161,7 +162,7 @@ class DecodeError(ValueError):
     """The raw value cannot be a measurement (NaN or infinite float)."""
 
 
-def decode(point: ModbusPoint, words: list[int] | list[bool]) -> float:
+def decode(point: ModbusPoint, words: Sequence[int]) -> float:
     """Engineering value of ``point`` from its registers (or bit), scaled and calibrated."""
     if point.table in BIT_TABLES:
         raw: float = 1.0 if words[0] else 0.0

@@ -108,15 +108,15 @@ class ModbusTcpSource:
         return str(exc) or type(exc).__name__
 
     async def _execute(self, client: AsyncModbusTcpClient, request: ReadRequest) -> list[Sample]:
-        kwargs = {"count": request.count, "device_id": self.config.unit_id}
+        start, count, unit = request.start, request.count, self.config.unit_id
         if request.table == "holding":
-            response = await client.read_holding_registers(request.start, **kwargs)
+            response = await client.read_holding_registers(start, count=count, device_id=unit)
         elif request.table == "input":
-            response = await client.read_input_registers(request.start, **kwargs)
+            response = await client.read_input_registers(start, count=count, device_id=unit)
         elif request.table == "coil":
-            response = await client.read_coils(request.start, **kwargs)
+            response = await client.read_coils(start, count=count, device_id=unit)
         else:
-            response = await client.read_discrete_inputs(request.start, **kwargs)
+            response = await client.read_discrete_inputs(start, count=count, device_id=unit)
         if response.isError():
             code = response.exception_code if isinstance(response, ExceptionResponse) else None
             reason = MODBUS_EXCEPTIONS.get(code or 0, "unknown")

@@ -47,6 +47,7 @@ import hmac
 import logging
 import os
 import socket
+import ssl
 import socketserver
 import sqlite3
 import sys
@@ -756,6 +757,7 @@ class QualityServiceSimulator:
         token: str | None = None,
         verify_signatures: Literal["inline", "deferred"] = "inline",
         max_body_records: int = 10_000,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if verify_signatures not in ("inline", "deferred"):
             raise ValueError(
@@ -766,6 +768,7 @@ class QualityServiceSimulator:
         self.host = host
         self.port = port
         self.max_body_records = max_body_records
+        self._ssl_context = ssl_context
         self._token = None if token is None else f"Bearer {token}".encode()
         self._store = _Store(Path(db_path), public_keys, deferred=verify_signatures == "deferred")
         self._lifecycle = threading.RLock()
@@ -783,7 +786,8 @@ class QualityServiceSimulator:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -835,6 +839,8 @@ class QualityServiceSimulator:
     def _listen(self) -> None:
         server = _Server((self.host, self.port), self)
         self.port = server.server_address[1]
+        if self._ssl_context is not None:  # HTTPS, for the gateway's TLS and mTLS tests
+            server.socket = self._ssl_context.wrap_socket(server.socket, server_side=True)
         thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": _SERVE_POLL_SECS},

@@ -47,9 +47,9 @@ import hmac
 import logging
 import os
 import socket
-import ssl
 import socketserver
 import sqlite3
+import ssl
 import sys
 import threading
 import time

@@ -52,7 +52,7 @@ RECORD_FIELDS = (
     "value", "unit", "quality", "data", "prev", "hash", "key", "sig",
 )  # fmt: skip
 KINDS = frozenset({"reading", "custody", "alarm", "audit"})
-_UNSIGNED = frozenset({"hash", "sig"})
+_UNSIGNED = ("hash", "sig")
 _SAFE_INT = 2**53
 # Magnitudes where orjson's shortest round-trip output is plain decimal, as ECMAScript's is.
 _PLAIN_FLOATS = (1e-3, 1e15)
@@ -82,9 +82,17 @@ def _normalise(value: Any) -> Any:
     ECMAScript way; it differs on integral floats (``100.0`` vs ``100``, ``-0.0`` vs ``0``), on
     small or huge magnitudes (``5.7e-6`` vs ``0.0000057``) and on key order for non-ASCII keys
     (UTF-8 vs UTF-16 order). Integral floats become ints; anything else orjson might get wrong
-    sends the whole record to the reference serialiser.
+    sends the whole record to the reference serialiser. This runs for every record sealed and
+    every record the service checks, hence the exact-type dispatch.
     """
-    if isinstance(value, float):
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return value
+    if kind is int:
+        if -_SAFE_INT < value < _SAFE_INT:
+            return value
+        raise _OutsideFastPath
+    if kind is float:
         if value.is_integer():
             if abs(value) >= _SAFE_INT:
                 raise _OutsideFastPath
@@ -92,27 +100,30 @@ def _normalise(value: Any) -> Any:
         if not _PLAIN_FLOATS[0] <= abs(value) < _PLAIN_FLOATS[1]:
             raise _OutsideFastPath
         return value
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str) or not k.isascii():
-                raise _OutsideFastPath
-            out[k] = _normalise(v)
-        return out
-    if isinstance(value, list | tuple):
+    if kind is dict:
+        return _normalise_object(value, ())
+    if kind is list or kind is tuple:
         return [_normalise(v) for v in value]
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _SAFE_INT:
-        raise _OutsideFastPath
-    return value
+    raise _OutsideFastPath  # not a JSON type: let the reference serialiser decide
+
+
+def _normalise_object(obj: Mapping[str, Any], skip: tuple[str, ...]) -> dict[str, Any]:
+    out = {}
+    for key, value in obj.items():
+        if key in skip:
+            continue
+        if type(key) is not str or not key.isascii():
+            raise _OutsideFastPath
+        out[key] = value if type(value) is str or value is None else _normalise(value)
+    return out
 
 
 def canonical_bytes(record: Mapping[str, Any]) -> bytes:
     """RFC 8785 bytes of ``record`` without its ``hash`` and ``sig`` fields."""
-    body = {k: v for k, v in record.items() if k not in _UNSIGNED}
     try:
-        return orjson.dumps(_normalise(body), option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps(_normalise_object(record, _UNSIGNED), option=orjson.OPT_SORT_KEYS)
     except _OutsideFastPath:
-        return rfc8785.dumps(body)
+        return rfc8785.dumps({k: v for k, v in record.items() if k not in _UNSIGNED})
 
 
 def record_hash(record: Mapping[str, Any]) -> str:

@@ -47,8 +47,11 @@ class Recorder:
         self._arrived = asyncio.Event()
         self._closing = asyncio.Event()
         self._write_failing = False
+        self._first_arrival = 0.0
 
     async def put(self, fact: Fact) -> None:
+        if self._queue.empty():
+            self._first_arrival = asyncio.get_running_loop().time()
         await self._queue.put(fact)
         self._arrived.set()
 
@@ -62,6 +65,7 @@ class Recorder:
         return self._queue.qsize()
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             if self._queue.empty():
                 if self._closing.is_set():
@@ -69,12 +73,15 @@ class Recorder:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            if not self._closing.is_set():
-                # Group commit: let more facts arrive, unless we are shutting down.
+            wait = self._first_arrival + self.commit_interval_secs - loop.time()
+            if wait > 0 and self.queued < self.max_batch and not self._closing.is_set():
+                # Group commit: the oldest queued fact may wait up to the interval for others.
+                # Under load the queue fills while the last group is sealed, so no wait at all.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.commit_interval_secs):
+                    async with asyncio.timeout(wait):
                         await self._closing.wait()
             batch = [self._queue.get_nowait() for _ in range(min(self.max_batch, self.queued))]
+            self._first_arrival = loop.time()  # facts still queued arrived at the latest now
             await self._commit(batch)
 
     async def _commit(self, batch: list[Fact]) -> None:

@@ -30,7 +30,7 @@ def format_time(moment: datetime) -> str:
     """RFC 3339 UTC with microseconds, e.g. ``2026-11-21T10:00:00.123456Z``."""
     if moment.utcoffset() != _ZERO:
         raise ValueError(f"{moment!r} is not an aware UTC time")
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"  # drop "+00:00"
 
 
 @dataclass(slots=True)
@@ -89,6 +89,9 @@ class Sealer:
             digest = hashlib.sha256(canonical_bytes(record)).hexdigest()
             record["hash"] = digest
             record["sig"] = sign_hash(self._key, digest)
-            rows.append(Row(seq, at, fact.kind, digest, orjson.dumps(record)))
+            # orjson (>= 3.12) returns bytes with kilobytes of spare capacity; a batch of rows
+            # held until commit would keep ~8 KB per record. Copy to the exact size.
+            body = memoryview(orjson.dumps(record)).tobytes()
+            rows.append(Row(seq, at, fact.kind, digest, body))
             prev = digest
         return rows

@@ -7,6 +7,7 @@ is simply sealed again from the same tail later; nothing that was ever stored is
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 from collections.abc import Sequence
@@ -14,12 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import nacl.signing
 import orjson
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from buffer import Row
 
-from .evidence import FORMAT_VERSION, GENESIS_PREV, canonical_bytes, key_id, sign_hash
+from .evidence import FORMAT_VERSION, GENESIS_PREV, canonical_bytes, key_id
 
 __all__ = ["Fact", "Sealer", "format_time"]
 
@@ -50,8 +53,21 @@ class Fact:
 
 
 class Sealer:
+    """Seals facts with the gateway's key.
+
+    Signing goes through libsodium (PyNaCl), measured about 1.6x faster than the same Ed25519
+    signature through cryptography here (25-31 vs 38-52 µs), which is most of a record's cost.
+    Ed25519 is deterministic, so both libraries produce identical signatures
+    (``tests/test_sealing.py`` checks this); cryptography still loads and stores the key.
+    """
+
     def __init__(self, private_key: Ed25519PrivateKey, gw: str, chain: str) -> None:
-        self._key = private_key
+        seed = private_key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        self._sign = nacl.signing.SigningKey(seed).sign
         self.gw = gw
         self.chain = chain
         self.key_id = key_id(private_key.public_key())
@@ -84,11 +100,12 @@ class Sealer:
                 "quality": quality,
                 "data": data,
                 "prev": prev,
+                "hash": "",  # placeholder keeps CONTRACT's field order; not part of the hash
                 "key": self.key_id,
             }
             digest = hashlib.sha256(canonical_bytes(record)).hexdigest()
             record["hash"] = digest
-            record["sig"] = sign_hash(self._key, digest)
+            record["sig"] = base64.b64encode(self._sign(bytes.fromhex(digest)).signature).decode()
             # orjson (>= 3.12) returns bytes with kilobytes of spare capacity; a batch of rows
             # held until commit would keep ~8 KB per record. Copy to the exact size.
             body = memoryview(orjson.dumps(record)).tobytes()

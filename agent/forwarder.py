@@ -49,6 +49,14 @@ class UplinkStats:
     last_success: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    first: int
+    last: int
+    count: int
+    payload: bytes
+
+
 class _Retry(Exception):
     def __init__(self, reason: str, status: int | None = None, retry_after: float = 0.0) -> None:
         super().__init__(reason)
@@ -77,6 +85,7 @@ class Forwarder:
         self._backoff = Backoff(config.backoff_initial_secs, config.backoff_max_secs)
         self._rejection: int | None = None
         self._cursor_known = False
+        self._prepared: _Batch | None = None
 
     async def __aenter__(self) -> Forwarder:
         headers = {"User-Agent": "gxpgate"}
@@ -134,32 +143,49 @@ class Forwarder:
         return True
 
     async def forward_once(self) -> int:
-        """Send one batch from the cursor; return how many records it carried (0: none pending)."""
+        """Send one batch from the cursor; return how many records it carried (0: none pending).
+
+        While the batch is in flight the next one is read and gzipped in a thread, so the
+        gateway's share of the work overlaps the service's instead of adding to it. The prepared
+        batch is used only if the service's answer makes it the next one.
+        """
         cursor = self.outbox.acked_through
-        rows = await asyncio.to_thread(self.outbox.pending, cursor, self._limit)
-        if not rows:
+        batch = self._prepared
+        self._prepared = None
+        if batch is None or batch.first != cursor + 1 or batch.count > self._limit:
+            batch = await asyncio.to_thread(self._prepare, cursor, self._limit)
+        if batch is None:
             return 0
-        first, last = rows[0][0], rows[-1][0]
-        if first != cursor + 1:
-            raise _Retry(f"records {cursor + 1}..{first - 1} are no longer in the buffer")
-        # Joining and gzipping a batch takes tens of ms for thousands of records: off the loop
-        # (zlib releases the GIL), so device polling is not stalled during a backlog drain.
-        payload = await asyncio.to_thread(self._payload, rows)
-        answer = await self._post(payload, f"{self.outbox.gw}:{self.outbox.chain}:{first}-{last}")
-        if answer.status_code == 413 and len(rows) > 1:
-            self._limit = max(1, len(rows) // 2)
-            log.warning("uplink.split batch=%d next=%d", len(rows), self._limit)
+        if batch.first != cursor + 1:
+            raise _Retry(f"records {cursor + 1}..{batch.first - 1} are no longer in the buffer")
+        key = f"{self.outbox.gw}:{self.outbox.chain}:{batch.first}-{batch.last}"
+        upcoming = asyncio.create_task(asyncio.to_thread(self._prepare, batch.last, self._limit))
+        try:
+            answer = await self._post(batch.payload, key)
+        finally:
+            prepared = await upcoming  # a bounded read and gzip; never left running
+        if answer.status_code == 413 and batch.count > 1:
+            self._limit = max(1, batch.count // 2)
+            log.warning("uplink.split batch=%d next=%d", batch.count, self._limit)
             await self._rejected(answer)
-            return len(rows)
+            return batch.count
         if answer.status_code != 200:
             await self._classify(answer)
         acked = _acked_through(answer)
         await asyncio.to_thread(self.outbox.set_acked_through, acked)
-        self._succeeded(acked, len(rows))
-        return len(rows)
+        self._succeeded(acked, batch.count)
+        self._prepared = prepared
+        return batch.count
 
-    def _payload(self, rows: list[tuple[int, bytes]]) -> bytes:
-        """The gzipped batch body; records are inserted exactly as sealed, never re-serialised."""
+    def _prepare(self, after_seq: int, limit: int) -> _Batch | None:
+        """Read up to ``limit`` records after ``after_seq`` and build the gzipped body.
+
+        Runs in a thread: joining and gzipping thousands of records takes tens of ms (zlib
+        releases the GIL). Records go in exactly as sealed, never re-serialised.
+        """
+        rows = self.outbox.pending(after_seq, limit)
+        if not rows:
+            return None
         body = b"".join(
             (
                 b'{"gw":',
@@ -171,7 +197,8 @@ class Forwarder:
                 b"]}",
             )
         )
-        return gzip.compress(body, compresslevel=1)
+        payload = gzip.compress(body, compresslevel=1)
+        return _Batch(rows[0][0], rows[-1][0], len(rows), payload)
 
     async def _resync(self) -> None:
         client = self._require_client()

@@ -13,6 +13,7 @@ Exceptions::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -226,6 +227,8 @@ class Agent:
             await recorder_task
         if forwarder_task is not None and self.forwarder is not None:
             forwarder_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await forwarder_task  # its batch in flight ends before the final flush starts
             delivered = await self.forwarder.flush(FINAL_FLUSH_SECS)
             log.info("agent.final_flush complete=%s", delivered)
         log.info("agent.stopped sealed=%d", recorder.sealed)

@@ -188,7 +188,7 @@ def export(
     loaded = _load(config)
     since_at, until_at = _parse_time(since, "--since"), _parse_time(until, "--until")
     try:
-        outbox = open_outbox(loaded)
+        outbox = open_outbox(loaded, must_exist=True)
     except AgentStartError as exc:
         _fail(str(exc))
     count = 0
@@ -213,7 +213,7 @@ def buffer_status(config: ConfigOption = None) -> None:
 
     loaded = _load(config)
     try:
-        outbox = open_outbox(loaded)
+        outbox = open_outbox(loaded, must_exist=True)
     except AgentStartError as exc:
         _fail(str(exc))
     try:

@@ -64,8 +64,14 @@ def build_source(device_id: str, config: Any) -> PolledSource:
     raise AgentStartError(f"device {device_id}: no driver for type {config.type!r}")
 
 
-def open_outbox(loaded: LoadedConfig) -> Outbox:
+def open_outbox(loaded: LoadedConfig, *, must_exist: bool = False) -> Outbox:
+    """The configured buffer; ``must_exist`` for operator commands that should not mint a chain
+    in a mistyped path."""
     cfg = loaded.config
+    if must_exist and not cfg.buffer.path.exists():
+        raise AgentStartError(
+            f"{cfg.buffer.path}: no buffer yet (the agent creates it when it first runs)"
+        )
     try:
         return Outbox(cfg.buffer.path, cfg.gateway.id, quota_mb=cfg.buffer.quota_mb)
     except OutboxError as exc:

@@ -141,3 +141,12 @@ def test_simulate_commands_listen_and_answer(tmp_path: Path, signing_key) -> Non
     finally:
         service.send_signal(signal.SIGINT)
         service.wait(10)
+
+
+def test_operator_commands_do_not_create_a_buffer(tmp_path: Path, write_config) -> None:
+    config = write_config()
+    for args in (["buffer", "status"], ["export", "--out", str(tmp_path / "x.jsonl")]):
+        result = runner.invoke(app, [*args, "--config", str(config)])
+        assert result.exit_code == 1
+        assert "no buffer yet" in result.stderr
+    assert not (tmp_path / "buffer.db").exists()

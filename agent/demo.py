@@ -152,7 +152,7 @@ async def _demo(
             echo(f"  Modbus TCP simulator  127.0.0.1:{modbus.port}  (3 sensors, units 1-3)")
             echo(f"  quality service       {url}{'  (simulator)' if service else ''}")
             echo(f"  config                {config_path}")
-            code = await _run_agent(config_path, modbus, service, seconds, echo)
+            code = await _run_agent(config_path, modbus, service, seconds, echo, keep=keep)
         finally:
             if service is not None:
                 service.stop()
@@ -189,6 +189,8 @@ async def _run_agent(
     service: QualityServiceSimulator | None,
     seconds: float | None,
     echo: Echo,
+    *,
+    keep: bool,
 ) -> int:
     loaded = load_config(config_path)
     state = LiveState()
@@ -247,7 +249,7 @@ async def _run_agent(
         if not task.done():
             stop.set()
             await task
-    return _summary(loaded.config.buffer.path, config_path.parent, service, state, echo)
+    return _summary(loaded.config.buffer.path, config_path.parent, service, state, echo, keep)
 
 
 def _header() -> str:
@@ -269,7 +271,12 @@ def _line(elapsed: float, agent: Agent, state: LiveState) -> str:
 
 
 def _summary(
-    db: Path, workdir: Path, service: QualityServiceSimulator | None, state: LiveState, echo: Echo
+    db: Path,
+    workdir: Path,
+    service: QualityServiceSimulator | None,
+    state: LiveState,
+    echo: Echo,
+    keep: bool,
 ) -> int:
     key = load_private_key(workdir / "signing.key")
     outbox = Outbox(db, "gw-demo")
@@ -304,5 +311,7 @@ def _summary(
         echo(f"  quality service copy  {remote.summary()}")
         ok = ok and remote.ok and complete
     echo(f"  public key            {workdir / 'signing.pub.pem'}")
+    if not keep:
+        echo("  (files are in a temporary folder, removed now; --workdir DIR keeps them)")
     echo(f"verification: {'PASSED' if ok else 'FAILED'}")
     return 0 if ok else 1

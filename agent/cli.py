@@ -38,11 +38,13 @@ devices_app = typer.Typer(help="Configured devices.", no_args_is_help=True)
 simulate_app = typer.Typer(
     help="Run one bundled simulator in the foreground.", no_args_is_help=True
 )
+opcua_app = typer.Typer(help="OPC UA client identity.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(buffer_app, name="buffer")
 app.add_typer(devices_app, name="devices")
 app.add_typer(simulate_app, name="simulate")
+app.add_typer(opcua_app, name="opcua")
 
 ConfigOption = Annotated[
     Path | None,
@@ -82,8 +84,10 @@ def _setup_logging(verbose: bool = False) -> None:
 
 def quiet_libraries(verbose: bool = False) -> None:
     """Library chatter off: the agent reports every device and uplink failure itself, once
-    per state change, whereas pymodbus logs each timeout with hex dumps of recent frames."""
-    logging.getLogger("pymodbus").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
+    per state change, whereas pymodbus logs each timeout with hex dumps of recent frames and
+    asyncua logs tracebacks for every lost connection."""
+    for name in ("pymodbus", "asyncua"):
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
@@ -372,6 +376,84 @@ def simulate_quality_service(
         run_forever(db, host, port, public_key, token, print_fn=typer.echo)
     except OSError as exc:
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+@simulate_app.command("opcua")
+def simulate_opcua(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 4840,
+    security: Annotated[
+        str, typer.Option(help="none or basic256sha256 (needs --cert-dir)")
+    ] = "none",
+    cert_dir: Annotated[
+        Path | None, typer.Option(help="Where the server's certificate is kept/created")
+    ] = None,
+    max_nodes_per_read: Annotated[
+        int, typer.Option(help="Advertise and enforce this MaxNodesPerRead (0: none)")
+    ] = 0,
+) -> None:
+    """OPC UA server of a small warehouse (zones with temperature, humidity, door)."""
+    from simulators.opcua_sim import run_forever
+
+    if security not in ("none", "basic256sha256"):
+        _fail("--security must be none or basic256sha256", 2)
+    if security == "basic256sha256" and cert_dir is None:
+        _fail("--security basic256sha256 needs --cert-dir", 2)
+    quiet_libraries()
+    try:
+        asyncio.run(
+            run_forever(
+                host,
+                port,
+                security=security,
+                cert_dir=cert_dir,
+                max_nodes_per_read=max_nodes_per_read,
+                print_fn=typer.echo,
+            )
+        )
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+@opcua_app.command("certificate")
+def opcua_certificate(
+    config: ConfigOption = None,
+    host_name: Annotated[
+        str | None, typer.Option(help="Host name for the certificate [default: this host's]")
+    ] = None,
+) -> None:
+    """Create the gateway's OPC UA application certificate and key where the config names them
+    (if absent) and print the thumbprint to trust on the servers."""
+    import socket
+
+    from drivers.opcua import ensure_application_certificate
+    from drivers.opcua_model import OpcUaDevice
+
+    loaded = _load(config)
+    secured = {
+        dev_id: dev.security
+        for dev_id, dev in loaded.config.devices.items()
+        if isinstance(dev, OpcUaDevice) and dev.security.policy != "None"
+    }
+    if not secured:
+        _fail(f"{loaded.path}: no OPC UA device uses a security policy", 2)
+    done: set[tuple[Path, Path]] = set()
+    for dev_id, sec in secured.items():
+        assert sec.certificate_file is not None
+        assert sec.private_key_file is not None
+        pair = (sec.certificate_file, sec.private_key_file)
+        if pair in done:
+            continue
+        done.add(pair)
+        created, thumbprint = ensure_application_certificate(
+            *pair, sec.application_uri, host_name or socket.gethostname()
+        )
+        state = "created" if created else "exists"
+        typer.echo(f"{dev_id}: {sec.certificate_file} ({state}), key {sec.private_key_file} (0600)")
+        typer.echo(f"  application URI {sec.application_uri}, SHA-1 thumbprint {thumbprint}")
+    typer.echo("Trust this certificate on each OPC UA server (its PKI 'trusted' folder).")
 
 
 def main() -> None:

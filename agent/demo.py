@@ -14,7 +14,7 @@ import logging
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import orjson
 from buffer import Outbox, Row
 from config import load_config
 from simulators.modbus_sim import ModbusSimulator
+from simulators.opcua_sim import OpcUaSimulator, ZoneSpec
 from simulators.quality_service import QualityServiceSimulator
 
 from .evidence import public_key_pem
@@ -37,11 +38,28 @@ Echo = Callable[[str], None]
 
 ZONES = (("cold-room-1", 1, "refrigerated"), ("cold-room-2", 2, "refrigerated"),
          ("ambient-a", 3, "controlled-room"))  # fmt: skip
+OPCUA_ZONE = ("freezer-1", "frozen")
+ALL_ZONES = (*((zone, profile) for zone, _unit, profile in ZONES), OPCUA_ZONE)
 
 
-def demo_config(modbus_port: int, uplink_url: str) -> str:
+def demo_config(modbus_port: int, opcua: OpcUaSimulator, uplink_url: str) -> str:
     """The demo's site config: the example's shape, pointed at the simulators."""
-    zones = "".join(f'[zones.{zone}]\nprofile = "{profile}"\n\n' for zone, _unit, profile in ZONES)
+    zones = "".join(f'[zones.{zone}]\nprofile = "{profile}"\n\n' for zone, profile in ALL_ZONES)
+    freezer = OPCUA_ZONE[0]
+    opcua_device = f"""[devices.{freezer}-bms]
+type = "opcua"
+endpoint = "{opcua.endpoint}"
+zone = "{freezer}"
+mode = "subscription"
+publishing_interval_ms = 500
+sampling_interval_ms = 250
+timeout_ms = 2000
+reconnect_max_secs = 2
+points.temperature = {{ node_id = "{opcua.node_id(freezer, "temperature")}", unit = "Cel" }}
+points.humidity = {{ browse_path = "{opcua.browse_path(freezer, "humidity")}", unit = "%" }}
+points.door_open = {{ node_id = "{opcua.node_id(freezer, "door_open")}", unit = "1" }}
+
+"""
     devices = "".join(
         f"""[devices.{zone}-probe]
 type = "modbus_tcp"
@@ -78,7 +96,7 @@ timeout_secs = 5
 backoff_initial_secs = 0.5
 backoff_max_secs = 4
 
-{zones}{devices}"""
+{zones}{devices}{opcua_device}"""
 
 
 @dataclass
@@ -119,7 +137,7 @@ class _EventLines(logging.Handler):
 class Step:
     at: float
     say: str
-    act: Callable[[], None]
+    act: Callable[[], Awaitable[None] | None]
 
 
 def run_demo(*, seconds: float | None, workdir: Path | None, uplink: str | None, echo: Echo) -> int:
@@ -139,7 +157,11 @@ async def _demo(
     key_path = workdir / "signing.key"
     key = load_private_key(key_path) if key_path.exists() else generate_key_file(key_path)
     (workdir / "signing.pub.pem").write_text(public_key_pem(key.public_key()))
-    async with ModbusSimulator() as modbus:
+    freezer = ZoneSpec(OPCUA_ZONE[0], temperature_c=-18.0, humidity_pct=30.0)
+    async with (
+        ModbusSimulator() as modbus,
+        OpcUaSimulator([freezer], update_interval_secs=1.0) as opcua,
+    ):
         service = None
         if uplink is None:
             service = QualityServiceSimulator(workdir / "quality-service.db", [key.public_key()])
@@ -147,12 +169,13 @@ async def _demo(
         try:
             url = uplink or (service.url if service else "")
             config_path = workdir / "gxpgate.toml"
-            config_path.write_text(demo_config(modbus.port, url))
+            config_path.write_text(demo_config(modbus.port, opcua, url))
             echo(f"gxpgate demo — files in {workdir}{'' if keep else ' (temporary)'}")
             echo(f"  Modbus TCP simulator  127.0.0.1:{modbus.port}  (3 sensors, units 1-3)")
+            echo(f"  OPC UA simulator      {opcua.endpoint}  (freezer-1, subscription)")
             echo(f"  quality service       {url}{'  (simulator)' if service else ''}")
             echo(f"  config                {config_path}")
-            code = await _run_agent(config_path, modbus, service, seconds, echo, keep=keep)
+            code = await _run_agent(config_path, modbus, opcua, service, seconds, echo, keep=keep)
         finally:
             if service is not None:
                 service.stop()
@@ -160,7 +183,10 @@ async def _demo(
 
 
 def _script(
-    modbus: ModbusSimulator, service: QualityServiceSimulator | None, seconds: float | None
+    modbus: ModbusSimulator,
+    opcua: OpcUaSimulator,
+    service: QualityServiceSimulator | None,
+    seconds: float | None,
 ) -> list[Step]:
     # The timeline fits into a short --seconds run; without --seconds it plays once.
     scale = min(1.0, (seconds or 60.0) / 60.0)
@@ -173,6 +199,8 @@ def _script(
              lambda: modbus.set_fault(3, "no_answer")),
         Step(42 * scale, "ambient-a probe answers again",
              lambda: modbus.set_fault(3, None)),
+        Step(47 * scale, "freezer-1 OPC UA server restarts (down for 5 s)", opcua.stop),
+        Step(52 * scale, "freezer-1 OPC UA server is back", opcua.start),
     ]  # fmt: skip
     if service is not None:
         outage = 14 * scale
@@ -186,6 +214,7 @@ def _script(
 async def _run_agent(
     config_path: Path,
     modbus: ModbusSimulator,
+    opcua: OpcUaSimulator,
     service: QualityServiceSimulator | None,
     seconds: float | None,
     echo: Echo,
@@ -222,13 +251,15 @@ async def _run_agent(
         echo(f"  gateway gw-demo, chain {chain}, key {agent.key_id}")
         echo("" if seconds is None else f"  running for {seconds:g} s (Ctrl-C stops early)")
         echo(_header())
-        steps = _script(modbus, service, seconds)
+        steps = _script(modbus, opcua, service, seconds)
         while not stop.is_set():
             elapsed = time.monotonic() - started
             while steps and steps[0].at <= elapsed:
                 step = steps.pop(0)
                 echo(f"{elapsed:5.0f}s  ▶ {step.say}")
-                step.act()
+                outcome = step.act()
+                if outcome is not None:
+                    await outcome
             echo(_line(elapsed, agent, state))
             if seconds is not None and elapsed >= seconds:
                 break
@@ -253,13 +284,13 @@ async def _run_agent(
 
 
 def _header() -> str:
-    zones = "".join(f"{zone:>13}" for zone, _u, _p in ZONES)
+    zones = "".join(f"{zone:>13}" for zone, _p in ALL_ZONES)
     return f"{'t':>6}{zones}{'sealed':>9}{'pending':>9}{'delivered':>11}  uplink"
 
 
 def _line(elapsed: float, agent: Agent, state: LiveState) -> str:
     temps = "".join(
-        f"{state.latest[z]:>10.2f} °C" if z in state.latest else f"{'-':>13}" for z, _u, _p in ZONES
+        f"{state.latest[z]:>10.2f} °C" if z in state.latest else f"{'-':>13}" for z, _p in ALL_ZONES
     )
     outbox = agent.outbox
     last = outbox.last_seq if outbox else 0
@@ -294,7 +325,7 @@ def _summary(
     echo(f"  records sealed        {status.last_seq} (chain {status.chain})")
     echo(f"  delivered             {status.acked_through} acknowledged by the quality service")
     echo(f"  still buffered        {status.pending}")
-    for zone, _unit, profile in ZONES:
+    for zone, profile in ALL_ZONES:
         if zone in state.extremes:
             low, high = state.extremes[zone]
             echo(f"  {zone:<21} {low:.2f} … {high:.2f} °C  (profile {profile})")

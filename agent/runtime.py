@@ -27,14 +27,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from buffer import Outbox, OutboxError
 from config import LoadedConfig
-from drivers.base import PolledSource, utc_now
+from drivers.base import utc_now
 from drivers.modbus_tcp import ModbusTcpSource
 
+from .devices import DevicePoller, DeviceStreamer
 from .evidence import ChainVerifier, RecordInvalid, key_id
 from .forwarder import Forwarder
 from .identity import ZoneMap
 from .keys import KeyFileError, key_path_for, load_private_key
-from .polling import DevicePoller
 from .recorder import Recorder
 from .sealing import Fact, Sealer
 
@@ -57,10 +57,14 @@ def agent_version() -> str:
         return "unknown"
 
 
-def build_source(device_id: str, config: Any) -> PolledSource:
+def build_source(device_id: str, config: Any) -> Any:
     """The driver for a device config (the config's ``type`` decides)."""
     if config.type == "modbus_tcp":
         return ModbusTcpSource(device_id, config)
+    if config.type == "opcua":
+        from drivers.opcua import OpcUaSource  # asyncua is imported only where it is used
+
+        return OpcUaSource(device_id, config)
     raise AgentStartError(f"device {device_id}: no driver for type {config.type!r}")
 
 
@@ -125,7 +129,7 @@ class Agent:
         self.outbox: Outbox | None = None
         self.recorder: Recorder | None = None
         self.forwarder: Forwarder | None = None
-        self.pollers: list[DevicePoller] = []
+        self.pollers: list[DevicePoller | DeviceStreamer] = []
         self.key_id: str | None = None
 
     def _load_key(self) -> Ed25519PrivateKey:
@@ -166,10 +170,11 @@ class Agent:
         )
         self.recorder = recorder
         zones = ZoneMap(cfg)
-        self.pollers = [
-            DevicePoller(build_source(dev_id, dev), zones, recorder, dev.reconnect_max_secs)
-            for dev_id, dev in cfg.devices.items()
-        ]
+        self.pollers = []
+        for dev_id, dev in cfg.devices.items():
+            source = build_source(dev_id, dev)
+            task_type = DeviceStreamer if getattr(source, "pushed", False) else DevicePoller
+            self.pollers.append(task_type(source, zones, recorder, dev.reconnect_max_secs))
         await recorder.put(
             Fact(
                 "audit",

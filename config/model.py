@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from drivers.modbus_model import ModbusTcpDevice
+from drivers.opcua_model import OpcUaDevice
 
 from .profiles import BUILTIN_PROFILES
 
@@ -30,8 +31,8 @@ __all__ = [
 GatewayId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
 
-DeviceConfig = Annotated[ModbusTcpDevice, Field(discriminator="type")]
-DEVICE_TYPES = ("modbus_tcp",)
+DeviceConfig = Annotated[ModbusTcpDevice | OpcUaDevice, Field(discriminator="type")]
+DEVICE_TYPES = ("modbus_tcp", "opcua")
 
 
 class _Strict(BaseModel):
@@ -137,8 +138,22 @@ class GatewayConfig(_Strict):
                 }
             )
 
-        update = {"signing": fix(self.signing, "key_file"), "buffer": fix(self.buffer, "path")}
+        update: dict[str, object] = {
+            "signing": fix(self.signing, "key_file"),
+            "buffer": fix(self.buffer, "path"),
+        }
         if self.uplink is not None:
             names = ("token_file", "ca_file", "client_cert_file", "client_key_file")
             update["uplink"] = fix(self.uplink, *names)
+        devices: dict[str, BaseModel] = {}
+        for dev_id, dev in self.devices.items():
+            if isinstance(dev, OpcUaDevice):
+                files = ("certificate_file", "private_key_file", "server_certificate_file")
+                security = fix(dev.security, *files)
+                devices[dev_id] = fix(dev, "credentials_file").model_copy(
+                    update={"security": security}
+                )
+            else:
+                devices[dev_id] = dev
+        update["devices"] = devices
         return self.model_copy(update=update)

@@ -13,6 +13,7 @@ from agent.cli import app
 from config import example_config_text, load_config
 from config.model import GatewayConfig
 from drivers.modbus_model import ModbusPoint, ModbusTcpDevice
+from drivers.opcua_model import OpcUaDevice, OpcUaPoint, OpcUaSecurity
 
 runner = CliRunner()
 
@@ -38,7 +39,7 @@ def _field_names(model: type[BaseModel]) -> set[str]:
 
 @pytest.mark.parametrize(
     "model",
-    [*(m for m in (GatewayConfig, ModbusTcpDevice, ModbusPoint))],
+    [GatewayConfig, ModbusTcpDevice, ModbusPoint, OpcUaDevice, OpcUaPoint, OpcUaSecurity],
 )
 def test_example_documents_every_field(model: type[BaseModel]) -> None:
     # Every key a user can set appears in the example, set or commented out.
@@ -175,3 +176,46 @@ def test_config_env_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     result = runner.invoke(app, ["buffer", "status"])
     assert result.exit_code == 2
     assert f"{tmp_path / 'env.toml'}: file not found" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where", "why"),
+    [
+        (
+            'node_id = "ns=2;s=freezer-1.temperature"\n',
+            'node_id = "ns=2;s=freezer-1.temperature"\nbrowse_path = "0:Objects/x"\n',
+            "devices.freezer-bms.points.temperature",
+            "exactly one of node_id or browse_path",
+        ),
+        (
+            'mode = "SignAndEncrypt"',
+            'mode = "None"',
+            "devices.freezer-bms.security",
+            "policy None goes with mode None",
+        ),
+        (
+            'server_certificate_file = "/etc/gxpgate/opcua/freezer-bms.der"\n',
+            "",
+            "devices.freezer-bms.security",
+            "needs server_certificate_file",
+        ),
+        (
+            'endpoint = "opc.tcp://192.0.2.20:4840/"',
+            'endpoint = "http://192.0.2.20/"',
+            "devices.freezer-bms.endpoint",
+            "should match pattern",
+        ),
+        (
+            'mode = "subscription"',
+            'mode = "push"',
+            "devices.freezer-bms.mode",
+            "'subscription' or 'polling'",
+        ),
+    ],
+)
+def test_opcua_config_errors(tmp_path: Path, old: str, new: str, where: str, why: str) -> None:
+    path = _example_with(tmp_path, old, new)
+    result = runner.invoke(app, ["config", "validate", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}: {where}" in result.stderr
+    assert why in result.stderr

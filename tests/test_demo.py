@@ -20,6 +20,8 @@ def test_demo_runs_scripted_outage_and_verifies(tmp_path: Path) -> None:
     assert "uplink.recovered" in out
     assert "excursion: cold-room-2" in out
     assert "device.offline device=ambient-a-probe" in out
+    assert "freezer-1 OPC UA server restarts" in out
+    assert "-18.0" in out or "-17.9" in out, "freezer values arrive over OPC UA"
     assert "verification: PASSED" in out
     assert "quality service copy  OK" in out
     for name in ("gxpgate.toml", "signing.key", "signing.pub.pem", "buffer.db", "evidence.jsonl"):

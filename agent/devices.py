@@ -1,0 +1,165 @@
+"""One task per device: polled devices on a fixed rate, pushed devices (subscriptions) as they
+report; every attempt and every value on record.
+
+Polling is fixed-rate on the monotonic clock: a poll that overruns its slot skips the missed
+slots instead of starting late ones back to back, so ``at`` never drifts behind while the data
+looks fresh. A device that cannot be reached is retried with capped, jittered backoff; its
+offline and online transitions are each logged and sealed once as ``audit`` records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from drivers.base import DeviceUnreachable, DriverError, PolledSource, Sample, utc_now
+
+from .backoff import Backoff
+from .identity import ZoneMap
+from .recorder import Recorder
+from .sealing import Fact
+
+__all__ = ["DevicePoller", "DeviceStreamer"]
+
+log = logging.getLogger(__name__)
+
+
+class PushedSource(Protocol):
+    device_id: str
+    poll_interval_secs: float
+
+    async def __aenter__(self) -> PushedSource: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    def stream(self) -> AsyncIterator[list[Sample]]:
+        """Batches of samples as the device reports them; ``[]`` first, once subscribed.
+        Raises :class:`~drivers.base.DriverError` when the connection is lost."""
+        ...
+
+
+class _Device:
+    """What both kinds of device task share: sealing samples, health transitions, backoff."""
+
+    def __init__(self, device: str, zones: ZoneMap, recorder: Recorder, backoff: Backoff) -> None:
+        self.device = device
+        self.zones = zones
+        self.recorder = recorder
+        self.online = True
+        self.last_error: str | None = None
+        self._backoff = backoff
+
+    async def record(self, samples: list[Sample]) -> None:
+        for sample in samples:
+            await self.recorder.put(
+                Fact(
+                    kind="reading",
+                    at=sample.at,
+                    src_at=sample.src_at,
+                    zone=self.zones.zone_of(self.device, sample.point),
+                    device=self.device,
+                    point=sample.point,
+                    value=sample.value,
+                    unit=sample.unit,
+                    quality=sample.quality,
+                    data=sample.data,
+                )
+            )
+
+    async def went_offline(self, failure: DriverError) -> float:
+        """Record the failure (once per episode); return how long to wait before retrying."""
+        self.last_error = failure.message
+        if self.online:
+            self.online = False
+            log.warning("device.offline device=%s error=%s", self.device, failure.message)
+            await self._audit({"event": "device_offline", "error": failure.message})
+        return self._backoff.next_delay()
+
+    async def came_online(self) -> None:
+        self.last_error = None
+        self._backoff.reset()
+        if not self.online:
+            self.online = True
+            log.warning("device.online device=%s", self.device)
+            await self._audit({"event": "device_online"})
+
+    async def _audit(self, data: dict[str, object]) -> None:
+        zone = self.zones.zone_of(self.device)
+        await self.recorder.put(Fact("audit", utc_now(), data, zone=zone, device=self.device))
+
+
+def _raise_if_cancelled(task: asyncio.Task[object] | None) -> None:
+    # Python 3.11's wait_for (inside pymodbus and asyncua) can swallow a cancellation that
+    # races with the answer; re-raise it so shutdown never hangs on a device task.
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class DevicePoller(_Device):
+    def __init__(
+        self, source: PolledSource, zones: ZoneMap, recorder: Recorder, reconnect_max_secs: float
+    ) -> None:
+        interval = source.poll_interval_secs
+        backoff = Backoff(min(1.0, interval), max(reconnect_max_secs, interval))
+        super().__init__(source.device_id, zones, recorder, backoff)
+        self.source = source
+        self.polls = 0
+        self.overruns = 0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.source.poll_interval_secs
+        task = asyncio.current_task()
+        async with self.source:
+            next_slot = loop.time()
+            while True:
+                failure: DriverError | None = None
+                try:
+                    samples = await self.source.read()
+                except DeviceUnreachable as exc:
+                    samples, failure = exc.samples, exc
+                except DriverError as exc:
+                    samples, failure = [], exc
+                _raise_if_cancelled(task)
+                self.polls += 1
+                await self.record(samples)
+                if failure is not None:
+                    await asyncio.sleep(await self.went_offline(failure))
+                    next_slot = loop.time()
+                    continue
+                await self.came_online()
+                next_slot += interval
+                now = loop.time()
+                if next_slot < now:
+                    missed = int((now - next_slot) // interval) + 1
+                    self.overruns += missed
+                    log.warning("device.overrun device=%s skipped_polls=%d", self.device, missed)
+                    next_slot += missed * interval
+                await asyncio.sleep(next_slot - now)
+
+
+class DeviceStreamer(_Device):
+    """A pushed source (OPC UA subscription): values as the device reports them."""
+
+    def __init__(
+        self, source: PushedSource, zones: ZoneMap, recorder: Recorder, reconnect_max_secs: float
+    ) -> None:
+        super().__init__(source.device_id, zones, recorder, Backoff(0.5, reconnect_max_secs))
+        self.source = source
+        self.batches = 0
+
+    async def run(self) -> None:
+        task = asyncio.current_task()
+        async with self.source:
+            while True:
+                try:
+                    async for samples in self.source.stream():
+                        _raise_if_cancelled(task)
+                        self.batches += 1
+                        await self.came_online()  # the first (possibly empty) batch: subscribed
+                        await self.record(samples)
+                except DriverError as exc:
+                    _raise_if_cancelled(task)
+                    await asyncio.sleep(await self.went_offline(exc))

@@ -89,7 +89,6 @@ import hmac
 import ipaddress
 import logging
 import math
-import random
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -99,7 +98,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from asyncua import Server, ua
 from asyncua.common.callback import CallbackService, CallbackType, ServerItemCallback
@@ -111,6 +110,14 @@ from asyncua.server.user_managers import UserManager
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from .behaviour import DRIFT as _DRIFT
+from .behaviour import Base as _Base
+from .behaviour import Behaviour as _Behaviour
+from .behaviour import Excursion as _Excursion
+from .behaviour import Hold as _Hold
+from .behaviour import Ramp as _Ramp
+from .behaviour import RandomWalk as _RandomWalk
 
 __all__ = [
     "APPLICATION_URI",
@@ -140,9 +147,7 @@ _VARIANT = {
     "humidity": ua.VariantType.Double,
     "door_open": ua.VariantType.Boolean,
 }
-_DRIFT_STEP_SECS = 5.0
 # point -> (bound of the walk around the base, standard deviation of one step)
-_DRIFT = {"temperature": (0.3, 0.03), "humidity": (1.5, 0.15)}
 _CERT_DAYS = 3650
 
 _Key = tuple[str, str]
@@ -176,84 +181,6 @@ DEFAULT_ZONES: list[ZoneSpec] = [
 
 
 # --------------------------------------------------------------------------- point behaviours
-
-
-class _Behaviour(Protocol):
-    def value_at(self, now: float) -> float: ...
-
-
-class _RandomWalk:
-    """Offset from the base: bounded random walk, one step per ``_DRIFT_STEP_SECS``.
-
-    Steps are generated lazily as time advances (time never goes back), so a value costs only
-    the steps since the previous one.
-    """
-
-    def __init__(self, seed: str, bound: float, sigma: float, origin: float) -> None:
-        self._rng = random.Random(seed)
-        self._bound = bound
-        self._sigma = sigma
-        self._origin = origin
-        self._step = 0
-        self._here = 0.0
-        self._next = self._draw(0.0)
-
-    def _draw(self, value: float) -> float:
-        value += self._rng.gauss(0.0, self._sigma)
-        if value > self._bound:  # reflect at the bounds, then clamp for huge steps
-            value = 2 * self._bound - value
-        elif value < -self._bound:
-            value = -2 * self._bound - value
-        return min(self._bound, max(-self._bound, value))
-
-    def offset_at(self, now: float) -> float:
-        position = max(0.0, now - self._origin) / _DRIFT_STEP_SECS
-        while self._step < int(position):
-            self._step += 1
-            self._here, self._next = self._next, self._draw(self._next)
-        fraction = min(1.0, max(0.0, position - self._step))
-        return self._here + (self._next - self._here) * fraction
-
-
-@dataclass(frozen=True)
-class _Base:
-    base: float
-    walk: _RandomWalk | None
-
-    def value_at(self, now: float) -> float:
-        return self.base + (self.walk.offset_at(now) if self.walk else 0.0)
-
-
-@dataclass(frozen=True)
-class _Hold:
-    value: float
-
-    def value_at(self, now: float) -> float:
-        return self.value
-
-
-@dataclass(frozen=True)
-class _Ramp:
-    start: float
-    end: float
-    t0: float
-    seconds: float
-
-    def value_at(self, now: float) -> float:
-        if now >= self.t0 + self.seconds:
-            return self.end
-        fraction = max(0.0, (now - self.t0) / self.seconds)
-        return self.start + (self.end - self.start) * fraction
-
-
-@dataclass(frozen=True)
-class _Excursion:
-    value: float
-    until: float
-    then: _Behaviour
-
-    def value_at(self, now: float) -> float:
-        return self.value if now < self.until else self.then.value_at(now)
 
 
 class _Zone:

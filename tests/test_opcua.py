@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -218,3 +222,71 @@ def test_devices_test_lists_opcua_points(tmp_path: Path, write_config) -> None:
         assert "good" in result.output
 
     asyncio.run(main())
+
+
+def test_credentials_file_and_wrong_password(tmp_path: Path, write_config) -> None:
+    creds = tmp_path / "bms.credentials"
+    creds.write_text("gateway\ns3cret-pass\n")
+
+    async def main() -> None:
+        async with OpcUaSimulator(
+            users={"gateway": "s3cret-pass"}, update_interval_secs=0.1
+        ) as sim:
+            extra = f'credentials_file = "{creds}"'
+            config = write_config(extra_devices=opcua_device(sim, extra=extra), poll=5)
+            async with Running(config) as agent:
+                streamer = next(p for p in agent.pollers if p.device == "bms")
+                await until(lambda: streamer.batches >= 2, what="data with a password")
+            creds.write_text("gateway\nwrong\n")
+            wrong = write_config(
+                extra_devices=opcua_device(sim, extra=extra), poll=5, name="wrong.toml"
+            )
+            wrong.write_text(wrong.read_text().replace('path = "buffer.db"', 'path = "w.db"'))
+            async with Running(wrong) as agent:
+                streamer = next(p for p in agent.pollers if p.device == "bms")
+                await until(lambda: not streamer.online, what="refused")
+                assert streamer.last_error is not None
+                assert "wrong" not in streamer.last_error, "the password is never echoed"
+        assert readings(wrong) == []
+
+    asyncio.run(main())
+
+
+def test_certificate_command_and_simulate_opcua(tmp_path: Path, write_config) -> None:
+    security = """
+[devices.bms.security]
+policy = "Basic256Sha256"
+mode = "Sign"
+certificate_file = "opcua/cert.der"
+private_key_file = "opcua/key.pem"
+server_certificate_file = "opcua/server.der"
+"""
+    config = write_config(
+        extra_devices=f"""
+[devices.bms]
+type = "opcua"
+endpoint = "opc.tcp://127.0.0.1:4840/"
+zone = "cold-1"
+points.t = {{ node_id = "ns=2;s=x" }}
+{security}"""
+    )
+    result = runner.invoke(app, ["opcua", "certificate", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "(created)" in result.output
+    assert "thumbprint" in result.output
+    assert (tmp_path / "opcua" / "cert.der").is_file()
+    assert (tmp_path / "opcua" / "key.pem").stat().st_mode & 0o777 == 0o600
+    again = runner.invoke(app, ["opcua", "certificate", "--config", str(config)])
+    assert "(exists)" in again.output
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "simulate", "opcua", "--port", "0"],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("OPC UA simulator listening on opc.tcp://127.0.0.1:"), first
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0

@@ -24,6 +24,8 @@ __all__ = ["Recorder"]
 
 log = logging.getLogger(__name__)
 
+QUIET_SECS = 0.01
+
 CommitListener = Callable[[Sequence[Fact], Sequence[Row]], None]
 
 
@@ -73,16 +75,29 @@ class Recorder:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            wait = self._first_arrival + self.commit_interval_secs - loop.time()
-            if wait > 0 and self.queued < self.max_batch and not self._closing.is_set():
-                # Group commit: the oldest queued fact may wait up to the interval for others.
-                # Under load the queue fills while the last group is sealed, so no wait at all.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._closing.wait()
+            await self._gather(loop.time, self._first_arrival + self.commit_interval_secs)
             batch = [self._queue.get_nowait() for _ in range(min(self.max_batch, self.queued))]
             self._first_arrival = loop.time()  # facts still queued arrived at the latest now
             await self._commit(batch)
+
+    async def _gather(self, now: Callable[[], float], deadline: float) -> None:
+        """Group commit: wait for more facts until the producers go quiet for ``QUIET_SECS``,
+        the oldest queued fact has waited the commit interval, or a full group is queued.
+
+        A burst (an OPC UA publish, a poll of several devices) is committed as soon as it has
+        arrived instead of after the whole interval; a steady trickle still shares one fsync
+        per interval; under heavy load the queue is full after each commit and nothing waits.
+        """
+        while self.queued < self.max_batch and not self._closing.is_set():
+            remaining = deadline - now()
+            if remaining <= 0:
+                return
+            size = self.queued
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(QUIET_SECS, remaining)):
+                    await self._closing.wait()
+            if self.queued == size:
+                return
 
     async def _commit(self, batch: list[Fact]) -> None:
         backoff = Backoff(0.5, 30.0)

@@ -53,9 +53,10 @@ class _Handler:
         self.queue = queue
 
     def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
-        name = self.source._by_node.get(node.nodeid.to_string())
+        item = data.monitored_item
+        name = self.source._by_handle.get(item.ClientHandle)
         if name is not None:
-            self.queue.put_nowait(self.source._sample(name, data.monitored_item.Value))
+            self.queue.put_nowait(self.source._sample(name, item.Value))
 
     def status_change_notification(self, status: Any) -> None:
         code = getattr(status, "Status", status)
@@ -73,7 +74,7 @@ class OpcUaSource:
         self.poll_interval_secs = config.poll_interval_secs
         self._client: Client | None = None
         self._nodes: dict[str, Node] = {}
-        self._by_node: dict[str, str] = {}
+        self._by_handle: dict[int, str] = {}
         self._unresolved: dict[str, str] = {}
         self._read_chunk = DEFAULT_READ_CHUNK
         self._lost: asyncio.Queue[Sample | _Lost] | None = None
@@ -196,7 +197,6 @@ class OpcUaSource:
 
     async def _resolve(self, client: Client) -> None:
         self._nodes.clear()
-        self._by_node.clear()
         self._unresolved.clear()
         for name, point in self.config.points.items():
             try:
@@ -212,7 +212,6 @@ class OpcUaSource:
                 self._unresolved[name] = f"cannot resolve {point.browse_path}: {_describe(exc)}"
                 continue
             self._nodes[name] = node
-            self._by_node[node.nodeid.to_string()] = name
 
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
@@ -273,10 +272,9 @@ class OpcUaSource:
         subscription = await client.create_subscription(cfg.publishing_interval_ms, handler)
         requests = []
         names = list(self._nodes)
-        for index, name in enumerate(names):
-            requests.append(
-                self._item_request(_HANDLE_BASE + index, self._nodes[name], cfg.points[name])
-            )
+        self._by_handle = {_HANDLE_BASE + index: name for index, name in enumerate(names)}
+        for handle, name in self._by_handle.items():
+            requests.append(self._item_request(handle, self._nodes[name], cfg.points[name]))
         if not requests:
             return
         results = await subscription.create_monitored_items(requests)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app
@@ -158,7 +159,8 @@ def test_bad_and_uncertain_status(tmp_path: Path, write_config) -> None:
     asyncio.run(main())
 
 
-def test_signed_and_encrypted_session_and_untrusted_server(tmp_path: Path, write_config) -> None:
+@pytest.mark.parametrize("mode", ["SignAndEncrypt", "Sign"])
+def test_secure_session_and_untrusted_server(tmp_path: Path, write_config, mode: str) -> None:
     cert, key = tmp_path / "gw" / "cert.der", tmp_path / "gw" / "key.pem"
     created, _ = ensure_application_certificate(cert, key, "urn:gxpgate:test", "localhost")
     assert created
@@ -176,7 +178,7 @@ def test_signed_and_encrypted_session_and_untrusted_server(tmp_path: Path, write
                 return f"""
 [devices.bms.security]
 policy = "Basic256Sha256"
-mode = "SignAndEncrypt"
+mode = "{mode}"
 certificate_file = "{cert}"
 private_key_file = "{key}"
 server_certificate_file = "{trusted}"

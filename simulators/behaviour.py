@@ -6,6 +6,7 @@ and every simulator scripts its points through the same few shapes.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Protocol
@@ -13,12 +14,16 @@ from typing import Protocol
 __all__ = [
     "DRIFT",
     "DRIFT_STEP_SECS",
+    "POINTS",
     "Base",
     "Behaviour",
     "Excursion",
     "Hold",
     "Ramp",
     "RandomWalk",
+    "ScriptedPoints",
+    "check_point",
+    "finite",
 ]
 
 DRIFT_STEP_SECS = 5.0
@@ -102,3 +107,66 @@ class Excursion:
 
     def value_at(self, now: float) -> float:
         return self.value if now < self.until else self.then.value_at(now)
+
+
+POINTS = ("temperature", "humidity", "door_open")
+
+
+class ScriptedPoints:
+    """One simulated device's points: each has a base behaviour (its value, drifting or not)
+    and a current one, which the scripting verbs replace. Arguments are checked here, once,
+    for every simulator."""
+
+    def __init__(
+        self, seed_key: str, temperature_c: float, humidity_pct: float, drift: bool, t0: float
+    ) -> None:
+        bases = {"temperature": temperature_c, "humidity": humidity_pct}
+        self.base: dict[str, Base] = {"door_open": Base(0.0, None)}
+        for point, (bound, sigma) in DRIFT.items():
+            walk = RandomWalk(f"{seed_key}:{point}", bound, sigma, t0) if drift else None
+            self.base[point] = Base(bases[point], walk)
+        self.behaviour: dict[str, Behaviour] = dict(self.base)
+
+    def value(self, point: str, now: float) -> float:
+        return self.behaviour[check_point(point)].value_at(now)
+
+    def hold(self, point: str, value: float) -> None:
+        """Hold ``value`` (no drift) until changed."""
+        self.behaviour[check_point(point)] = Hold(finite(value))
+
+    def ramp(self, point: str, to: float, seconds: float, now: float) -> None:
+        """Go linearly from the current value to ``to`` over ``seconds``, then hold ``to``."""
+        if not seconds >= 0:
+            raise ValueError(f"ramp seconds must be >= 0, got {seconds}")
+        start, target = self.value(point, now), finite(to)
+        self.behaviour[point] = Ramp(start, target, now, seconds) if seconds else Hold(target)
+
+    def excursion(self, point: str, value: float, seconds: float, now: float) -> None:
+        """Jump to ``value`` for ``seconds``, then hand back to the behaviour it interrupted."""
+        if not seconds > 0:
+            raise ValueError(f"excursion seconds must be > 0, got {seconds}")
+        previous = self.behaviour[check_point(point)]
+        while isinstance(previous, Excursion) and previous.until <= now:
+            previous = previous.then  # an expired excursion is already handed back
+        self.behaviour[point] = Excursion(finite(value), now + seconds, previous)
+
+    def freeze(self, point: str, now: float) -> None:
+        """Stuck sensor: keep returning the current value."""
+        self.behaviour[point] = Hold(self.value(point, now))
+
+    def resume(self, point: str) -> None:
+        """Back to the base value, drifting if the device drifts."""
+        self.behaviour[check_point(point)] = self.base[point]
+
+
+def check_point(point: str) -> str:
+    if point not in POINTS:
+        raise ValueError(f"unknown point {point!r}; expected one of {list(POINTS)}")
+    return point
+
+
+def finite(value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"value must be finite, got {value}")
+    return value

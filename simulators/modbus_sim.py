@@ -52,7 +52,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
-import math
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -66,13 +65,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from .behaviour import DRIFT as _DRIFT
-from .behaviour import Base as _Base
-from .behaviour import Behaviour as _Behaviour
-from .behaviour import Excursion as _Excursion
-from .behaviour import Hold as _Hold
-from .behaviour import Ramp as _Ramp
-from .behaviour import RandomWalk as _RandomWalk
+from .behaviour import ScriptedPoints
 
 __all__ = [
     "DEFAULT_SENSORS",
@@ -85,7 +78,6 @@ __all__ = [
 ]
 
 Fault = Literal["exception", "no_answer", "drop_connection"]
-POINTS: tuple[str, ...] = ("temperature", "humidity", "door_open")
 COIL_COUNT = 8
 
 _FAULTS: frozenset[str] = frozenset({"exception", "no_answer", "drop_connection"})
@@ -164,28 +156,17 @@ _MAP: tuple[tuple[str, int, str, float, str, str], ...] = (
 # --------------------------------------------------------------------------- point behaviours
 
 
-class _Unit:
+class _Unit(ScriptedPoints):
     """One sensor: its points' behaviours, its coils, and the pymodbus ``action`` hook."""
 
     def __init__(self, spec: SensorSpec, seed: int, clock: Callable[[], float]) -> None:
+        self._t0 = clock()
+        super().__init__(
+            f"{seed}:{spec.unit_id}", spec.temperature_c, spec.humidity_pct, spec.drift, self._t0
+        )
         self.spec = spec
         self.coils = [False] * COIL_COUNT
         self._clock = clock
-        self._t0 = clock()
-        bases = {"temperature": spec.temperature_c, "humidity": spec.humidity_pct}
-        self._base: dict[str, _Base] = {"door_open": _Base(0.0, None)}
-        for point, (bound, sigma) in _DRIFT.items():
-            walk = None
-            if spec.drift:
-                walk = _RandomWalk(f"{seed}:{spec.unit_id}:{point}", bound, sigma, self._t0)
-            self._base[point] = _Base(bases[point], walk)
-        self.behaviour: dict[str, _Behaviour] = dict(self._base)
-
-    def value(self, point: str, now: float) -> float:
-        return self.behaviour[point].value_at(now)
-
-    def resume(self, point: str) -> None:
-        self.behaviour[point] = self._base[point]
 
     def device(self) -> SimDevice:
         """The pymodbus device: register layout from the map, contents from :meth:`action`."""
@@ -429,7 +410,7 @@ class ModbusSimulator:
 
     def value(self, unit_id: int, point: str) -> float:
         """The point's value now, as the next read would render it (before encoding)."""
-        return self._unit(unit_id).value(_check_point(point), self._clock())
+        return self._unit(unit_id).value(point, self._clock())
 
     def coil(self, unit_id: int, address: int) -> bool:
         """What was last written to coil ``address`` (0..7) of the unit."""
@@ -439,35 +420,23 @@ class ModbusSimulator:
 
     def set_value(self, unit_id: int, point: str, value: float) -> None:
         """Hold ``value`` (no drift) until changed."""
-        self._unit(unit_id).behaviour[_check_point(point)] = _Hold(_finite(value))
+        self._unit(unit_id).hold(point, value)
 
     def ramp(self, unit_id: int, point: str, to: float, seconds: float) -> None:
         """Go linearly from the current value to ``to`` over ``seconds``, then hold ``to``."""
-        unit, point, now = self._unit(unit_id), _check_point(point), self._clock()
-        if not seconds >= 0:
-            raise ValueError(f"ramp seconds must be >= 0, got {seconds}")
-        start = unit.value(point, now)
-        target = _finite(to)
-        unit.behaviour[point] = _Ramp(start, target, now, seconds) if seconds else _Hold(target)
+        self._unit(unit_id).ramp(point, to, seconds, self._clock())
 
     def excursion(self, unit_id: int, point: str, value: float, seconds: float) -> None:
         """Jump to ``value`` for ``seconds``, then hand back to the behaviour it interrupted."""
-        unit, point, now = self._unit(unit_id), _check_point(point), self._clock()
-        if not seconds > 0:
-            raise ValueError(f"excursion seconds must be > 0, got {seconds}")
-        previous = unit.behaviour[point]
-        while isinstance(previous, _Excursion) and previous.until <= now:
-            previous = previous.then  # an expired excursion is already handed back
-        unit.behaviour[point] = _Excursion(_finite(value), now + seconds, previous)
+        self._unit(unit_id).excursion(point, value, seconds, self._clock())
 
     def freeze(self, unit_id: int, point: str) -> None:
         """Stuck sensor: keep returning the current value."""
-        unit, point = self._unit(unit_id), _check_point(point)
-        unit.behaviour[point] = _Hold(unit.value(point, self._clock()))
+        self._unit(unit_id).freeze(point, self._clock())
 
     def resume(self, unit_id: int, point: str) -> None:
         """Back to the base value, drifting if the sensor drifts."""
-        self._unit(unit_id).resume(_check_point(point))
+        self._unit(unit_id).resume(point)
 
     # ----------------------------------------------------------------------- faults
 
@@ -520,19 +489,6 @@ class ModbusSimulator:
         if sending:
             self.requests_served += 1
         return pdu
-
-
-def _check_point(point: str) -> str:
-    if point not in POINTS:
-        raise ValueError(f"unknown point {point!r}; expected one of {list(POINTS)}")
-    return point
-
-
-def _finite(value: float) -> float:
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"value must be finite, got {value}")
-    return value
 
 
 def format_register_map(rows: Sequence[RegisterRow]) -> str:

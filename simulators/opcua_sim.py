@@ -88,7 +88,6 @@ import dataclasses
 import hmac
 import ipaddress
 import logging
-import math
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -111,13 +110,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from .behaviour import DRIFT as _DRIFT
-from .behaviour import Base as _Base
-from .behaviour import Behaviour as _Behaviour
-from .behaviour import Excursion as _Excursion
-from .behaviour import Hold as _Hold
-from .behaviour import Ramp as _Ramp
-from .behaviour import RandomWalk as _RandomWalk
+from .behaviour import POINTS, ScriptedPoints, check_point
 
 __all__ = [
     "APPLICATION_URI",
@@ -134,7 +127,6 @@ __all__ = [
 NAMESPACE_URI = "urn:gxpgate:simulator:warehouse"
 APPLICATION_URI = "urn:gxpgate:simulator:opcua-server"
 SECURITY_POLICY_URI: str = security_policies.SecurityPolicyBasic256Sha256.URI
-POINTS: tuple[str, ...] = ("temperature", "humidity", "door_open")
 
 SERVER_CERT_FILE = "server_cert.der"
 SERVER_KEY_FILE = "server_key.pem"
@@ -183,19 +175,14 @@ DEFAULT_ZONES: list[ZoneSpec] = [
 # --------------------------------------------------------------------------- point behaviours
 
 
-class _Zone:
+class _Zone(ScriptedPoints):
     """One zone's points: their base behaviours and current ones."""
 
     def __init__(self, spec: ZoneSpec, seed: int, t0: float) -> None:
+        super().__init__(
+            f"{seed}:{spec.name}", spec.temperature_c, spec.humidity_pct, spec.drift, t0
+        )
         self.spec = spec
-        bases = {"temperature": spec.temperature_c, "humidity": spec.humidity_pct}
-        self.base: dict[str, _Base] = {"door_open": _Base(0.0, None)}
-        for point, (bound, sigma) in _DRIFT.items():
-            walk = None
-            if spec.drift:
-                walk = _RandomWalk(f"{seed}:{spec.name}:{point}", bound, sigma, t0)
-            self.base[point] = _Base(bases[point], walk)
-        self.behaviour: dict[str, _Behaviour] = dict(self.base)
 
 
 # --------------------------------------------------------------------------- asyncua pieces
@@ -420,14 +407,14 @@ class OpcUaSimulator:
     def node_id(self, zone: str, point: str) -> str:
         """NodeId string of a point, e.g. ``ns=2;s=cold-room-1.temperature``."""
         self._zone(zone)
-        return f"ns={self._ns()};s={zone}.{_check_point(point)}"
+        return f"ns={self._ns()};s={zone}.{check_point(point)}"
 
     def browse_path(self, zone: str, point: str) -> str:
         """Browse path of a point from the Root folder, e.g.
         ``0:Objects/2:Warehouse/2:cold-room-1/2:temperature`` (see the module docstring)."""
         self._zone(zone)
         ns = self._ns()
-        return f"0:Objects/{ns}:{_FOLDER}/{ns}:{zone}/{ns}:{_check_point(point)}"
+        return f"0:Objects/{ns}:{_FOLDER}/{ns}:{zone}/{ns}:{check_point(point)}"
 
     def points(self) -> list[tuple[str, str]]:
         """Every ``(zone, point)``, in address-space order."""
@@ -437,48 +424,35 @@ class OpcUaSimulator:
 
     def value(self, zone: str, point: str) -> float:
         """The point's model value now (door_open: 1.0 open, 0.0 closed)."""
-        return self._zone(zone).behaviour[_check_point(point)].value_at(self._clock())
+        return self._zone(zone).value(point, self._clock())
 
     async def set_value(self, zone: str, point: str, value: float) -> None:
         """Hold ``value`` (no drift) until :meth:`resume`; written at once if running."""
-        self._zone(zone).behaviour[_check_point(point)] = _Hold(_finite(value))
+        self._zone(zone).hold(point, value)
         await self._write_point((zone, point))
 
     def ramp(self, zone: str, point: str, to: float, seconds: float) -> None:
         """Go linearly from the current value to ``to`` over ``seconds``, then hold ``to``."""
-        z, point, now = self._zone(zone), _check_point(point), self._clock()
-        if not seconds >= 0:
-            raise ValueError(f"ramp seconds must be >= 0, got {seconds}")
-        start = z.behaviour[point].value_at(now)
-        target = _finite(to)
-        z.behaviour[point] = _Ramp(start, target, now, seconds) if seconds else _Hold(target)
+        self._zone(zone).ramp(point, to, seconds, self._clock())
 
     def excursion(self, zone: str, point: str, value: float, seconds: float) -> None:
         """Jump to ``value`` for ``seconds``, then hand back to the behaviour it interrupted."""
-        z, point, now = self._zone(zone), _check_point(point), self._clock()
-        if not seconds > 0:
-            raise ValueError(f"excursion seconds must be > 0, got {seconds}")
-        previous = z.behaviour[point]
-        while isinstance(previous, _Excursion) and previous.until <= now:
-            previous = previous.then  # an expired excursion is already handed back
-        z.behaviour[point] = _Excursion(_finite(value), now + seconds, previous)
+        self._zone(zone).excursion(point, value, seconds, self._clock())
 
     def freeze(self, zone: str, point: str) -> None:
         """Stuck sensor: keep the current value."""
-        z, point = self._zone(zone), _check_point(point)
-        z.behaviour[point] = _Hold(z.behaviour[point].value_at(self._clock()))
+        self._zone(zone).freeze(point, self._clock())
 
     def resume(self, zone: str, point: str) -> None:
         """Back to the base value, drifting if the zone drifts."""
-        z, point = self._zone(zone), _check_point(point)
-        z.behaviour[point] = z.base[point]
+        self._zone(zone).resume(point)
 
     async def set_bad(self, zone: str, point: str, status: str | None = "BadSensorFailure") -> None:
         """Give the point's DataValue the StatusCode named ``status`` (e.g. BadSensorFailure,
         UncertainLastUsableValue, BadCommunicationError) until changed; ``None`` is Good.
         Written at once if running."""
         self._zone(zone)
-        key = (zone, _check_point(point))
+        key = (zone, check_point(point))
         if status is None:
             self._status.pop(key, None)
         else:
@@ -589,19 +563,6 @@ class OpcUaSimulator:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _check_point(point: str) -> str:
-    if point not in POINTS:
-        raise ValueError(f"unknown point {point!r}; expected one of {list(POINTS)}")
-    return point
-
-
-def _finite(value: float) -> float:
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"value must be finite, got {value}")
-    return value
 
 
 def _netloc(host: str, port: int) -> str:

@@ -86,6 +86,7 @@ class Forwarder:
         self._rejection: int | None = None
         self._cursor_known = False
         self._prepared: _Batch | None = None
+        self._gap_reported: tuple[int, int] | None = None
 
     async def __aenter__(self) -> Forwarder:
         headers = {"User-Agent": "gxpgate"}
@@ -157,6 +158,7 @@ class Forwarder:
         if batch is None:
             return 0
         if batch.first != cursor + 1:
+            await self._missing(cursor + 1, batch.first - 1)
             raise _Retry(f"records {cursor + 1}..{batch.first - 1} are no longer in the buffer")
         key = f"{self.outbox.gw}:{self.outbox.chain}:{batch.first}-{batch.last}"
         upcoming = asyncio.create_task(asyncio.to_thread(self._prepare, batch.last, self._limit))
@@ -251,6 +253,16 @@ class Forwarder:
         with contextlib.suppress(ValueError, TypeError):
             if "seq" in (parsed := answer.json()):
                 data["seq"] = parsed["seq"]
+        await self.record(Fact("audit", utc_now(), data))
+
+    async def _missing(self, first: int, last: int) -> None:
+        """The service asks for records retention has already pruned (e.g. it was restored from
+        an old backup). The gateway cannot repair that; it says so once, sealed, for an operator."""
+        if self._gap_reported == (first, last):
+            return
+        self._gap_reported = (first, last)
+        log.error("uplink.records_pruned first=%d last=%d", first, last)
+        data = {"event": "uplink_records_pruned", "first_seq": first, "last_seq": last}
         await self.record(Fact("audit", utc_now(), data))
 
     async def _failed(self, exc: _Retry) -> None:

@@ -290,3 +290,44 @@ def test_kill_9_mid_stream_then_restart_completes_chain(
                 assert records[-1]["data"]["event"] == "agent_stopped"
 
     asyncio.run(main())
+
+
+def test_service_asking_for_pruned_records_is_audited_once(
+    tmp_path: Path, write_config, signing_key
+) -> None:
+    public = signing_key[1].public_key()
+
+    async def main() -> None:
+        async with ModbusSimulator() as sim:
+            qs = QualityServiceSimulator(tmp_path / "qs.db", [public]).start()
+            port = qs.port
+            try:
+                config = write_config(sim.port, qs.url)
+                async with Running(config) as agent:
+                    chain = agent.outbox.chain
+                    await until(lambda: qs.acked_through(GW, chain) >= 20)
+                    qs.stop()
+                    # retention 0: everything delivered is pruned (the newest record stays)
+                    agent.outbox.prune(retention_secs=0)
+                    qs = QualityServiceSimulator(tmp_path / "empty.db", [public], port=port)
+                    qs.start()
+                    await until(
+                        lambda: any(
+                            r["kind"] == "audit" and r["data"]["event"] == "uplink_records_pruned"
+                            for r in (orjson.loads(b) for b in agent.outbox.tail(40))
+                        ),
+                        what="the audit record",
+                    )
+                    assert qs.acked_through(GW, chain) == 0, "nothing can be accepted past a hole"
+            finally:
+                qs.stop()
+        records = exported(config)
+        gaps = [
+            r["data"]
+            for r in records
+            if r["kind"] == "audit" and r["data"]["event"] == "uplink_records_pruned"
+        ]
+        assert len(gaps) == 1, "said once, not on every retry"
+        assert gaps[0]["first_seq"] == 1
+
+    asyncio.run(main())

@@ -62,12 +62,12 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import IO, Any
+
+from tests.benchmarks.reporting import BenchError, Report, cpu_model, note, package_version
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GW = "gw-bench-opcua"
@@ -80,14 +80,6 @@ TARGET_MARGIN_MS = 100.0
 CHILD_START_SECS = 60.0
 AGENT_START_SECS = 60.0
 SIM_UPDATE_IDLE_SECS = 3600.0  # the simulator's own update task: effectively never
-
-
-class BenchError(Exception):
-    """A measurement could not be taken; the message says why."""
-
-
-def note(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def quiet_asyncua() -> None:
@@ -291,7 +283,7 @@ class SimChild:
                     self.proc.stdout.close()
 
 
-# -- statistics and the table ----------------------------------------------------------------
+# -- statistics ------------------------------------------------------------------------------
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
@@ -300,96 +292,6 @@ def percentile(ordered: Sequence[float], q: float) -> float:
         return math.nan
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[min(rank, len(ordered)) - 1]
-
-
-@dataclass
-class Figure:
-    key: str
-    label: str
-    value: float | str
-    unit: str = ""
-    target: str = ""
-    ok: bool | None = None
-    summary: str = ""
-    """Label in the targets summary, where the section title is not shown."""
-
-
-class Report:
-    def __init__(self) -> None:
-        self.figures: list[Figure] = []
-        self.errors: list[str] = []
-
-    def section(self, title: str) -> None:
-        print(f"\n== {title} ==", flush=True)
-        print(f"  {'figure':<58} {'value':>10} {'unit':<11} {'target':<10} verdict", flush=True)
-
-    def add(
-        self,
-        key: str,
-        label: str,
-        value: float | str,
-        unit: str = "",
-        *,
-        below: float | None = None,
-        summary: str = "",
-    ) -> Figure:
-        target, ok = "", None
-        if isinstance(value, float | int) and below is not None:
-            target, ok = f"< {below:,.0f}", value < below
-        figure = Figure(key, label, value, unit, target, ok, summary or label)
-        self.figures.append(figure)
-        print(self._line(figure), flush=True)
-        return figure
-
-    def text(self, message: str) -> None:
-        print(f"  {message}", flush=True)
-
-    def error(self, where: str, exc: BaseException) -> None:
-        message = f"{where}: {type(exc).__name__}: {exc}"
-        self.errors.append(message)
-        print(f"  ERROR {message}", flush=True)
-        traceback.print_exc(file=sys.stderr)
-
-    @staticmethod
-    def _line(figure: Figure, label: str | None = None) -> str:
-        if isinstance(figure.value, str):
-            shown = figure.value
-        elif math.isnan(figure.value):
-            shown = "n/a"
-        elif abs(figure.value) >= 100:
-            shown = f"{figure.value:,.0f}"
-        else:
-            shown = f"{figure.value:,.2f}"
-        verdict = {True: "PASS", False: "MISS", None: ""}[figure.ok]
-        label = figure.label if label is None else label
-        return f"  {label:<58} {shown:>10} {figure.unit:<11} {figure.target:<10} {verdict}"
-
-    def summary(self) -> None:
-        print("\n== Targets ==", flush=True)
-        for figure in self.figures:
-            if figure.ok is not None:
-                print(self._line(figure, figure.summary), flush=True)
-        if self.errors:
-            print("\n== Errors ==", flush=True)
-            for message in self.errors:
-                print(f"  {message}", flush=True)
-
-    def as_json(self, machine: dict[str, Any], params: dict[str, Any], wall_secs: float) -> str:
-        def clean(value: float | str) -> float | str | None:
-            if isinstance(value, float):
-                return None if math.isnan(value) else round(value, 3)
-            return value
-
-        doc: dict[str, Any] = {
-            "bench": "gxpgate.opcua",
-            "machine": machine,
-            "params": params,
-            "wall_secs": round(wall_secs, 1),
-            "figures": {f.key: clean(f.value) for f in self.figures},
-            "targets": {f.key: f.ok for f in self.figures if f.ok is not None},
-            "errors": self.errors,
-        }
-        return json.dumps(doc, sort_keys=False)
 
 
 # -- one pass: the agent against the simulator -----------------------------------------------
@@ -675,21 +577,6 @@ def report_pass(rep: Report, args: argparse.Namespace, label: str, result: PassR
 # -- the run ---------------------------------------------------------------------------------
 
 
-def package_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "?"
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
-
-
 def machine_facts() -> dict[str, Any]:
     return {
         "nproc": os.cpu_count(),
@@ -750,7 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
     started = time.perf_counter()
-    rep = Report()
+    rep = Report("gxpgate.opcua")
     machine = machine_facts()
     params = {
         "items": args.items,
@@ -811,7 +698,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     wall = time.perf_counter() - started
     rep.summary()
     print(f"\n  wall time {wall:.1f} s", flush=True)
-    print(rep.as_json(machine, params, wall), flush=True)
+    print(rep.as_json(machine, wall, params), flush=True)
     return 1 if rep.errors else 0
 
 

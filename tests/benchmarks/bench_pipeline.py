@@ -44,11 +44,9 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -73,6 +71,7 @@ from agent.recorder import Recorder
 from agent.sealing import Fact, Sealer, format_time
 from buffer import Outbox, Row
 from config.model import UplinkConfig
+from tests.benchmarks.reporting import BenchError, Report, cpu_model, note, package_version
 
 if TYPE_CHECKING:
     from simulators.quality_service import QualityServiceSimulator
@@ -120,15 +119,7 @@ with qs:
 """
 
 
-class BenchError(Exception):
-    """A measurement could not be taken; the message says why."""
-
-
 # -- small helpers ---------------------------------------------------------------------------
-
-
-def note(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def proc_status() -> dict[str, float]:
@@ -151,13 +142,6 @@ def per_record_us(secs: float, count: int) -> float:
     return secs / count * 1e6 if count else 0.0
 
 
-def package_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "?"
-
-
 def filesystem_of(path: Path) -> str:
     """The mount point and type holding ``path`` (fsync cost depends on it)."""
     best, kind = "", "?"
@@ -172,14 +156,6 @@ def filesystem_of(path: Path) -> str:
             if inside and len(mount) >= len(best):
                 best, kind = mount, parts[2]
     return f"{kind} ({best or '?'})"
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
 
 
 def remove_db(path: Path) -> None:
@@ -217,90 +193,6 @@ def fact_chunks(total: int, size: int) -> Iterator[list[Fact]]:
 
 
 # -- figures and the table -------------------------------------------------------------------
-
-
-@dataclass
-class Figure:
-    key: str
-    label: str
-    value: float | str
-    unit: str = ""
-    target: str = ""
-    ok: bool | None = None
-
-
-class Report:
-    def __init__(self) -> None:
-        self.figures: list[Figure] = []
-        self.errors: list[str] = []
-
-    def section(self, title: str) -> None:
-        print(f"\n== {title} ==", flush=True)
-        print(f"  {'figure':<68} {'value':>12} {'unit':<11} {'target':<13} verdict", flush=True)
-
-    def add(
-        self,
-        key: str,
-        label: str,
-        value: float | str,
-        unit: str = "",
-        *,
-        at_least: float | None = None,
-        below: float | None = None,
-    ) -> Figure:
-        target, ok = "", None
-        if isinstance(value, float | int) and at_least is not None:
-            target, ok = f">= {at_least:,.0f}", value >= at_least
-        elif isinstance(value, float | int) and below is not None:
-            target, ok = f"< {below:,.0f}", value < below
-        figure = Figure(key, label, value, unit, target, ok)
-        self.figures.append(figure)
-        print(self._line(figure), flush=True)
-        return figure
-
-    def text(self, message: str) -> None:
-        print(f"  {message}", flush=True)
-
-    def error(self, where: str, exc: BaseException) -> None:
-        message = f"{where}: {type(exc).__name__}: {exc}"
-        self.errors.append(message)
-        print(f"  ERROR {message}", flush=True)
-        traceback.print_exc(file=sys.stderr)
-
-    @staticmethod
-    def _line(figure: Figure) -> str:
-        if isinstance(figure.value, str):
-            shown = str(figure.value)
-        elif abs(figure.value) >= 100:
-            shown = f"{figure.value:,.0f}"
-        else:
-            shown = f"{figure.value:,.2f}"
-        verdict = {True: "MEETS", False: "MISSES", None: ""}[figure.ok]
-        return f"  {figure.label:<68} {shown:>12} {figure.unit:<11} {figure.target:<13} {verdict}"
-
-    def summary(self) -> None:
-        print("\n== Targets ==", flush=True)
-        for figure in self.figures:
-            if figure.ok is not None:
-                print(self._line(figure), flush=True)
-        if self.errors:
-            print("\n== Errors ==", flush=True)
-            for message in self.errors:
-                print(f"  {message}", flush=True)
-
-    def as_json(self, machine: dict[str, Any], wall_secs: float) -> str:
-        doc: dict[str, Any] = {
-            "bench": "gxpgate.pipeline",
-            "machine": machine,
-            "wall_secs": round(wall_secs, 1),
-            "figures": {
-                f.key: round(f.value, 3) if isinstance(f.value, float) else f.value
-                for f in self.figures
-            },
-            "targets": {f.key: f.ok for f in self.figures if f.ok is not None},
-            "errors": self.errors,
-        }
-        return json.dumps(doc, sort_keys=False)
 
 
 # -- section 1: sealing and committing -------------------------------------------------------
@@ -1161,7 +1053,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         self.args = args
         self.tmp = tmp
-        self.report = Report()
+        self.report = Report("gxpgate.pipeline")
         self.key = Ed25519PrivateKey.generate()
         self.public_key = self.key.public_key()
         self.pem_path = tmp / "signing.pub.pem"

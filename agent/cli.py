@@ -254,9 +254,10 @@ def devices_test(
     """Connect to each configured device once and print what it reads."""
     from drivers.base import DriverError
 
-    from .runtime import build_source
+    from .runtime import SourceFactory
 
     loaded = _load(config)
+    factory = SourceFactory(loaded.config)
     devices = loaded.config.devices
     if device is not None:
         if device not in devices:
@@ -266,7 +267,7 @@ def devices_test(
     async def probe() -> int:
         failures = 0
         for dev_id, dev in devices.items():
-            source = build_source(dev_id, dev)
+            source = factory.build(dev_id, dev)
             typer.echo(f"{dev_id}:")
             for line in source.describe():
                 typer.echo(f"  {line}")

@@ -3,8 +3,11 @@ report; every attempt and every value on record.
 
 Polling is fixed-rate on the monotonic clock: a poll that overruns its slot skips the missed
 slots instead of starting late ones back to back, so ``at`` never drifts behind while the data
-looks fresh. A device that cannot be reached is retried with capped, jittered backoff; its
-offline and online transitions are each logged and sealed once as ``audit`` records.
+looks fresh. A source with old data to catch up on (a data logger's memory after a gap) gets the
+rest of each slot for it, chunk by chunk, so live values keep their rate during a long
+back-fill; each chunk's resume point is committed with it. A device that cannot be reached is
+retried with capped, jittered backoff; its offline and online transitions are each logged and
+sealed once as ``audit`` records.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+import orjson
+
 from drivers.base import DeviceUnreachable, DriverError, PolledSource, Sample, utc_now
 
 from .backoff import Backoff
@@ -21,7 +26,7 @@ from .identity import ZoneMap
 from .recorder import Recorder
 from .sealing import Fact
 
-__all__ = ["DevicePoller", "DeviceStreamer"]
+__all__ = ["DevicePoller", "DeviceStreamer", "cursor_key"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,9 @@ class _Device:
 
     async def record(self, samples: list[Sample]) -> None:
         for sample in samples:
+            state = None
+            if sample.cursor is not None:
+                state = (cursor_key(self.device), orjson.dumps(sample.cursor).decode())
             await self.recorder.put(
                 Fact(
                     kind="reading",
@@ -65,8 +73,19 @@ class _Device:
                     unit=sample.unit,
                     quality=sample.quality,
                     data=sample.data,
+                    state=state,
                 )
             )
+
+    async def record_events(self, source: object) -> None:
+        drain = getattr(source, "drain_events", None)
+        if drain is None:
+            return
+        for event in drain():
+            log.info("device.%s device=%s", event.data.get("event", "event"), self.device)
+            zone = self.zones.zone_of(self.device)
+            fact = Fact("audit", event.at, event.data, zone=zone, device=self.device)
+            await self.recorder.put(fact)
 
     async def went_offline(self, failure: DriverError) -> float:
         """Record the failure (once per episode); return how long to wait before retrying."""
@@ -90,6 +109,11 @@ class _Device:
         await self.recorder.put(Fact("audit", utc_now(), data, zone=zone, device=self.device))
 
 
+def cursor_key(device: str) -> str:
+    """Where a device's resume point is kept in the buffer's ``state`` table."""
+    return f"source:{device}"
+
+
 def _raise_if_cancelled(task: asyncio.Task[object] | None) -> None:
     # Python 3.11's wait_for (inside pymodbus and asyncua) can swallow a cancellation that
     # races with the answer; re-raise it so shutdown never hangs on a device task.
@@ -107,6 +131,7 @@ class DevicePoller(_Device):
         self.source = source
         self.polls = 0
         self.overruns = 0
+        self.caught_up = 0
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -125,6 +150,7 @@ class DevicePoller(_Device):
                 _raise_if_cancelled(task)
                 self.polls += 1
                 await self.record(samples)
+                await self.record_events(self.source)
                 if failure is not None:
                     await asyncio.sleep(await self.went_offline(failure))
                     next_slot = loop.time()
@@ -137,7 +163,35 @@ class DevicePoller(_Device):
                     self.overruns += missed
                     log.warning("device.overrun device=%s skipped_polls=%d", self.device, missed)
                     next_slot += missed * interval
-                await asyncio.sleep(next_slot - now)
+                if not await self._catch_up(next_slot):
+                    next_slot = loop.time()  # a failed catch-up: retry after the backoff
+                    continue
+                await asyncio.sleep(next_slot - loop.time())
+
+    async def _catch_up(self, until: float) -> bool:
+        """Use the rest of the poll slot for old data (a logger's memory); False on failure."""
+        catch_up = getattr(self.source, "catch_up", None)
+        if catch_up is None:
+            return True
+        loop = asyncio.get_running_loop()
+        while loop.time() < until:
+            try:
+                samples = await catch_up()
+            except DeviceUnreachable as exc:
+                await self.record(exc.samples)
+                await self.record_events(self.source)
+                await asyncio.sleep(await self.went_offline(exc))
+                return False
+            except DriverError as exc:
+                await self.record_events(self.source)
+                await asyncio.sleep(await self.went_offline(exc))
+                return False
+            await self.record_events(self.source)
+            if samples is None:
+                return True
+            self.caught_up += len(samples)
+            await self.record(samples)
+        return True
 
 
 class DeviceStreamer(_Device):
@@ -160,6 +214,7 @@ class DeviceStreamer(_Device):
                         self.batches += 1
                         await self.came_online()  # the first (possibly empty) batch: subscribed
                         await self.record(samples)
+                        await self.record_events(self.source)
                 except DriverError as exc:
                     _raise_if_cancelled(task)
                     await asyncio.sleep(await self.went_offline(exc))

@@ -3,8 +3,10 @@
 Producers ``await put(fact)``; when the queue is full they wait (backpressure), nothing is
 dropped. The recorder waits up to the commit interval to gather a group, seals the group from
 the outbox's tail and commits it in one transaction, off the event loop (the fsync releases the
-GIL). A failed commit (disk full) keeps the group, adds one ``audit`` fact saying so, and
-retries with backoff until the disk accepts it again.
+GIL). A fact may carry a source's resume point, committed in the same transaction, so a
+source never resumes ahead of or behind what is stored. A failed commit (disk full) keeps the
+group, adds one ``audit`` fact saying so, and retries with backoff until the disk accepts it
+again.
 """
 
 from __future__ import annotations
@@ -122,5 +124,6 @@ class Recorder:
 
     def _seal_and_append(self, batch: list[Fact]) -> list[Row]:
         rows = self.sealer.seal(batch, self.outbox.last_seq, self.outbox.last_hash)
-        self.outbox.append(rows)
+        state = dict(fact.state for fact in batch if fact.state is not None)  # the last wins
+        self.outbox.append(rows, state)
         return rows

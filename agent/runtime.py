@@ -26,11 +26,11 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from buffer import Outbox, OutboxError
-from config import LoadedConfig
+from config import GatewayConfig, LoadedConfig
 from drivers.base import utc_now
 from drivers.modbus_tcp import ModbusTcpSource
 
-from .devices import DevicePoller, DeviceStreamer
+from .devices import DevicePoller, DeviceStreamer, cursor_key
 from .evidence import ChainVerifier, RecordInvalid, key_id
 from .forwarder import Forwarder
 from .identity import ZoneMap
@@ -38,7 +38,7 @@ from .keys import KeyFileError, key_path_for, load_private_key
 from .recorder import Recorder
 from .sealing import Fact, Sealer
 
-__all__ = ["Agent", "AgentStartError", "agent_version", "build_source", "open_outbox"]
+__all__ = ["Agent", "AgentStartError", "SourceFactory", "agent_version", "open_outbox"]
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,29 @@ def agent_version() -> str:
         return "unknown"
 
 
-def build_source(device_id: str, config: Any) -> Any:
-    """The driver for a device config (the config's ``type`` decides)."""
-    if config.type == "modbus_tcp":
-        return ModbusTcpSource(device_id, config)
-    if config.type == "opcua":
-        from drivers.opcua import OpcUaSource  # asyncua is imported only where it is used
+class SourceFactory:
+    """Builds each device's driver (the config's ``type`` decides). Slaves of one serial bus
+    share one :class:`~drivers.modbus_rtu.RtuBus`, so their requests are serialised."""
 
-        return OpcUaSource(device_id, config)
-    raise AgentStartError(f"device {device_id}: no driver for type {config.type!r}")
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self._buses: dict[str, Any] = {}
+
+    def build(self, device_id: str, device: Any) -> Any:
+        if device.type == "modbus_tcp":
+            return ModbusTcpSource(device_id, device)
+        if device.type == "modbus_rtu":
+            from drivers.modbus_rtu import ModbusRtuSource, RtuBus
+
+            bus = self._buses.get(device.bus)
+            if bus is None:
+                bus = self._buses[device.bus] = RtuBus(device.bus, self.config.buses[device.bus])
+            return ModbusRtuSource(device_id, device, bus)
+        if device.type == "opcua":
+            from drivers.opcua import OpcUaSource  # asyncua is imported only where it is used
+
+            return OpcUaSource(device_id, device)
+        raise AgentStartError(f"device {device_id}: no driver for type {device.type!r}")
 
 
 def open_outbox(loaded: LoadedConfig, *, must_exist: bool = False) -> Outbox:
@@ -171,8 +185,13 @@ class Agent:
         self.recorder = recorder
         zones = ZoneMap(cfg)
         self.pollers = []
+        factory = SourceFactory(cfg)
         for dev_id, dev in cfg.devices.items():
-            source = build_source(dev_id, dev)
+            source = factory.build(dev_id, dev)
+            restore = getattr(source, "restore", None)
+            if restore is not None:
+                saved = outbox.state(cursor_key(dev_id))
+                restore(orjson.loads(saved) if saved is not None else None)
             task_type = DeviceStreamer if getattr(source, "pushed", False) else DevicePoller
             self.pollers.append(task_type(source, zones, recorder, dev.reconnect_max_secs))
         await recorder.put(

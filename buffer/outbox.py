@@ -16,6 +16,10 @@ Schema
     exactly as sealed; export writes it unchanged.
     ``acks(through PRIMARY KEY, acked_at)``: when the cursor first reached ``through``, so
     retention counts from delivery, not from acquisition.
+    ``state(key PRIMARY KEY, value)`` (schema 2): resume points of sources, e.g. the last data
+    logger record index kept, written in the same transaction as the records they cover, so
+    that after a crash a source resumes exactly after what is stored: no hole, no duplicate.
+    Schema 1 files gain the table when opened (a one-way migration).
 
 PRAGMAs (read back and checked at open)
     ``journal_mode=WAL`` (the forwarder reads while the sealer writes), ``synchronous=FULL``
@@ -45,7 +49,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +65,7 @@ __all__ = [
     "Row",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _PRAGMAS = {"journal_mode": "wal", "synchronous": 2, "busy_timeout": 5000}
 
 
@@ -150,8 +154,11 @@ class Outbox:
         for key in ("schema_version", "chain", "gw", "acked_through"):
             if key not in meta:
                 raise BufferCorrupt(f"{self.path}: meta lacks {key!r}")
-        if int(meta["schema_version"]) != SCHEMA_VERSION:
-            raise BufferCorrupt(f"{self.path}: schema version {meta['schema_version']} unknown")
+        version = int(meta["schema_version"])
+        if version == 1:
+            self._migrate_to_2(db)
+        elif version != SCHEMA_VERSION:
+            raise BufferCorrupt(f"{self.path}: schema version {version} unknown")
         if meta["gw"] != gw:
             raise BufferMismatch(
                 f"{self.path}: buffer belongs to gateway {meta['gw']!r}, not {gw!r}; "
@@ -170,6 +177,7 @@ class Outbox:
                 not_null={"at", "kind", "hash", "body"},
             )
             db.table("acks").create({"through": int, "acked_at": float}, pk="through")
+            db.table("state").create({"key": str, "value": str}, pk="key", not_null={"value"})
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             db.table("meta").insert_all(
                 {"key": key, "value": value}
@@ -181,6 +189,14 @@ class Outbox:
                     ("acked_through", "0"),
                 )
             )
+
+    def _migrate_to_2(self, db: sqlite_utils.Database) -> None:
+        try:
+            with db.atomic():
+                db.table("state").create({"key": str, "value": str}, pk="key", not_null={"value"})
+                db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        except sqlite3.Error as exc:
+            raise BufferWriteError(f"{self.path}: migration to schema 2 failed: {exc}") from exc
 
     def _check_sequence(self) -> None:
         first, last, count = self._db.execute(
@@ -206,9 +222,12 @@ class Outbox:
             ).fetchall()
         return [r[0] for r in reversed(rows)]
 
-    def append(self, rows: Sequence[Row]) -> None:
-        """Commit ``rows`` durably in one transaction; they must continue the chain exactly."""
+    def append(self, rows: Sequence[Row], state: Mapping[str, str] | None = None) -> None:
+        """Commit ``rows`` durably in one transaction; they must continue the chain exactly.
+        ``state`` entries (key → value) are written in the same transaction."""
         if not rows:
+            if state:
+                raise ValueError("state is only written together with the records it covers")
             return
         with self._write_lock:
             expected = self.last_seq + 1
@@ -221,6 +240,10 @@ class Outbox:
                     "INSERT INTO records(seq, at, kind, hash, body) VALUES (?, ?, ?, ?, ?)",
                     [(r.seq, r.at, r.kind, r.hash, r.body) for r in rows],
                 )
+                if state:
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", state.items()
+                    )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
@@ -228,6 +251,12 @@ class Outbox:
                 raise BufferWriteError(f"{self.path}: write failed: {exc}") from exc
             self.last_seq = rows[-1].seq
             self.last_hash = rows[-1].hash
+
+    def state(self, key: str) -> str | None:
+        """The value last committed for ``key`` with :meth:`append`, if any."""
+        with self._read_lock:
+            row = self._reader.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
 
     # -- the forwarder's side ----------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from drivers.modbus_model import ModbusTcpDevice
+from drivers.modbus_model import ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
 from drivers.opcua_model import OpcUaDevice
 
 from .profiles import BUILTIN_PROFILES
@@ -31,8 +31,10 @@ __all__ = [
 GatewayId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
 
-DeviceConfig = Annotated[ModbusTcpDevice | OpcUaDevice, Field(discriminator="type")]
-DEVICE_TYPES = ("modbus_tcp", "opcua")
+DeviceConfig = Annotated[
+    ModbusTcpDevice | ModbusRtuDevice | OpcUaDevice, Field(discriminator="type")
+]
+DEVICE_TYPES = ("modbus_tcp", "modbus_rtu", "opcua")
 
 
 class _Strict(BaseModel):
@@ -113,6 +115,8 @@ class GatewayConfig(_Strict):
     uplink: UplinkConfig | None = None
     """Where evidence goes. Without it the gateway seals and buffers only."""
     zones: dict[Identifier, ZoneConfig] = Field(min_length=1)
+    buses: dict[Identifier, ModbusRtuBus] = Field(default_factory=dict)
+    """Serial lines with Modbus RTU slaves, by name; slaves are devices naming their ``bus``."""
     devices: dict[Identifier, DeviceConfig] = Field(default_factory=dict)
 
     def cross_reference_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
@@ -125,7 +129,41 @@ class GatewayConfig(_Strict):
                 if point.zone is not None and point.zone not in self.zones:
                     loc = ("devices", dev_id, "points", name, "zone")
                     errors.append((loc, f"unknown zone {point.zone!r}"))
+        errors.extend(self._serial_errors())
         return errors
+
+    def _serial_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
+        errors: list[tuple[tuple[str | int, ...], str]] = []
+        slaves: dict[tuple[str, int], str] = {}
+        for dev_id, dev in self.devices.items():
+            if not isinstance(dev, ModbusRtuDevice):
+                continue
+            if dev.bus not in self.buses:
+                known = ", ".join(sorted(self.buses)) or "none configured"
+                errors.append((("devices", dev_id, "bus"), f"unknown bus {dev.bus!r} ({known})"))
+                continue
+            other = slaves.setdefault((dev.bus, dev.unit_id), dev_id)
+            if other != dev_id:
+                why = f"slave {dev.unit_id} on bus {dev.bus!r} is already device {other!r}"
+                errors.append((("devices", dev_id, "unit_id"), why))
+        ports: dict[str, tuple[str | int, ...]] = {}
+        for loc, port in self._serial_ports():
+            first = ports.setdefault(port, loc)
+            if first != loc:
+                where = ".".join(str(part) for part in first)
+                errors.append(((*loc, "port"), f"serial port {port} is already used by {where}"))
+        return errors
+
+    def _serial_ports(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Every serial port the config opens, with where it is configured (one opener each)."""
+        found: list[tuple[tuple[str | int, ...], str]] = [
+            (("buses", name), bus.port) for name, bus in self.buses.items()
+        ]
+        for dev_id, dev in self.devices.items():
+            line = getattr(dev, "serial", None)
+            if line is not None:
+                found.append((("devices", dev_id, "serial"), line.port))
+        return found
 
     def resolve_relative(self, base: Path) -> GatewayConfig:
         """Paths in the file are relative to the file's folder, as a reader would expect."""

@@ -22,7 +22,16 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
-__all__ = ["DeviceUnreachable", "DriverError", "PolledSource", "Quality", "Sample", "utc_now"]
+__all__ = [
+    "DeviceEvent",
+    "DeviceUnreachable",
+    "DriverError",
+    "PolledSource",
+    "Quality",
+    "ResumableSource",
+    "Sample",
+    "utc_now",
+]
 
 Quality = Literal["good", "uncertain", "bad"]
 
@@ -42,6 +51,18 @@ class Sample:
     at: datetime
     src_at: datetime | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    cursor: dict[str, Any] | None = None
+    """The source's resume point once this sample is kept (see :class:`ResumableSource`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    """Something about the device itself that belongs on record as an ``audit`` entry: a clock
+    offset measured, a back-fill started or finished, a file imported. ``data["event"]`` names
+    it."""
+
+    data: dict[str, Any]
+    at: datetime = field(default_factory=lambda: utc_now())
 
 
 class DriverError(Exception):
@@ -87,3 +108,22 @@ class PolledSource(Protocol):
     def describe(self) -> list[str]:
         """Human-readable lines on what the source reads (for ``gxpgate devices test``)."""
         ...
+
+
+class ResumableSource(Protocol):
+    """Optional extras of a polled source that must not lose or repeat data across restarts
+    (a data logger's memory, a folder of files).
+
+    The agent calls :meth:`restore` once before entering the source, with the ``cursor`` of
+    the last sample it committed (``None`` the first time). A sample's ``cursor`` is committed
+    in the same transaction as the sample. :meth:`catch_up` is called between polls while the
+    poll slot has time left: it returns the next chunk of old data (a logger's stored records),
+    or ``None`` when there is nothing to catch up. :meth:`drain_events` returns the
+    :class:`DeviceEvent` s that arose since the last call.
+    """
+
+    def restore(self, cursor: dict[str, Any] | None) -> None: ...
+
+    async def catch_up(self) -> list[Sample] | None: ...
+
+    def drain_events(self) -> list[DeviceEvent]: ...

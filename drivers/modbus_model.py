@@ -1,7 +1,7 @@
 """Modbus device configuration, compiled at load into a request plan, and register decoding.
 
 Nothing here does I/O or imports pymodbus: ``gxpgate config validate`` runs this code, and the
-Modbus TCP driver (and later the RTU driver) only executes the plan it produces.
+Modbus TCP and RTU drivers only execute the plan it produces.
 
 The plan reads all of a device's points in the fewest requests: points of one table are sorted
 by address and merged greedily into blocks while the block stays within the per-request limit
@@ -20,9 +20,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .serial_model import SerialLine, char_time_secs
+
 __all__ = [
     "DataType",
     "ModbusPoint",
+    "ModbusRtuBus",
+    "ModbusRtuDevice",
     "ModbusTcpDevice",
     "ReadRequest",
     "Table",
@@ -92,17 +96,11 @@ class ModbusPoint(BaseModel):
         return _WIDTH[self.type or "bool"]
 
 
-class ModbusTcpDevice(BaseModel):
-    """A Modbus TCP device (or a TCP gateway in front of serial slaves)."""
+class _ModbusDevice(BaseModel):
+    """What Modbus TCP and RTU devices share: zone, timing and the points the plan reads."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Literal["modbus_tcp"]
-    host: str
-    """Host name or IP address of the device."""
-    port: int = Field(default=502, ge=1, le=65535)
-    unit_id: int = Field(default=1, ge=0, le=255)
-    """Modbus unit (slave) id."""
     zone: str
     """Zone the device's points are in, unless a point names its own."""
     poll_interval_secs: float = Field(default=10.0, gt=0, le=86400)
@@ -119,6 +117,47 @@ class ModbusTcpDevice(BaseModel):
 
     def plan(self) -> tuple[ReadRequest, ...]:
         return compile_plan(self.points, self.max_gap, self.max_registers_per_request)
+
+
+class ModbusTcpDevice(_ModbusDevice):
+    """A Modbus TCP device (or a TCP gateway in front of serial slaves)."""
+
+    type: Literal["modbus_tcp"]
+    host: str
+    """Host name or IP address of the device."""
+    port: int = Field(default=502, ge=1, le=65535)
+    unit_id: int = Field(default=1, ge=0, le=255)
+    """Modbus unit (slave) id."""
+
+
+class ModbusRtuDevice(_ModbusDevice):
+    """A Modbus RTU slave on a serial bus (``[buses.NAME]``) that it shares with others.
+
+    ``timeout_ms`` is this slave's own: a silent slave costs the bus at most that long per
+    attempt, and is then retried on its own backoff while the other slaves are polled.
+    """
+
+    type: Literal["modbus_rtu"]
+    bus: str
+    """Name of the serial bus (a ``[buses.NAME]`` table) the slave is wired to."""
+    unit_id: int = Field(ge=1, le=247)
+    """Modbus slave address on the bus, 1..247."""
+    timeout_ms: int = Field(default=300, ge=10, le=60000)
+    """How long to wait for this slave's answer before it counts as unreachable."""
+
+
+class ModbusRtuBus(SerialLine):
+    """One RS-485 (or RS-232) line with Modbus RTU slaves: requests on it are serialised."""
+
+    inter_frame_delay_ms: float | None = Field(default=None, ge=0, le=1000)
+    """Silence kept between frames. Default: 3.5 character times, at least 1.75 ms (the
+    Modbus over serial line specification's value above 19200 baud)."""
+
+    @property
+    def inter_frame_delay_secs(self) -> float:
+        if self.inter_frame_delay_ms is not None:
+            return self.inter_frame_delay_ms / 1000
+        return max(3.5 * char_time_secs(self), 0.00175)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,26 +13,14 @@ from types import TracebackType
 from pymodbus import ModbusException
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
-from pymodbus.pdu import ExceptionResponse
 
-from .base import DeviceUnreachable, Sample, utc_now
-from .modbus_model import DecodeError, ModbusTcpDevice, ReadRequest, decode
+from .base import DeviceUnreachable, Sample
+from .modbus_common import bad_samples, execute_read
+from .modbus_model import ModbusTcpDevice, ReadRequest
 
-__all__ = ["MODBUS_EXCEPTIONS", "ModbusTcpSource"]
+__all__ = ["ModbusTcpSource"]
 
 log = logging.getLogger(__name__)
-
-MODBUS_EXCEPTIONS = {
-    1: "illegal function",
-    2: "illegal data address",
-    3: "illegal data value",
-    4: "server device failure",
-    5: "acknowledge",
-    6: "server device busy",
-    8: "memory parity error",
-    10: "gateway path unavailable",
-    11: "gateway target device failed to respond",
-}
 
 
 class ModbusTcpSource:
@@ -87,16 +75,16 @@ class ModbusTcpSource:
             else:
                 error = "connection failed"
             if not connected:
-                bad = [s for request in self.plan for s in _bad(request, error)]
+                bad = [s for request in self.plan for s in bad_samples(request, error)]
                 raise DeviceUnreachable(self.device_id, error, bad)
         samples: list[Sample] = []
         for index, request in enumerate(self.plan):
             try:
-                samples.extend(await self._execute(client, request))
+                samples.extend(await execute_read(client, request, self.config.unit_id))
             except (TimeoutError, ModbusException, OSError) as exc:
                 client.close()
                 error = self._describe_failure(exc)
-                samples.extend(s for rest in self.plan[index:] for s in _bad(rest, error))
+                samples.extend(s for rest in self.plan[index:] for s in bad_samples(rest, error))
                 raise DeviceUnreachable(self.device_id, error, samples) from exc
         return samples
 
@@ -106,37 +94,3 @@ class ModbusTcpSource:
         if isinstance(exc, ConnectionException | OSError):
             return f"connection to {self.config.host}:{self.config.port} failed or dropped"
         return str(exc) or type(exc).__name__
-
-    async def _execute(self, client: AsyncModbusTcpClient, request: ReadRequest) -> list[Sample]:
-        start, count, unit = request.start, request.count, self.config.unit_id
-        if request.table == "holding":
-            response = await client.read_holding_registers(start, count=count, device_id=unit)
-        elif request.table == "input":
-            response = await client.read_input_registers(start, count=count, device_id=unit)
-        elif request.table == "coil":
-            response = await client.read_coils(start, count=count, device_id=unit)
-        else:
-            response = await client.read_discrete_inputs(start, count=count, device_id=unit)
-        if response.isError():
-            code = response.exception_code if isinstance(response, ExceptionResponse) else None
-            reason = MODBUS_EXCEPTIONS.get(code or 0, "unknown")
-            return _bad(request, f"Modbus exception {code} ({reason})")
-        words = response.bits if request.table in ("coil", "discrete") else response.registers
-        at = utc_now()
-        samples = []
-        for name, point in request.points:
-            first = point.address - request.start
-            try:
-                value = decode(point, words[first : first + point.width])
-            except DecodeError as exc:
-                samples.append(Sample(name, None, point.unit, "bad", at, data={"error": str(exc)}))
-                continue
-            samples.append(Sample(name, value, point.unit, "good", at))
-        return samples
-
-
-def _bad(request: ReadRequest, error: str) -> list[Sample]:
-    at = utc_now()
-    return [
-        Sample(name, None, p.unit, "bad", at, data={"error": error}) for name, p in request.points
-    ]

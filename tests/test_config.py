@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from agent.cli import app
 from config import example_config_text, load_config
 from config.model import GatewayConfig
-from drivers.modbus_model import ModbusPoint, ModbusTcpDevice
+from drivers.modbus_model import ModbusPoint, ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
 from drivers.opcua_model import OpcUaDevice, OpcUaPoint, OpcUaSecurity
 
 runner = CliRunner()
@@ -39,7 +39,16 @@ def _field_names(model: type[BaseModel]) -> set[str]:
 
 @pytest.mark.parametrize(
     "model",
-    [GatewayConfig, ModbusTcpDevice, ModbusPoint, OpcUaDevice, OpcUaPoint, OpcUaSecurity],
+    [
+        GatewayConfig,
+        ModbusTcpDevice,
+        ModbusRtuDevice,
+        ModbusRtuBus,
+        ModbusPoint,
+        OpcUaDevice,
+        OpcUaPoint,
+        OpcUaSecurity,
+    ],
 )
 def test_example_documents_every_field(model: type[BaseModel]) -> None:
     # Every key a user can set appears in the example, set or commented out.

@@ -221,3 +221,39 @@ class OutboxModel(RuleBasedStateMachine):
 
 TestOutboxModel = OutboxModel.TestCase
 TestOutboxModel.settings = settings(max_examples=15, stateful_step_count=12, deadline=None)
+
+
+def test_state_commits_with_its_records_and_only_with_them(tmp_path: Path) -> None:
+    key = generate_key_file(tmp_path / "k.pem")
+    outbox = Outbox(tmp_path / "b.db", "gw-test")
+    sealer = Sealer(key, "gw-test", outbox.chain)
+    rows = sealer.seal([reading(1)], outbox.last_seq, outbox.last_hash)
+    outbox.append(rows, {"source:logger-1": '{"index": 7}'})
+    assert outbox.state("source:logger-1") == '{"index": 7}'
+    with pytest.raises(ValueError, match="together with the records"):
+        outbox.append([], {"source:logger-1": '{"index": 8}'})
+    stale = sealer.seal([reading(2)], outbox.last_seq - 1, None)  # does not continue the chain
+    with pytest.raises(ValueError, match="does not continue"):
+        outbox.append(stale, {"source:logger-1": '{"index": 9}'})
+    outbox.close()
+    reopened = Outbox(tmp_path / "b.db", "gw-test")
+    assert reopened.state("source:logger-1") == '{"index": 7}'
+    assert reopened.state("source:other") is None
+    reopened.close()
+
+
+def test_schema_1_buffer_gains_the_state_table(tmp_path: Path) -> None:
+    key = generate_key_file(tmp_path / "k.pem")
+    fill(tmp_path / "b.db", key, 3).close()
+    with sqlite3.connect(tmp_path / "b.db") as conn:  # what a 0.1 agent left behind
+        conn.execute("DROP TABLE state")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.close()
+    migrated = Outbox(tmp_path / "b.db", "gw-test")
+    assert migrated.last_seq == 3
+    assert migrated.state("anything") is None
+    migrated.close()
+    with sqlite3.connect(tmp_path / "b.db") as conn:
+        version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    conn.close()
+    assert version == ("2",)

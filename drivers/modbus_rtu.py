@@ -1,0 +1,161 @@
+"""Modbus RTU: several slaves on one serial line, polled so that one bad slave cannot stall the
+rest.
+
+A :class:`RtuBus` owns the serial port and one pymodbus client; every slave on the line is its
+own :class:`ModbusRtuSource` (its own device, zone, poll interval, offline/online audit and
+backoff, all run by the agent like any polled source). Requests on a bus are serialised by a
+FIFO lock, so slaves take turns in the order they asked. Each request waits at most the
+*slave's* ``timeout_ms`` (pymodbus has one timeout per client, so the bus sets it per request
+under the lock), and after every frame the bus keeps the line quiet for the inter-frame delay.
+A silent slave therefore costs the bus one timeout per attempt, and the agent's backoff spaces
+its attempts out while the other slaves keep their poll rate.
+
+A timeout is the slave's failure, not the bus's: the port stays open. An error of the port
+itself (USB adapter unplugged) closes the client, fails every slave that asks, and the next
+request reopens it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import TracebackType
+
+from pymodbus import FramerType, ModbusException
+from pymodbus.client import AsyncModbusSerialClient
+from pymodbus.exceptions import ConnectionException, ModbusIOException
+
+from .base import DeviceUnreachable, Sample
+from .modbus_common import bad_samples, execute_read
+from .modbus_model import ModbusRtuBus, ModbusRtuDevice, ReadRequest
+from .serial_model import PARITY_CODES
+
+__all__ = ["ModbusRtuSource", "RtuBus"]
+
+log = logging.getLogger(__name__)
+
+
+class RtuBus:
+    """One serial line shared by Modbus RTU slaves. Entered once per slave source; the port is
+    opened on first use and closed when the last source leaves. Safe for concurrent
+    :meth:`read` calls from several sources on one event loop (that is its purpose)."""
+
+    def __init__(self, name: str, config: ModbusRtuBus) -> None:
+        self.name = name
+        self.config = config
+        self.requests = 0
+        self._lock = asyncio.Lock()
+        self._users = 0
+        self._client: AsyncModbusSerialClient | None = None
+
+    async def __aenter__(self) -> RtuBus:
+        if self._users == 0:
+            cfg = self.config
+            self._client = AsyncModbusSerialClient(
+                cfg.port,
+                framer=FramerType.RTU,
+                baudrate=cfg.baudrate,
+                bytesize=cfg.data_bits,
+                parity=PARITY_CODES[cfg.parity],
+                stopbits=cfg.stop_bits,
+                retries=0,
+                reconnect_delay=0,
+            )
+        self._users += 1
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._users -= 1
+        if self._users == 0 and self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def read(
+        self, device_id: str, unit: int, plan: tuple[ReadRequest, ...], timeout_secs: float
+    ) -> list[Sample]:
+        """Execute ``plan`` on slave ``unit``; raise :class:`DeviceUnreachable` (with a sample
+        per point) when the slave or the port does not answer."""
+        client = self._client
+        if client is None:
+            raise RuntimeError("RtuBus used outside its context")
+        samples: list[Sample] = []
+        async with self._lock:
+            if not client.connected:
+                error = await self._open(client)
+                if error is not None:
+                    bad = [s for request in plan for s in bad_samples(request, error)]
+                    raise DeviceUnreachable(device_id, error, bad)
+            client.comm_params.timeout_connect = timeout_secs
+            for index, request in enumerate(plan):
+                try:
+                    samples.extend(await execute_read(client, request, unit))
+                except (TimeoutError, ModbusException, OSError) as exc:
+                    error = self._failure(exc, unit, timeout_secs)
+                    if not isinstance(exc, TimeoutError | ModbusIOException):
+                        client.close()
+                    samples.extend(s for rest in plan[index:] for s in bad_samples(rest, error))
+                    raise DeviceUnreachable(device_id, error, samples) from exc
+                finally:
+                    self.requests += 1
+                    # A late answer from a slow slave must not be taken for the next slave's.
+                    await asyncio.sleep(self.config.inter_frame_delay_secs)
+        return samples
+
+    async def _open(self, client: AsyncModbusSerialClient) -> str | None:
+        try:
+            if await client.connect():
+                return None
+        except (ModbusException, OSError) as exc:
+            return f"serial port {self.config.port} cannot be opened: {exc}"
+        return f"serial port {self.config.port} cannot be opened"
+
+    def _failure(self, exc: BaseException, unit: int, timeout_secs: float) -> str:
+        if isinstance(exc, TimeoutError | ModbusIOException):
+            return f"slave {unit} on {self.name}: no response within {timeout_secs * 1000:.0f} ms"
+        if isinstance(exc, ConnectionException | OSError):
+            return f"serial port {self.config.port} failed: {exc}"
+        return str(exc) or type(exc).__name__
+
+
+class ModbusRtuSource:
+    """A polled source for one slave on an :class:`RtuBus`."""
+
+    def __init__(self, device_id: str, config: ModbusRtuDevice, bus: RtuBus) -> None:
+        self.device_id = device_id
+        self.config = config
+        self.bus = bus
+        self.poll_interval_secs = config.poll_interval_secs
+        self.plan: tuple[ReadRequest, ...] = config.plan()
+
+    async def __aenter__(self) -> ModbusRtuSource:
+        await self.bus.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.bus.__aexit__(exc_type, exc, tb)
+
+    def describe(self) -> list[str]:
+        line = self.bus.config
+        lines = [
+            f"modbus_rtu bus {self.bus.name} ({line.port} {line.baudrate} baud, parity "
+            f"{line.parity}) slave {self.config.unit_id}, {len(self.plan)} request(s)"
+        ]
+        for req in self.plan:
+            names = ", ".join(name for name, _ in req.points)
+            lines.append(f"  {req.table} {req.start}..{req.start + req.count - 1}: {names}")
+        return lines
+
+    async def read(self) -> list[Sample]:
+        return await self.bus.read(
+            self.device_id, self.config.unit_id, self.plan, self.config.timeout_ms / 1000
+        )

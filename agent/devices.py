@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -26,7 +26,7 @@ from .identity import ZoneMap
 from .recorder import Recorder
 from .sealing import Fact
 
-__all__ = ["DevicePoller", "DeviceStreamer", "cursor_key"]
+__all__ = ["DevicePoller", "DeviceStreamer", "cursor_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,15 @@ class _Device:
         self.last_error: str | None = None
         self._backoff = backoff
 
+    def _state(self, cursor: dict[str, Any] | None) -> dict[str, str] | None:
+        if not cursor:
+            return None
+        prefix = cursor_prefix(self.device)
+        return {prefix + k: orjson.dumps(v).decode() for k, v in cursor.items()}
+
     async def record(self, samples: list[Sample]) -> None:
         for sample in samples:
-            state = None
-            if sample.cursor is not None:
-                state = (cursor_key(self.device), orjson.dumps(sample.cursor).decode())
+            state = self._state(sample.cursor)
             await self.recorder.put(
                 Fact(
                     kind="reading",
@@ -84,7 +88,14 @@ class _Device:
         for event in drain():
             log.info("device.%s device=%s", event.data.get("event", "event"), self.device)
             zone = self.zones.zone_of(self.device)
-            fact = Fact("audit", event.at, event.data, zone=zone, device=self.device)
+            fact = Fact(
+                "audit",
+                event.at,
+                event.data,
+                zone=zone,
+                device=self.device,
+                state=self._state(event.cursor),
+            )
             await self.recorder.put(fact)
 
     async def went_offline(self, failure: DriverError) -> float:
@@ -109,9 +120,9 @@ class _Device:
         await self.recorder.put(Fact("audit", utc_now(), data, zone=zone, device=self.device))
 
 
-def cursor_key(device: str) -> str:
-    """Where a device's resume point is kept in the buffer's ``state`` table."""
-    return f"source:{device}"
+def cursor_prefix(device: str) -> str:
+    """Prefix of a device's resume state entries in the buffer's ``state`` table."""
+    return f"source:{device}:"
 
 
 def _raise_if_cancelled(task: asyncio.Task[object] | None) -> None:
@@ -191,6 +202,9 @@ class DevicePoller(_Device):
                 return True
             self.caught_up += len(samples)
             await self.record(samples)
+            # Queue puts do not yield while there is room, and a file import awaits no I/O:
+            # give the loop a turn so a catch-up never starves the other devices.
+            await asyncio.sleep(0)
         return True
 
 

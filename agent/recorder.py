@@ -124,6 +124,9 @@ class Recorder:
 
     def _seal_and_append(self, batch: list[Fact]) -> list[Row]:
         rows = self.sealer.seal(batch, self.outbox.last_seq, self.outbox.last_hash)
-        state = dict(fact.state for fact in batch if fact.state is not None)  # the last wins
+        state: dict[str, str] = {}
+        for fact in batch:
+            if fact.state:
+                state.update(fact.state)  # in arrival order: the latest value of a key wins
         self.outbox.append(rows, state)
         return rows

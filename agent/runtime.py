@@ -30,7 +30,7 @@ from config import GatewayConfig, LoadedConfig
 from drivers.base import utc_now
 from drivers.modbus_tcp import ModbusTcpSource
 
-from .devices import DevicePoller, DeviceStreamer, cursor_key
+from .devices import DevicePoller, DeviceStreamer, cursor_prefix
 from .evidence import ChainVerifier, RecordInvalid, key_id
 from .forwarder import Forwarder
 from .identity import ZoneMap
@@ -75,6 +75,10 @@ class SourceFactory:
             if bus is None:
                 bus = self._buses[device.bus] = RtuBus(device.bus, self.config.buses[device.bus])
             return ModbusRtuSource(device_id, device, bus)
+        if device.type == "csv_drop":
+            from drivers.filedrop import CsvDropSource
+
+            return CsvDropSource(device_id, device)
         if device.type == "opcua":
             from drivers.opcua import OpcUaSource  # asyncua is imported only where it is used
 
@@ -190,8 +194,9 @@ class Agent:
             source = factory.build(dev_id, dev)
             restore = getattr(source, "restore", None)
             if restore is not None:
-                saved = outbox.state(cursor_key(dev_id))
-                restore(orjson.loads(saved) if saved is not None else None)
+                prefix = cursor_prefix(dev_id)
+                saved = outbox.states(prefix)
+                restore({k[len(prefix) :]: orjson.loads(v) for k, v in saved.items()})
             task_type = DeviceStreamer if getattr(source, "pushed", False) else DevicePoller
             self.pollers.append(task_type(source, zones, recorder, dev.reconnect_max_secs))
         await recorder.put(

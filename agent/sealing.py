@@ -50,8 +50,8 @@ class Fact:
     unit: str | None = None
     quality: str | None = None
     src_at: datetime | None = None
-    state: tuple[str, str] | None = None
-    """A source's resume point (key, value) to commit in the same transaction as this fact."""
+    state: dict[str, str] | None = None
+    """A source's resume state entries (key → JSON) to commit in the same transaction."""
 
 
 class Sealer:

@@ -258,6 +258,15 @@ class Outbox:
             row = self._reader.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
+    def states(self, prefix: str) -> dict[str, str]:
+        """Every committed state entry whose key starts with ``prefix``."""
+        upper = prefix + "\U0010ffff"
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT key, value FROM state WHERE key >= ? AND key < ?", (prefix, upper)
+            ).fetchall()
+        return dict(rows)
+
     # -- the forwarder's side ----------------------------------------------------------------
 
     @property

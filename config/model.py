@@ -12,6 +12,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from drivers.filedrop_model import CsvDropDevice
 from drivers.modbus_model import ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
 from drivers.opcua_model import OpcUaDevice
 
@@ -32,9 +33,10 @@ GatewayId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
 
 DeviceConfig = Annotated[
-    ModbusTcpDevice | ModbusRtuDevice | OpcUaDevice, Field(discriminator="type")
+    ModbusTcpDevice | ModbusRtuDevice | OpcUaDevice | CsvDropDevice,
+    Field(discriminator="type"),
 ]
-DEVICE_TYPES = ("modbus_tcp", "modbus_rtu", "opcua")
+DEVICE_TYPES = ("modbus_tcp", "modbus_rtu", "opcua", "csv_drop")
 
 
 class _Strict(BaseModel):
@@ -191,6 +193,8 @@ class GatewayConfig(_Strict):
                 devices[dev_id] = fix(dev, "credentials_file").model_copy(
                     update={"security": security}
                 )
+            elif isinstance(dev, CsvDropDevice):
+                devices[dev_id] = fix(dev, "folder")
             else:
                 devices[dev_id] = dev
         update["devices"] = devices

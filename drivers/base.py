@@ -52,7 +52,8 @@ class Sample:
     src_at: datetime | None = None
     data: dict[str, Any] = field(default_factory=dict)
     cursor: dict[str, Any] | None = None
-    """The source's resume point once this sample is kept (see :class:`ResumableSource`)."""
+    """Entries of the source's resume state (name → JSON-able value) to commit together with
+    this sample (see :class:`ResumableSource`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,8 @@ class DeviceEvent:
 
     data: dict[str, Any]
     at: datetime = field(default_factory=lambda: utc_now())
+    cursor: dict[str, Any] | None = None
+    """Resume state entries to commit with this event's record, as :attr:`Sample.cursor`."""
 
 
 class DriverError(Exception):
@@ -114,15 +117,16 @@ class ResumableSource(Protocol):
     """Optional extras of a polled source that must not lose or repeat data across restarts
     (a data logger's memory, a folder of files).
 
-    The agent calls :meth:`restore` once before entering the source, with the ``cursor`` of
-    the last sample it committed (``None`` the first time). A sample's ``cursor`` is committed
-    in the same transaction as the sample. :meth:`catch_up` is called between polls while the
+    A source's resume state is a set of named entries. A sample's ``cursor`` holds the entries
+    that change once the sample is kept, and they are committed in the same transaction as the
+    sample. The agent calls :meth:`restore` once before entering the source, with every entry
+    committed so far (empty the first time). :meth:`catch_up` is called between polls while the
     poll slot has time left: it returns the next chunk of old data (a logger's stored records),
     or ``None`` when there is nothing to catch up. :meth:`drain_events` returns the
     :class:`DeviceEvent` s that arose since the last call.
     """
 
-    def restore(self, cursor: dict[str, Any] | None) -> None: ...
+    def restore(self, state: dict[str, Any]) -> None: ...
 
     async def catch_up(self) -> list[Sample] | None: ...
 

@@ -90,7 +90,8 @@ class RtuBus:
                 if error is not None:
                     bad = [s for request in plan for s in bad_samples(request, error)]
                     raise DeviceUnreachable(device_id, error, bad)
-            client.comm_params.timeout_connect = timeout_secs
+            # pymodbus copies its parameters into the transaction manager, which is what waits.
+            client.ctx.comm_params.timeout_connect = timeout_secs
             for index, request in enumerate(plan):
                 try:
                     samples.extend(await execute_read(client, request, unit))

@@ -47,6 +47,7 @@ def write_config(tmp_path: Path, signing_key: tuple[Path, Ed25519PrivateKey]) ->
         batch: int = 1000,
         extra_devices: str = "",
         name: str = "gxpgate.toml",
+        modbus: bool = True,
     ) -> Path:
         uplink = (
             f'[uplink]\nurl = "{url}"\nbatch_max_records = {batch}\n'
@@ -54,6 +55,7 @@ def write_config(tmp_path: Path, signing_key: tuple[Path, Ed25519PrivateKey]) ->
             if url
             else ""
         )
+        probes = _MODBUS_PROBES.format(port=port, poll=poll) if modbus else ""
         text = f"""
 [gateway]
 id = "gw-test"
@@ -73,7 +75,16 @@ profile = "refrigerated"
 [zones.ambient]
 profile = "controlled-room"
 
-[devices.probe-1]
+{probes}{extra_devices}
+"""
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+_MODBUS_PROBES = """[devices.probe-1]
 type = "modbus_tcp"
 host = "127.0.0.1"
 port = {port}
@@ -96,10 +107,4 @@ poll_interval_secs = {poll}
 timeout_ms = 300
 reconnect_max_secs = 0.5
 points.temperature = {{ table = "holding", address = 100, type = "int16", scale = 0.1 }}
-{extra_devices}
 """
-        path = tmp_path / name
-        path.write_text(text, encoding="utf-8")
-        return path
-
-    return write

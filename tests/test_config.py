@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from agent.cli import app
 from config import example_config_text, load_config
 from config.model import GatewayConfig
+from drivers.filedrop_model import CsvColumn, CsvDropDevice
 from drivers.modbus_model import ModbusPoint, ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
 from drivers.opcua_model import OpcUaDevice, OpcUaPoint, OpcUaSecurity
 
@@ -48,6 +49,8 @@ def _field_names(model: type[BaseModel]) -> set[str]:
         OpcUaDevice,
         OpcUaPoint,
         OpcUaSecurity,
+        CsvDropDevice,
+        CsvColumn,
     ],
 )
 def test_example_documents_every_field(model: type[BaseModel]) -> None:

@@ -7,57 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
-from agent.runtime import Agent
 from agent.verify import verify_lines
-from buffer import Outbox
 from config import load_config
 from simulators.modbus_sim import ModbusSimulator
 from simulators.quality_service import QualityServiceSimulator
 
-GW = "gw-test"
-
-
-async def until(condition: Callable[[], bool], within: float = 20.0, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        await asyncio.sleep(0.02)
-
-
-class Running:
-    """The agent running as a task in this event loop."""
-
-    def __init__(self, config: Path) -> None:
-        self.ready = asyncio.Event()
-        self.stop = asyncio.Event()
-        self.agent = Agent(load_config(config), on_ready=lambda _a: self.ready.set())
-        self.task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> Agent:
-        self.task = asyncio.create_task(self.agent.run(self.stop))
-        await asyncio.wait_for(self.ready.wait(), 10)
-        return self.agent
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.stop.set()
-        assert self.task is not None
-        await asyncio.wait_for(self.task, 30)
-
-
-def exported(config: Path) -> list[dict]:
-    loaded = load_config(config)
-    outbox = Outbox(loaded.config.buffer.path, GW)
-    try:
-        return [orjson.loads(b) for b in outbox.export()]
-    finally:
-        outbox.close()
+from .running import GW, Running, exported, until
 
 
 def test_every_record_arrives_verified_and_once(tmp_path: Path, write_config, signing_key) -> None:

@@ -16,7 +16,7 @@ from agent.cli import app
 from drivers.opcua import ensure_application_certificate
 from simulators.opcua_sim import OpcUaSimulator
 
-from .test_end_to_end import Running, exported, until
+from .running import Running, exported, until
 
 runner = CliRunner()
 

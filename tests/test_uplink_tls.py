@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from simulators.modbus_sim import ModbusSimulator
 from simulators.quality_service import QualityServiceSimulator
 
-from .test_end_to_end import GW, Running, until
+from .running import GW, Running, until
 
 
 def _cert(tmp: Path, name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import termios
 from types import TracebackType
 
 from pymodbus import FramerType, ModbusException
@@ -113,6 +114,13 @@ class RtuBus:
                 return None
         except (ModbusException, OSError) as exc:
             return f"serial port {self.config.port} cannot be opened: {exc}"
+        except termios.error as exc:  # pyserial lets the tty driver's refusal through as is
+            client.close()
+            cfg = self.config
+            return (
+                f"serial port {cfg.port} refuses {cfg.baudrate} baud, {cfg.data_bits} data bits, "
+                f"parity {cfg.parity}, {cfg.stop_bits} stop bit(s): {exc.args[-1]}"
+            )
         return f"serial port {self.config.port} cannot be opened"
 
     def _failure(self, exc: BaseException, unit: int, timeout_secs: float) -> str:

@@ -20,6 +20,7 @@ import typer
 
 from config import ConfigError, LoadedConfig, default_config_path, example_config_text, load_config
 
+from . import scan_cli
 from .keys import KeyFileError, describe, generate_key_file, load_private_key, load_public_key
 
 __all__ = ["app", "main"]
@@ -45,6 +46,7 @@ app.add_typer(buffer_app, name="buffer")
 app.add_typer(devices_app, name="devices")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(opcua_app, name="opcua")
+app.add_typer(scan_cli.app, name="scan")
 
 ConfigOption = Annotated[
     Path | None,

@@ -75,6 +75,10 @@ class SourceFactory:
             if bus is None:
                 bus = self._buses[device.bus] = RtuBus(device.bus, self.config.buses[device.bus])
             return ModbusRtuSource(device_id, device, bus)
+        if device.type == "serial_logger":
+            from drivers.logger import LoggerSource
+
+            return LoggerSource(device_id, device)
         if device.type == "csv_drop":
             from drivers.filedrop import CsvDropSource
 

@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from drivers.filedrop_model import CsvDropDevice
+from drivers.logger_model import SerialLoggerDevice
 from drivers.modbus_model import ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
 from drivers.opcua_model import OpcUaDevice
 
@@ -33,10 +34,10 @@ GatewayId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
 
 DeviceConfig = Annotated[
-    ModbusTcpDevice | ModbusRtuDevice | OpcUaDevice | CsvDropDevice,
+    ModbusTcpDevice | ModbusRtuDevice | OpcUaDevice | SerialLoggerDevice | CsvDropDevice,
     Field(discriminator="type"),
 ]
-DEVICE_TYPES = ("modbus_tcp", "modbus_rtu", "opcua", "csv_drop")
+DEVICE_TYPES = ("modbus_tcp", "modbus_rtu", "opcua", "serial_logger", "csv_drop")
 
 
 class _Strict(BaseModel):

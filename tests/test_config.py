@@ -13,6 +13,8 @@ from agent.cli import app
 from config import example_config_text, load_config
 from config.model import GatewayConfig
 from drivers.filedrop_model import CsvColumn, CsvDropDevice
+from drivers.logger_model import LoggerPoint, SerialLoggerDevice
+from drivers.serial_model import SerialLine
 from drivers.modbus_model import ModbusPoint, ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
 from drivers.opcua_model import OpcUaDevice, OpcUaPoint, OpcUaSecurity
 
@@ -51,6 +53,9 @@ def _field_names(model: type[BaseModel]) -> set[str]:
         OpcUaSecurity,
         CsvDropDevice,
         CsvColumn,
+        SerialLoggerDevice,
+        LoggerPoint,
+        SerialLine,
     ],
 )
 def test_example_documents_every_field(model: type[BaseModel]) -> None:

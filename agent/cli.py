@@ -343,14 +343,91 @@ def demo(
 def simulate_modbus(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 5020,
+    rtu: Annotated[
+        bool, typer.Option("--rtu", help="Modbus RTU on a pseudo-terminal instead of TCP")
+    ] = False,
+    baudrate: Annotated[int, typer.Option(help="RTU: line rate the simulator paces to")] = 19200,
 ) -> None:
-    """Modbus TCP temperature/humidity sensors (units 1-3); prints its register map."""
-    from simulators.modbus_sim import run_forever
+    """Modbus temperature/humidity sensors (units 1-3); prints where to connect and the map."""
+    from simulators.modbus_sim import run_forever, run_forever_rtu
 
+    quiet_libraries()
     try:
-        asyncio.run(run_forever(host, port, print_fn=typer.echo))
+        if rtu:
+            asyncio.run(run_forever_rtu(baudrate=baudrate, print_fn=typer.echo))
+        else:
+            asyncio.run(run_forever(host, port, print_fn=typer.echo))
     except KeyboardInterrupt:
         pass
+    except OSError as exc:
+        where = "a pseudo-terminal" if rtu else f"{host}:{port}"
+        _fail(f"cannot open {where}: {exc.strerror or exc}")
+
+
+@simulate_app.command("logger")
+def simulate_logger(
+    serial: Annotated[str, typer.Option(help="The logger's serial number")] = "L0001",
+    interval_secs: Annotated[int, typer.Option(help="Seconds between stored records")] = 60,
+    stored: Annotated[int, typer.Option(help="Records already in its memory")] = 60,
+    clock_offset_secs: Annotated[float, typer.Option(help="How far its clock is off")] = 0.0,
+) -> None:
+    """A GXL/1 data logger on a pseudo-terminal; prints the device path to configure."""
+    import time
+
+    from simulators.logger_sim import run_forever
+
+    if interval_secs < 1 or stored < 0:
+        _fail("--interval-secs must be at least 1 and --stored at least 0", 2)
+    started = time.time() - stored * interval_secs
+    try:
+        asyncio.run(
+            run_forever(
+                print_fn=typer.echo,
+                serial=serial,
+                interval_secs=interval_secs,
+                started_at=started,
+                clock_offset_secs=clock_offset_secs,
+            )
+        )
+    except KeyboardInterrupt:
+        pass
+    except ValueError as exc:
+        _fail(str(exc), 2)
+
+
+@simulate_app.command("scanner")
+def simulate_scanner(
+    kind: Annotated[str, typer.Option(help="barcode or rfid")] = "barcode",
+    transport: Annotated[str, typer.Option(help="tcp (the scanner listens) or pty")] = "tcp",
+    script: Annotated[
+        str | None,
+        typer.Option(help="Scans to replay (barcode: dock-receiving, put-away, faulty, vectors)"),
+    ] = None,
+    interval_secs: Annotated[float, typer.Option(help="Seconds between scans")] = 1.0,
+    host: Annotated[str, typer.Option(help="Address to listen on (tcp)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (tcp; 0 picks a free one)")] = 0,
+) -> None:
+    """A barcode scanner or RFID reader replaying scripted scans in a loop."""
+    from simulators.scanner_sim import run_forever
+
+    if kind not in ("barcode", "rfid") or transport not in ("tcp", "pty"):
+        _fail("--kind must be barcode or rfid, --transport tcp or pty", 2)
+    try:
+        asyncio.run(
+            run_forever(
+                kind,  # type: ignore[arg-type]
+                transport,  # type: ignore[arg-type]
+                script,
+                interval_secs,
+                host=host,
+                port=port,
+                print_fn=typer.echo,
+            )
+        )
+    except KeyboardInterrupt:
+        pass
+    except ValueError as exc:
+        _fail(str(exc), 2)
     except OSError as exc:
         _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 

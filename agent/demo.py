@@ -1,9 +1,11 @@
 """``gxpgate demo``: the bundled simulators, the quality-service simulator and the agent, live.
 
-It is the product running for real on loopback: real Modbus TCP, real HTTP, the real buffer and
-signatures. A script plays a temperature excursion, a network outage and a sensor that stops
-answering; the live view shows what is read, sealed, buffered and delivered; the summary ends
-with the verification of what the quality service holds.
+It is the product running for real on loopback: real Modbus TCP, OPC UA, a serial data logger
+on a pseudo-terminal, real HTTP, the real buffer and signatures. A script plays a temperature
+excursion, a network outage, a sensor that stops answering and a logger cable pulled (its
+memory is read back when it is plugged in again); the live view shows what is read, sealed,
+buffered and delivered; the summary ends with the verification of what the quality service
+holds.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import orjson
 
 from buffer import Outbox, Row
 from config import load_config
+from simulators.logger_sim import LoggerSimulator
 from simulators.modbus_sim import ModbusSimulator
 from simulators.opcua_sim import OpcUaSimulator, ZoneSpec
 from simulators.quality_service import QualityServiceSimulator
@@ -39,10 +42,12 @@ Echo = Callable[[str], None]
 ZONES = (("cold-room-1", 1, "refrigerated"), ("cold-room-2", 2, "refrigerated"),
          ("ambient-a", 3, "controlled-room"))  # fmt: skip
 OPCUA_ZONE = ("freezer-1", "frozen")
+LOGGER_ZONE = "cold-room-1"
+LOGGER_INTERVAL_SECS = 2
 ALL_ZONES = (*((zone, profile) for zone, _unit, profile in ZONES), OPCUA_ZONE)
 
 
-def demo_config(modbus_port: int, opcua: OpcUaSimulator, uplink_url: str) -> str:
+def demo_config(modbus_port: int, opcua: OpcUaSimulator, logger_path: str, uplink_url: str) -> str:
     """The demo's site config: the example's shape, pointed at the simulators."""
     zones = "".join(f'[zones.{zone}]\nprofile = "{profile}"\n\n' for zone, profile in ALL_ZONES)
     freezer = OPCUA_ZONE[0]
@@ -58,6 +63,17 @@ reconnect_max_secs = 2
 points.temperature = {{ node_id = "{opcua.node_id(freezer, "temperature")}", unit = "Cel" }}
 points.humidity = {{ browse_path = "{opcua.browse_path(freezer, "humidity")}", unit = "%" }}
 points.door_open = {{ node_id = "{opcua.node_id(freezer, "door_open")}", unit = "1" }}
+
+"""
+    logger_device = f"""[devices.{LOGGER_ZONE}-logger]
+type = "serial_logger"
+serial = {{ port = "{logger_path}", baudrate = 9600 }}
+zone = "{LOGGER_ZONE}"
+poll_interval_secs = 1
+timeout_ms = 500
+reconnect_max_secs = 2
+points.temperature = {{ unit = "Cel" }}
+points.humidity = {{ unit = "%" }}
 
 """
     devices = "".join(
@@ -96,7 +112,7 @@ timeout_secs = 5
 backoff_initial_secs = 0.5
 backoff_max_secs = 4
 
-{zones}{devices}{opcua_device}"""
+{zones}{devices}{opcua_device}{logger_device}"""
 
 
 @dataclass
@@ -106,13 +122,21 @@ class LiveState:
     latest: dict[str, float] = field(default_factory=dict)
     extremes: dict[str, tuple[float, float]] = field(default_factory=dict)
     bad_readings: int = 0
+    backfilled: int = 0
     audits: list[str] = field(default_factory=list)
 
     def on_commit(self, facts: Sequence[Fact], _rows: Sequence[Row]) -> None:
         for fact in facts:
             if fact.kind == "audit":
                 self.audits.append(str(fact.data.get("event")))
-            elif fact.kind == "reading" and fact.point == "temperature" and fact.zone:
+            elif fact.data.get("backfill"):
+                self.backfilled += 1
+            elif (
+                fact.kind == "reading"
+                and fact.point == "temperature"
+                and fact.zone
+                and not (fact.device or "").endswith("-logger")
+            ):
                 if fact.value is None:
                     self.bad_readings += 1
                     continue
@@ -158,9 +182,17 @@ async def _demo(
     key = load_private_key(key_path) if key_path.exists() else generate_key_file(key_path)
     (workdir / "signing.pub.pem").write_text(public_key_pem(key.public_key()))
     freezer = ZoneSpec(OPCUA_ZONE[0], temperature_c=-18.0, humidity_pct=30.0)
+    stored = 30  # the logger has been logging for a minute before the gateway sees it
+    logger_sim = LoggerSimulator(
+        serial="L0042",
+        interval_secs=LOGGER_INTERVAL_SECS,
+        started_at=time.time() - stored * LOGGER_INTERVAL_SECS,
+        clock_offset_secs=-42.0,
+    )
     async with (
         ModbusSimulator() as modbus,
         OpcUaSimulator([freezer], update_interval_secs=1.0) as opcua,
+        logger_sim as logger,
     ):
         service = None
         if uplink is None:
@@ -169,27 +201,35 @@ async def _demo(
         try:
             url = uplink or (service.url if service else "")
             config_path = workdir / "gxpgate.toml"
-            config_path.write_text(demo_config(modbus.port, opcua, url))
+            config_path.write_text(demo_config(modbus.port, opcua, logger.device_path, url))
             echo(f"gxpgate demo — files in {workdir}{'' if keep else ' (temporary)'}")
             echo(f"  Modbus TCP simulator  127.0.0.1:{modbus.port}  (3 sensors, units 1-3)")
             echo(f"  OPC UA simulator      {opcua.endpoint}  (freezer-1, subscription)")
+            echo(
+                f"  data logger L0042     {logger.device_path}  ({LOGGER_ZONE}, GXL/1, clock -42 s)"
+            )
             echo(f"  quality service       {url}{'  (simulator)' if service else ''}")
             echo(f"  config                {config_path}")
-            code = await _run_agent(config_path, modbus, opcua, service, seconds, echo, keep=keep)
+            sims = _Sims(modbus, opcua, logger, service)
+            code = await _run_agent(config_path, sims, seconds, echo, keep=keep)
         finally:
             if service is not None:
                 service.stop()
     return code
 
 
-def _script(
-    modbus: ModbusSimulator,
-    opcua: OpcUaSimulator,
-    service: QualityServiceSimulator | None,
-    seconds: float | None,
-) -> list[Step]:
+@dataclass
+class _Sims:
+    modbus: ModbusSimulator
+    opcua: OpcUaSimulator
+    logger: LoggerSimulator
+    service: QualityServiceSimulator | None
+
+
+def _script(sims: _Sims, seconds: float | None) -> list[Step]:
     # The timeline fits into a short --seconds run; without --seconds it plays once.
     scale = min(1.0, (seconds or 60.0) / 60.0)
+    modbus, opcua, logger, service = sims.modbus, sims.opcua, sims.logger, sims.service
     steps = [
         Step(6 * scale, "excursion: cold-room-2 rises to 9.5 °C for 12 s (profile 2–8 °C)",
              lambda: modbus.excursion(2, "temperature", 9.5, 12 * scale)),
@@ -201,6 +241,10 @@ def _script(
              lambda: modbus.set_fault(3, None)),
         Step(47 * scale, "freezer-1 OPC UA server restarts (down for 5 s)", opcua.stop),
         Step(52 * scale, "freezer-1 OPC UA server is back", opcua.start),
+        Step(17 * scale, f"data logger cable pulled for {12 * scale:.0f} s (it keeps logging)",
+             logger.go_silent),
+        Step(29 * scale, "data logger plugged in again: its memory for the gap is read back",
+             logger.resume),
     ]  # fmt: skip
     if service is not None:
         outage = 14 * scale
@@ -213,9 +257,7 @@ def _script(
 
 async def _run_agent(
     config_path: Path,
-    modbus: ModbusSimulator,
-    opcua: OpcUaSimulator,
-    service: QualityServiceSimulator | None,
+    sims: _Sims,
     seconds: float | None,
     echo: Echo,
     *,
@@ -251,7 +293,7 @@ async def _run_agent(
         echo(f"  gateway gw-demo, chain {chain}, key {agent.key_id}")
         echo("" if seconds is None else f"  running for {seconds:g} s (Ctrl-C stops early)")
         echo(_header())
-        steps = _script(modbus, opcua, service, seconds)
+        steps = _script(sims, seconds)
         while not stop.is_set():
             elapsed = time.monotonic() - started
             while steps and steps[0].at <= elapsed:
@@ -280,7 +322,7 @@ async def _run_agent(
         if not task.done():
             stop.set()
             await task
-    return _summary(loaded.config.buffer.path, config_path.parent, service, state, echo, keep)
+    return _summary(loaded.config.buffer.path, config_path.parent, sims.service, state, echo, keep)
 
 
 def _header() -> str:
@@ -330,6 +372,7 @@ def _summary(
             low, high = state.extremes[zone]
             echo(f"  {zone:<21} {low:.2f} … {high:.2f} °C  (profile {profile})")
     echo(f"  bad readings          {state.bad_readings} (each with its error on record)")
+    echo(f"  back-filled readings  {state.backfilled} (read back from the data logger's memory)")
     interesting = [e for e in state.audits if e not in ("agent_started", "agent_stopped")]
     echo(f"  audit events          {', '.join(interesting) or 'none'}")
     echo("  alarms                excursion rules are not in this version yet: none raised")

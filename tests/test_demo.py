@@ -22,6 +22,10 @@ def test_demo_runs_scripted_outage_and_verifies(tmp_path: Path) -> None:
     assert "device.offline device=ambient-a-probe" in out
     assert "freezer-1 OPC UA server restarts" in out
     assert "-18.0" in out or "-17.9" in out, "freezer values arrive over OPC UA"
+    assert "data logger cable pulled" in out
+    assert "logger_enrolled" in out
+    assert "logger_clock" in out
+    assert "back-filled readings" in out
     assert "verification: PASSED" in out
     assert "quality service copy  OK" in out
     for name in ("gxpgate.toml", "signing.key", "signing.pub.pem", "buffer.db", "evidence.jsonl"):

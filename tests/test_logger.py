@@ -4,6 +4,9 @@ and the gap read back from the logger's memory exactly once, across an agent res
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -137,3 +140,26 @@ def test_garbage_and_bad_checksums_are_on_record_not_a_crash(write_config) -> No
     back = Counter(r["data"]["record"] for r in _backfilled(records))
     assert set(back) == set(range(1, 301))
     assert set(back.values()) == {2}
+
+
+def test_simulate_logger_prints_a_device_path_that_answers() -> None:
+    import serial
+
+    from drivers import gxl
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "simulate", "logger", "--stored", "5", "--serial", "L9"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+        path = lines[1].split()[2]
+        with serial.Serial(path, 9600, timeout=5) as port:
+            port.write(gxl.request_identity())
+            identity = gxl.parse_identity(gxl.decode_line(port.readline()))
+        assert identity.serial == "L9"
+        assert (identity.first, identity.last) == (1, 5)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(10)

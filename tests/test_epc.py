@@ -7,7 +7,6 @@ own tables, so that a transcription slip in either shows up as a failing round t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,17 +18,9 @@ from hypothesis import strategies as st
 from drivers.epc import EpcResult, decode_epc
 from drivers.gs1 import CSET82, gs1_check_digit
 
-VECTORS_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "vectors.json"
+from .vectors import load_vectors
 
-
-def _load_vectors() -> dict[str, Any]:
-    if not VECTORS_PATH.is_file():
-        pytest.fail(f"shared test vectors missing: {VECTORS_PATH}", pytrace=False)
-    vectors: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
-    return vectors
-
-
-VECTORS = _load_vectors()
+VECTORS = load_vectors()
 
 # TDS §14.5.1 Table 14-2 / §14.5.2 Table 14-5: partition → (company bits, digits, ref bits, digits)
 SGTIN_TABLE = [(40, 12, 4, 1), (37, 11, 7, 2), (34, 10, 10, 3), (30, 9, 14, 4), (27, 8, 17, 5)]

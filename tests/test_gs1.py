@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,21 +20,13 @@ from drivers.gs1 import (
     parse_scan,
 )
 
+from .vectors import load_vectors
+
 # The century rule depends on the reference date: every test pins it.
 REF = date(2026, 11, 21)
 
-# CI clones the repository with ../shared beside it; without the vectors the suite must fail.
-VECTORS_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "vectors.json"
 
-
-def _load_vectors() -> dict[str, Any]:
-    if not VECTORS_PATH.is_file():
-        pytest.fail(f"shared test vectors missing: {VECTORS_PATH}", pytrace=False)
-    vectors: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
-    return vectors
-
-
-VECTORS = _load_vectors()
+VECTORS = load_vectors()
 
 
 def scan(text: str, ref: date = REF) -> ScanResult:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,17 +10,9 @@ from typer.testing import CliRunner
 
 from agent.scan_cli import app, scan_text
 
-VECTORS_PATH = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "vectors.json"
+from .vectors import load_vectors
 
-
-def _load_vectors() -> dict[str, Any]:
-    if not VECTORS_PATH.is_file():
-        pytest.fail(f"shared test vectors missing: {VECTORS_PATH}", pytrace=False)
-    vectors: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
-    return vectors
-
-
-VECTORS = _load_vectors()
+VECTORS = load_vectors()
 REF = ["--date", "2026-11-21"]
 
 runner = CliRunner()

@@ -60,7 +60,7 @@ def test_an_hour_off_the_line_is_read_back_once_across_a_restart(write_config) -
             interval_secs=INTERVAL, clock_offset_secs=120.0, drift=False,
         )  # fmt: skip
         async with sim:
-            config = write_config(modbus=False, extra_devices=_device(sim.device_path, chunk=20))
+            config = write_config(modbus=False, extra_devices=_device(sim.device_path, chunk=2))
             running = Running(config)
             async with running as agent:
                 await asyncio.wait_for(watch_event(agent, "logger_enrolled").wait(), 10)

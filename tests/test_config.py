@@ -14,9 +14,9 @@ from config import example_config_text, load_config
 from config.model import GatewayConfig
 from drivers.filedrop_model import CsvColumn, CsvDropDevice
 from drivers.logger_model import LoggerPoint, SerialLoggerDevice
-from drivers.serial_model import SerialLine
 from drivers.modbus_model import ModbusPoint, ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
 from drivers.opcua_model import OpcUaDevice, OpcUaPoint, OpcUaSecurity
+from drivers.serial_model import SerialLine
 
 runner = CliRunner()
 

@@ -20,7 +20,7 @@ import typer
 
 from config import ConfigError, LoadedConfig, default_config_path, example_config_text, load_config
 
-from . import scan_cli
+from . import lots_cli, scan_cli
 from .keys import KeyFileError, describe, generate_key_file, load_private_key, load_public_key
 
 __all__ = ["app", "main"]
@@ -47,6 +47,7 @@ app.add_typer(devices_app, name="devices")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(opcua_app, name="opcua")
 app.add_typer(scan_cli.app, name="scan")
+app.add_typer(lots_cli.app, name="lots")
 
 ConfigOption = Annotated[
     Path | None,

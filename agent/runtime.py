@@ -29,12 +29,15 @@ from buffer import Outbox, OutboxError
 from config import GatewayConfig, LoadedConfig
 from drivers.base import utc_now
 from drivers.modbus_tcp import ModbusTcpSource
+from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
+from .custody import CustodyStreamer
 from .devices import DevicePoller, DeviceStreamer, cursor_prefix
 from .evidence import ChainVerifier, RecordInvalid, key_id
 from .forwarder import Forwarder
 from .identity import ZoneMap
 from .keys import KeyFileError, key_path_for, load_private_key
+from .lots import LotFeed, LotRegister, LotRegisterError, lots_path_for
 from .recorder import Recorder
 from .sealing import Fact, Sealer
 
@@ -87,6 +90,12 @@ class SourceFactory:
             from drivers.opcua import OpcUaSource  # asyncua is imported only where it is used
 
             return OpcUaSource(device_id, device)
+        if device.type in ("barcode_scanner", "rfid_reader"):
+            from drivers.scanner import BarcodeScannerSource, RfidReaderSource
+
+            if device.type == "barcode_scanner":
+                return BarcodeScannerSource(device_id, device)
+            return RfidReaderSource(device_id, device)
         raise AgentStartError(f"device {device_id}: no driver for type {device.type!r}")
 
 
@@ -151,7 +160,8 @@ class Agent:
         self.outbox: Outbox | None = None
         self.recorder: Recorder | None = None
         self.forwarder: Forwarder | None = None
-        self.pollers: list[DevicePoller | DeviceStreamer] = []
+        self.pollers: list[DevicePoller | DeviceStreamer | CustodyStreamer] = []
+        self.lots: LotFeed | None = None
         self.key_id: str | None = None
 
     def _load_key(self) -> Ed25519PrivateKey:
@@ -201,6 +211,9 @@ class Agent:
                 prefix = cursor_prefix(dev_id)
                 saved = outbox.states(prefix)
                 restore({k[len(prefix) :]: orjson.loads(v) for k, v in saved.items()})
+            if isinstance(dev, BarcodeScannerDevice | RfidReaderDevice):
+                self.pollers.append(CustodyStreamer(source, zones, recorder, cfg.gateway.id))
+                continue
             task_type = DeviceStreamer if getattr(source, "pushed", False) else DevicePoller
             self.pollers.append(task_type(source, zones, recorder, dev.reconnect_max_secs))
         await recorder.put(
@@ -218,7 +231,17 @@ class Agent:
             )
         )
         log.info("agent.started gw=%s chain=%s key=%s", cfg.gateway.id, outbox.chain, sealer.key_id)
+        lots_path = lots_path_for(cfg.buffer.path)
+        try:
+            register = await asyncio.to_thread(LotRegister.open, lots_path)
+        except LotRegisterError as exc:
+            raise AgentStartError(
+                f"{exc}; the lot register is rebuilt from the buffer if {lots_path} is removed"
+            ) from exc
         async with AsyncExitStack() as stack, asyncio.TaskGroup() as core:
+            # Entered first, so it is synced before the recorder commits and closed after it.
+            self.lots = await stack.enter_async_context(LotFeed(register, outbox))
+            recorder.listeners.append(self.lots.on_commit)
             if cfg.uplink is not None:
                 self.forwarder = await stack.enter_async_context(
                     Forwarder(outbox, cfg.uplink, recorder.put, transport=self.uplink_transport)

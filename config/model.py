@@ -16,6 +16,7 @@ from drivers.filedrop_model import CsvDropDevice
 from drivers.logger_model import SerialLoggerDevice
 from drivers.modbus_model import ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
 from drivers.opcua_model import OpcUaDevice
+from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
 from .profiles import BUILTIN_PROFILES
 
@@ -34,10 +35,24 @@ GatewayId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
 
 DeviceConfig = Annotated[
-    ModbusTcpDevice | ModbusRtuDevice | OpcUaDevice | SerialLoggerDevice | CsvDropDevice,
+    ModbusTcpDevice
+    | ModbusRtuDevice
+    | OpcUaDevice
+    | SerialLoggerDevice
+    | CsvDropDevice
+    | BarcodeScannerDevice
+    | RfidReaderDevice,
     Field(discriminator="type"),
 ]
-DEVICE_TYPES = ("modbus_tcp", "modbus_rtu", "opcua", "serial_logger", "csv_drop")
+DEVICE_TYPES = (
+    "modbus_tcp",
+    "modbus_rtu",
+    "opcua",
+    "serial_logger",
+    "csv_drop",
+    "barcode_scanner",
+    "rfid_reader",
+)
 
 
 class _Strict(BaseModel):

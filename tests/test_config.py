@@ -16,6 +16,7 @@ from drivers.filedrop_model import CsvColumn, CsvDropDevice
 from drivers.logger_model import LoggerPoint, SerialLoggerDevice
 from drivers.modbus_model import ModbusPoint, ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
 from drivers.opcua_model import OpcUaDevice, OpcUaPoint, OpcUaSecurity
+from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 from drivers.serial_model import SerialLine
 
 runner = CliRunner()
@@ -56,6 +57,8 @@ def _field_names(model: type[BaseModel]) -> set[str]:
         SerialLoggerDevice,
         LoggerPoint,
         SerialLine,
+        BarcodeScannerDevice,
+        RfidReaderDevice,
     ],
 )
 def test_example_documents_every_field(model: type[BaseModel]) -> None:

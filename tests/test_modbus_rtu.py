@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from agent.cli import app
 from simulators.modbus_sim import ModbusRtuSimulator
 
-from .running import Running, exported
+from .running import Running, exported, until
 
 POLL_SECS = 0.25
 RUN_SECS = 3.0
@@ -86,8 +86,8 @@ def test_exception_and_bad_crc_stay_with_their_slave(write_config) -> None:
             sim.set_fault(2, "exception", exception_code=4)
             sim.set_fault(3, "bad_crc")
             config = write_config(modbus=False, extra_devices=_bus(sim.device_path))
-            async with Running(config):
-                await asyncio.sleep(1.5)
+            async with Running(config) as agent:
+                await until(lambda: min(p.polls for p in agent.pollers) >= 4, what="4 polls each")
         return config
 
     records = exported(asyncio.run(main()))
@@ -103,8 +103,8 @@ def test_an_unpluggable_port_is_each_slaves_offline_episode(write_config, tmp_pa
     config = write_config(modbus=False, extra_devices=_bus(str(tmp_path / "ttyUSB9")))
 
     async def main() -> None:
-        async with Running(config):
-            await asyncio.sleep(0.8)
+        async with Running(config) as agent:
+            await until(lambda: not any(p.online for p in agent.pollers), what="all offline")
 
     asyncio.run(main())
     records = exported(config)
@@ -148,8 +148,8 @@ def test_line_settings_the_port_refuses_are_named(write_config) -> None:
         async with ModbusRtuSimulator() as sim:
             text = _bus(sim.device_path, parity="even")
             config = write_config(modbus=False, extra_devices=text)
-            async with Running(config):
-                await asyncio.sleep(0.5)
+            async with Running(config) as agent:
+                await until(lambda: not any(p.online for p in agent.pollers), what="all offline")
         return config
 
     records = exported(asyncio.run(main()))

@@ -52,11 +52,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import socket
-import termios
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -64,14 +61,14 @@ from types import TracebackType
 from typing import Final, Protocol, Self
 from urllib.parse import quote
 
-import serial
 from biip.gs1_prefixes import GS1CompanyPrefix
 
 from .base import DeviceUnreachable, Sample, utc_now
 from .epc import EpcResult, decode_epc
 from .gs1 import ScanResult, escape_text, parse_scan
 from .scanner_model import TERMINATORS, BarcodeScannerDevice, RfidReaderDevice
-from .serial_model import PARITY_CODES, SerialLine
+from .serial_channel import ChannelError, SerialChannel
+from .serial_model import SerialLine
 
 __all__ = [
     "DIGITAL_LINK",
@@ -96,7 +93,6 @@ log = logging.getLogger(__name__)
 MAX_LINE_BYTES: Final = 4096
 """Longest line kept whole; a GS1 DataMatrix holds at most 2335 characters."""
 _READ_CHUNK: Final = 4096
-_MAX_PENDING_BYTES: Final = 1 << 20
 _CLOSE_TIMEOUT_SECS: Final = 2.0
 # TCP keepalive: first probe after 30 s idle, then every 10 s, 3 unanswered probes end the link.
 _KEEPALIVE: Final = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
@@ -204,81 +200,25 @@ class _Link(Protocol):
 
 
 class _SerialLink:
-    """A serial port read through the event loop. Opened in the constructor."""
+    """The scanner's serial port (:class:`~drivers.serial_channel.SerialChannel`), its errors as
+    :class:`DeviceUnreachable`. Opened in the constructor."""
 
     def __init__(self, device_id: str, line: SerialLine) -> None:
         self.device_id = device_id
-        self.line = line
-        self._loop = asyncio.get_running_loop()
+        self._channel = SerialChannel(line)
         try:
-            self._port = serial.Serial(
-                line.port,
-                baudrate=line.baudrate,
-                bytesize=line.data_bits,
-                parity=PARITY_CODES[line.parity],
-                stopbits=line.stop_bits,
-                timeout=0,
-                exclusive=True,
-            )
-        except (OSError, termios.error, ValueError) as exc:
-            # pyserial's SerialException is an OSError; termios refusals pass through as is.
-            errno = exc.errno if isinstance(exc, OSError) else None
-            why = os.strerror(errno) if errno else str(exc)
-            raise DeviceUnreachable(device_id, f"serial port {line.port}: {why}") from exc
-        self._fd = self._port.fileno()
-        self._chunks: deque[bytes] = deque()
-        self._pending = 0
-        self._failed: str | None = None
-        self._arrived = asyncio.Event()
-        self._watching = False
-        self._watch()
-
-    def _watch(self) -> None:
-        if not self._watching:
-            self._loop.add_reader(self._fd, self._on_readable)
-            self._watching = True
-
-    def _unwatch(self) -> None:
-        if self._watching:
-            self._loop.remove_reader(self._fd)
-            self._watching = False
-
-    def _on_readable(self) -> None:
-        try:
-            data = os.read(self._fd, _READ_CHUNK)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            data, self._failed = b"", f"serial port {self.line.port} failed: {exc}"
-        if not data:
-            # A dead descriptor stays readable for ever: stop watching it.
-            self._failed = self._failed or f"serial port {self.line.port} closed"
-            self._unwatch()
-        else:
-            self._chunks.append(data)
-            self._pending += len(data)
-            if self._pending > _MAX_PENDING_BYTES:
-                self._unwatch()  # the consumer is behind: let the port's own buffer fill
-        self._arrived.set()
+            self._channel.open()
+        except ChannelError as exc:
+            raise DeviceUnreachable(device_id, str(exc)) from exc
 
     async def receive(self) -> bytes:
-        while not self._chunks:
-            if self._failed is not None:
-                raise DeviceUnreachable(self.device_id, self._failed)
-            self._arrived.clear()
-            await self._arrived.wait()
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        self._pending = 0
-        if self._failed is None:
-            self._watch()
-        return data
+        try:
+            return await self._channel.receive()
+        except ChannelError as exc:
+            raise DeviceUnreachable(self.device_id, str(exc)) from exc
 
     async def close(self) -> None:
-        self._unwatch()
-        self._port.close()
-        self._failed = self._failed or f"serial port {self.line.port} closed"
-        self._arrived.set()  # a receive() still waiting ends now
+        self._channel.close()
 
 
 class _TcpLink:

@@ -1,7 +1,10 @@
-"""A serial port as an asyncio line channel: pyserial for the port, the event loop for waiting.
+"""A serial port on the event loop: pyserial opens and configures it, ``loop.add_reader`` waits.
 
-The port is put in non-blocking mode and read through ``loop.add_reader``, so a slow or silent
-device costs no thread. Used by line-oriented devices (data loggers; scanners could too).
+The one place gxpgate reads a serial port for line-oriented devices (data loggers, barcode
+scanners, RFID readers): a slow or silent device costs no thread. Incoming bytes are buffered up
+to 1 MiB; beyond that the port is no longer watched until the consumer catches up, so the
+device's own flow control (or the kernel's buffer) takes over instead of our memory. A
+descriptor that reports end-of-file or an error is a failed port, never a busy loop.
 
 Exceptions: :class:`ChannelError` (an ``OSError``) for a port that cannot be opened or fails;
 ``TimeoutError`` when no full line arrives in time.
@@ -10,6 +13,7 @@ Exceptions: :class:`ChannelError` (an ``OSError``) for a port that cannot be ope
 from __future__ import annotations
 
 import asyncio
+import os
 import termios
 
 import serial
@@ -18,7 +22,8 @@ from .serial_model import PARITY_CODES, SerialLine
 
 __all__ = ["ChannelError", "SerialChannel"]
 
-MAX_BUFFER = 64 * 1024
+READ_CHUNK = 4096
+MAX_BUFFER = 1 << 20
 
 
 class ChannelError(OSError):
@@ -26,7 +31,7 @@ class ChannelError(OSError):
 
 
 class SerialChannel:
-    """One open serial port. Not safe for concurrent requests: the caller serialises them."""
+    """One serial port. Not safe for concurrent readers: the caller serialises requests."""
 
     def __init__(self, line: SerialLine) -> None:
         self.line = line
@@ -34,6 +39,7 @@ class SerialChannel:
         self._buffer = bytearray()
         self._arrived = asyncio.Event()
         self._failed: str | None = None
+        self._watching = False
 
     @property
     def is_open(self) -> bool:
@@ -51,34 +57,57 @@ class SerialChannel:
                 timeout=0,
                 exclusive=True,
             )
-        except (OSError, termios.error) as exc:  # pyserial lets termios refusals through as is
-            raise ChannelError(f"serial port {line.port} cannot be opened: {exc}") from exc
+        except (OSError, termios.error, ValueError) as exc:
+            # pyserial's SerialException is an OSError; termios refusals pass through as is.
+            errno = exc.errno if isinstance(exc, OSError) else None
+            why = os.strerror(errno) if errno else str(exc)
+            raise ChannelError(f"serial port {line.port} cannot be opened: {why}") from exc
         self._port, self._failed = port, None
         self._buffer.clear()
-        asyncio.get_running_loop().add_reader(port.fileno(), self._on_readable)
+        self._watch()
 
     def close(self) -> None:
         port, self._port = self._port, None
         if port is None:
             return
-        asyncio.get_running_loop().remove_reader(port.fileno())
+        self._unwatch(port)
         port.close()
+        self._failed = self._failed or f"serial port {self.line.port} closed"
+        self._arrived.set()  # a reader still waiting ends now
+
+    def _watch(self) -> None:
+        if self._port is not None and not self._watching:
+            asyncio.get_running_loop().add_reader(self._port.fileno(), self._on_readable)
+            self._watching = True
+
+    def _unwatch(self, port: serial.Serial) -> None:
+        if self._watching:
+            asyncio.get_running_loop().remove_reader(port.fileno())
+            self._watching = False
 
     def _on_readable(self) -> None:
-        assert self._port is not None
+        port = self._port
+        assert port is not None
         try:
-            data = self._port.read(4096)
-        except OSError as exc:  # the adapter went away: stop watching a dead descriptor
-            self._failed = str(exc)
-            asyncio.get_running_loop().remove_reader(self._port.fileno())
-            data = b""
-        if len(self._buffer) < MAX_BUFFER:
+            data = os.read(port.fileno(), READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            data, self._failed = b"", f"serial port {self.line.port} failed: {exc}"
+        if not data:
+            # A dead descriptor stays readable for ever: stop watching it.
+            self._failed = self._failed or f"serial port {self.line.port} closed"
+            self._unwatch(port)
+        else:
             self._buffer += data
+            if len(self._buffer) > MAX_BUFFER:
+                self._unwatch(port)  # the consumer is behind: let the port's buffer fill
         self._arrived.set()
 
     def discard_input(self) -> None:
         """Forget what arrived unasked (a late answer, noise) before a new request."""
         self._buffer.clear()
+        self._watch()
 
     async def send(self, data: bytes) -> None:
         port = self._require()
@@ -87,24 +116,40 @@ class SerialChannel:
         except OSError as exc:
             raise ChannelError(f"serial port {self.line.port} failed: {exc}") from exc
 
-    async def read_line(self, timeout_secs: float) -> bytes:
-        """The next line, CR LF included; ``TimeoutError`` when none completes in time."""
+    async def receive(self) -> bytes:
+        """Whatever has arrived, waiting for at least one byte."""
+        while not self._buffer:
+            self._require()
+            await self._wait()
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        self._watch()
+        return data
+
+    async def read_line(self, timeout_secs: float, terminator: bytes = b"\n") -> bytes:
+        """The next line, terminator included; ``TimeoutError`` when none completes in time."""
         async with asyncio.timeout(timeout_secs):
             while True:
                 self._require()
-                end = self._buffer.find(b"\n")
+                end = self._buffer.find(terminator)
                 if end >= 0:
-                    line = bytes(self._buffer[: end + 1])
-                    del self._buffer[: end + 1]
+                    end += len(terminator)
+                    line = bytes(self._buffer[:end])
+                    del self._buffer[:end]
+                    self._watch()
                     return line
-                if len(self._buffer) >= MAX_BUFFER:
+                if len(self._buffer) > MAX_BUFFER:
                     self._buffer.clear()  # noise without line ends: never grow without bound
-                self._arrived.clear()
-                await self._arrived.wait()
+                    self._watch()
+                await self._wait()
+
+    async def _wait(self) -> None:
+        self._arrived.clear()
+        await self._arrived.wait()
 
     def _require(self) -> serial.Serial:
         if self._failed is not None:
-            raise ChannelError(f"serial port {self.line.port} failed: {self._failed}")
+            raise ChannelError(self._failed)
         if self._port is None:
             raise ChannelError(f"serial port {self.line.port} is not open")
         return self._port

@@ -137,7 +137,7 @@ class LoggerSource:
         if self._state is not None and not self._state["gaps"]:
             self._state["through"] = max(self._state["through"], identity.last)
             self._state["at"] = _iso(at)
-            cursor = {"logger": copy.deepcopy(self._state)}
+            cursor = {"logger": self._snapshot()}
         return self._samples(record, at, {}, cursor, 0)
 
     async def _connect(self) -> None:
@@ -265,6 +265,13 @@ class LoggerSource:
             state.pop("not_before", None)
             state.pop("offset", None)
 
+    def _snapshot(self) -> dict[str, Any]:
+        """The resume state as it stands after this sample. Taken per back-filled reading, so
+        only the one mutable part (the gap list) is copied, not the whole state deeply."""
+        state = self._state
+        assert state is not None
+        return {**state, "gaps": [[first, last] for first, last in state["gaps"]]}
+
     # -- samples ------------------------------------------------------------------------------
 
     def _channels(self, identity: LoggerIdentity) -> list[str]:
@@ -302,7 +309,7 @@ class LoggerSource:
                     record.index if done_all else record.index - 1,
                     skip=0 if done_all else position + 1,
                 )
-                cursor = {"logger": copy.deepcopy(self._state)}
+                cursor = {"logger": self._snapshot()}
             if channel not in record.values:
                 error = f"the logger has no channel {channel!r}"
                 samples.append(self._bad(point, cfg.unit, at, record.at, data, error, cursor))

@@ -14,13 +14,14 @@ import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
-from config import ConfigError, LoadedConfig, default_config_path, example_config_text, load_config
+from config import example_config_text
 
 from . import lots_cli, scan_cli
+from .cli_common import ConfigOption, fail, load
 from .keys import KeyFileError, describe, generate_key_file, load_private_key, load_public_key
 
 __all__ = ["app", "main"]
@@ -48,30 +49,6 @@ app.add_typer(simulate_app, name="simulate")
 app.add_typer(opcua_app, name="opcua")
 app.add_typer(scan_cli.app, name="scan")
 app.add_typer(lots_cli.app, name="lots")
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="Config file [default: $GXPGATE_CONFIG or /etc/gxpgate/gxpgate.toml]",
-        show_default=False,
-    ),
-]
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"gxpgate: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _load(path: Path | None) -> LoadedConfig:
-    try:
-        return load_config(path or default_config_path())
-    except ConfigError as exc:
-        for line in exc.lines():
-            typer.echo(line, err=True)
-        raise typer.Exit(2) from None
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -101,7 +78,7 @@ def quiet_libraries(verbose: bool = False) -> None:
 @config_app.command("validate")
 def config_validate(file: Annotated[Path, typer.Argument(help="Config file to check")]) -> None:
     """Check a config file; print each problem as FILE: FIELD.PATH: REASON (exit 2)."""
-    loaded = _load(file)
+    loaded = load(file)
     cfg = loaded.config
     points = sum(len(d.points) for d in cfg.devices.values())
     typer.echo(
@@ -127,7 +104,7 @@ def keys_generate(
     try:
         key = generate_key_file(out)
     except KeyFileError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"wrote {out} (mode 0600)")
     typer.echo(describe(key.public_key()), nl=False)
 
@@ -140,7 +117,7 @@ def keys_show(
     try:
         private_key = load_private_key(key)
     except KeyFileError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     typer.echo(describe(private_key.public_key()), nl=False)
 
 
@@ -160,11 +137,11 @@ def verify(
     try:
         keys = [load_public_key(path) for path in public_key]
     except KeyFileError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     try:
         verdict = verify_file(file, keys)
     except OSError as exc:
-        _fail(f"{file}: {exc.strerror or exc}", 2)
+        fail(f"{file}: {exc.strerror or exc}", 2)
     typer.echo(verdict.summary())
     if not verdict.ok:
         raise typer.Exit(1)
@@ -176,7 +153,7 @@ def _parse_time(value: str | None, option: str) -> str | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        _fail(f"{option}: not an ISO 8601 time: {value!r}", 2)
+        fail(f"{option}: not an ISO 8601 time: {value!r}", 2)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -192,12 +169,12 @@ def export(
     """Write buffered records as JSON Lines, one record per line, unchanged."""
     from .runtime import AgentStartError, open_outbox
 
-    loaded = _load(config)
+    loaded = load(config)
     since_at, until_at = _parse_time(since, "--since"), _parse_time(until, "--until")
     try:
         outbox = open_outbox(loaded, must_exist=True)
     except AgentStartError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     count = 0
     try:
         target = contextlib.nullcontext(sys.stdout.buffer) if str(out) == "-" else out.open("wb")
@@ -207,7 +184,7 @@ def export(
                 count += 1
             handle.flush()
     except OSError as exc:
-        _fail(f"{out}: {exc.strerror or exc}")
+        fail(f"{out}: {exc.strerror or exc}")
     finally:
         outbox.close()
     typer.echo(f"exported {count} record(s) to {out}", err=True)
@@ -218,11 +195,11 @@ def buffer_status(config: ConfigOption = None) -> None:
     """Records held, pending upload, oldest pending, acked through, disk use."""
     from .runtime import AgentStartError, open_outbox
 
-    loaded = _load(config)
+    loaded = load(config)
     try:
         outbox = open_outbox(loaded, must_exist=True)
     except AgentStartError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         st = outbox.status()
     finally:
@@ -259,12 +236,12 @@ def devices_test(
 
     from .runtime import SourceFactory
 
-    loaded = _load(config)
+    loaded = load(config)
     factory = SourceFactory(loaded.config)
     devices = loaded.config.devices
     if device is not None:
         if device not in devices:
-            _fail(f"no device {device!r} in {loaded.path}; configured: {', '.join(devices)}", 2)
+            fail(f"no device {device!r} in {loaded.path}; configured: {', '.join(devices)}", 2)
         devices = {device: devices[device]}
 
     async def probe() -> int:
@@ -302,7 +279,7 @@ def run(
     """Run the gateway in the foreground (what systemd starts)."""
     from .runtime import Agent, AgentStartError
 
-    loaded = _load(config)
+    loaded = load(config)
     _setup_logging(verbose)
 
     async def main() -> None:
@@ -315,7 +292,7 @@ def run(
     try:
         asyncio.run(main())
     except AgentStartError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @app.command("demo")
@@ -362,7 +339,7 @@ def simulate_modbus(
         pass
     except OSError as exc:
         where = "a pseudo-terminal" if rtu else f"{host}:{port}"
-        _fail(f"cannot open {where}: {exc.strerror or exc}")
+        fail(f"cannot open {where}: {exc.strerror or exc}")
 
 
 @simulate_app.command("logger")
@@ -378,7 +355,7 @@ def simulate_logger(
     from simulators.logger_sim import run_forever
 
     if interval_secs < 1 or stored < 0:
-        _fail("--interval-secs must be at least 1 and --stored at least 0", 2)
+        fail("--interval-secs must be at least 1 and --stored at least 0", 2)
     started = time.time() - stored * interval_secs
     try:
         asyncio.run(
@@ -393,7 +370,7 @@ def simulate_logger(
     except KeyboardInterrupt:
         pass
     except ValueError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
 
 
 @simulate_app.command("scanner")
@@ -412,7 +389,7 @@ def simulate_scanner(
     from simulators.scanner_sim import run_forever
 
     if kind not in ("barcode", "rfid") or transport not in ("tcp", "pty"):
-        _fail("--kind must be barcode or rfid, --transport tcp or pty", 2)
+        fail("--kind must be barcode or rfid, --transport tcp or pty", 2)
     try:
         asyncio.run(
             run_forever(
@@ -428,9 +405,9 @@ def simulate_scanner(
     except KeyboardInterrupt:
         pass
     except ValueError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     except OSError as exc:
-        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 @simulate_app.command("quality-service")
@@ -452,11 +429,11 @@ def simulate_quality_service(
         try:
             load_public_key(path)
         except KeyFileError as exc:
-            _fail(str(exc), 2)
+            fail(str(exc), 2)
     try:
         run_forever(db, host, port, public_key, token, print_fn=typer.echo)
     except OSError as exc:
-        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 @simulate_app.command("opcua")
@@ -477,9 +454,9 @@ def simulate_opcua(
     from simulators.opcua_sim import run_forever
 
     if security not in ("none", "basic256sha256"):
-        _fail("--security must be none or basic256sha256", 2)
+        fail("--security must be none or basic256sha256", 2)
     if security == "basic256sha256" and cert_dir is None:
-        _fail("--security basic256sha256 needs --cert-dir", 2)
+        fail("--security basic256sha256 needs --cert-dir", 2)
     quiet_libraries()
     try:
         asyncio.run(
@@ -495,7 +472,7 @@ def simulate_opcua(
     except KeyboardInterrupt:
         pass
     except OSError as exc:
-        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 @opcua_app.command("certificate")
@@ -512,14 +489,14 @@ def opcua_certificate(
     from drivers.opcua import ensure_application_certificate
     from drivers.opcua_model import OpcUaDevice
 
-    loaded = _load(config)
+    loaded = load(config)
     secured = {
         dev_id: dev.security
         for dev_id, dev in loaded.config.devices.items()
         if isinstance(dev, OpcUaDevice) and dev.security.policy != "None"
     }
     if not secured:
-        _fail(f"{loaded.path}: no OPC UA device uses a security policy", 2)
+        fail(f"{loaded.path}: no OPC UA device uses a security policy", 2)
     done: set[tuple[Path, Path]] = set()
     for dev_id, sec in secured.items():
         assert sec.certificate_file is not None

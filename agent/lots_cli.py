@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
-from config import ConfigError, LoadedConfig, default_config_path, load_config
+from config import LoadedConfig
 
+from .cli_common import ConfigOption, fail, load
 from .lots import (
     BadIdentifier,
     LotRegister,
@@ -42,37 +42,14 @@ app = typer.Typer(
     add_completion=False,
 )
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="Config file [default: $GXPGATE_CONFIG or /etc/gxpgate/gxpgate.toml]",
-        show_default=False,
-    ),
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"gxpgate: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _load(path: Path | None) -> LoadedConfig:
-    try:
-        return load_config(path or default_config_path())
-    except ConfigError as exc:
-        for line in exc.lines():
-            typer.echo(line, err=True)
-        raise typer.Exit(2) from None
 
 
 def _open(loaded: LoadedConfig) -> LotRegister:
     try:
         return LotRegister.open_existing(lots_path_for(loaded.config.buffer.path))
     except LotRegisterError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _print(presences: Sequence[Presence], as_json: bool, columns: Sequence[str]) -> None:
@@ -115,16 +92,16 @@ def where(
     as_json: JsonOption = False,
 ) -> None:
     """Where a lot, SSCC or serialised item is and was: zone, since, until, record seqs."""
-    loaded = _load(config)
+    loaded = load(config)
     try:
         identity = parse_identifier(identifier)
     except BadIdentifier as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     with _open(loaded) as register:
         try:
             presences = register.where(identifier)
         except LotRegisterError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     if as_json:
         _print(presences, True, ())
         return
@@ -157,23 +134,23 @@ def in_zone(
     as_json: JsonOption = False,
 ) -> None:
     """What is in a zone now (or at --at TIME): lots, SSCCs and serialised items, since when."""
-    loaded = _load(config)
+    loaded = load(config)
     zones = loaded.config.zones
     if zone not in zones:
-        _fail(f"no zone {zone!r} in {loaded.path}; configured: {', '.join(zones)}", 2)
+        fail(f"no zone {zone!r} in {loaded.path}; configured: {', '.join(zones)}", 2)
     moment: datetime | None = None
     if at is not None:
         try:
             moment = datetime.fromisoformat(at.replace("Z", "+00:00"))
         except ValueError:
-            _fail(f"--at: not an ISO 8601 time: {at!r}", 2)
+            fail(f"--at: not an ISO 8601 time: {at!r}", 2)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
     with _open(loaded) as register:
         try:
             presences = register.in_zone(zone, moment)
         except LotRegisterError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     if as_json:
         _print(presences, True, ())
         return

@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 import re
 from datetime import date
-from typing import Annotated, Any, Final, NoReturn
+from typing import Annotated, Any, Final
 
 import typer
 
 from drivers.epc import decode_epc
 from drivers.gs1 import GS, parse_scan
+
+from .cli_common import fail
 
 __all__ = ["app", "scan_text"]
 
@@ -40,11 +42,6 @@ def scan() -> None:
 def scan_text(text: str) -> str:
     """Command-line spelling → scanner text: ``<GS>`` and ``\\x1d`` become ASCII 29."""
     return _GS_SPELLINGS.sub(GS, text)
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"gxpgate: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _print(result: dict[str, Any]) -> None:
@@ -78,23 +75,23 @@ def decode(
 ) -> None:
     """Print what a barcode (TEXT) or an RFID tag (--epc HEX) says, as JSON; exit 2 if invalid."""
     if (text is None) == (epc is None):
-        _fail("give either TEXT or --epc HEX")
+        fail("give either TEXT or --epc HEX", 2)
     if epc is not None:
         if on is not None:
-            _fail("--date applies to barcode text, not to --epc")
+            fail("--date applies to barcode text, not to --epc", 2)
         tag = decode_epc(epc, strip_pc=pc)
         _print(tag.as_dict())
         if tag.error is not None:
-            _fail(f"EPC {epc.strip() or '(empty)'}: {tag.error}")
+            fail(f"EPC {epc.strip() or '(empty)'}: {tag.error}", 2)
         return
     if pc:
-        _fail("--pc applies to --epc only")
+        fail("--pc applies to --epc only", 2)
     assert text is not None  # checked above; narrows the type
     try:
         reference = date.fromisoformat(on) if on is not None else date.today()
     except ValueError:
-        _fail(f"--date: not a date (YYYY-MM-DD): {on!r}")
+        fail(f"--date: not a date (YYYY-MM-DD): {on!r}", 2)
     result = parse_scan(scan_text(text), reference_date=reference)
     _print(result.as_dict())
     if result.problem is not None:
-        _fail(result.problem)
+        fail(result.problem, 2)

@@ -292,6 +292,8 @@ class CustodyStreamer(_Device):
         self.builder = CustodyBuilder(gw, source.device_id, config, tz=tz)
         self.batches = 0
         """Batches received; the first (empty) one of each connection says it is up."""
+        self.listening = asyncio.Event()
+        """Set once the first connection is up: from then on a scan reaches the gateway."""
         self.observations = 0
         self.rejected = 0
 
@@ -303,6 +305,7 @@ class CustodyStreamer(_Device):
                     async for observations in self.source.stream():
                         _raise_if_cancelled(task)
                         self.batches += 1
+                        self.listening.set()
                         await self.came_online()
                         for observation in observations:
                             await self._record(observation)

@@ -1,11 +1,12 @@
 """``gxpgate demo``: the bundled simulators, the quality-service simulator and the agent, live.
 
 It is the product running for real on loopback: real Modbus TCP, OPC UA, a serial data logger
-on a pseudo-terminal, real HTTP, the real buffer and signatures. A script plays a temperature
-excursion, a network outage, a sensor that stops answering and a logger cable pulled (its
-memory is read back when it is plugged in again); the live view shows what is read, sealed,
-buffered and delivered; the summary ends with the verification of what the quality service
-holds.
+and a barcode scanner on pseudo-terminals, a fixed-mount scanner over TCP, real HTTP, the real
+buffer and signatures. A script plays pallets received at the dock door and their cases put
+away into a cold room, a temperature excursion, a network outage, a sensor that stops
+answering and a logger cable pulled (its memory is read back when it is plugged in again); the
+live view shows what is read, sealed, buffered and delivered; the summary says where the lots
+are and ends with the verification of what the quality service holds.
 """
 
 from __future__ import annotations
@@ -28,14 +29,19 @@ from simulators.logger_sim import LoggerSimulator
 from simulators.modbus_sim import ModbusSimulator
 from simulators.opcua_sim import OpcUaSimulator, ZoneSpec
 from simulators.quality_service import QualityServiceSimulator
+from simulators.scanner_sim import DOCK_RECEIVING, PUT_AWAY, BarcodeScannerSimulator
 
+from .custody import CustodyStreamer
 from .evidence import public_key_pem
 from .keys import generate_key_file, load_private_key
+from .lots import LotRegister, LotRegisterError, lots_path_for
 from .runtime import Agent, AgentStartError
 from .sealing import Fact
 from .verify import Verdict, verify_lines
 
 __all__ = ["run_demo"]
+
+log = logging.getLogger(__name__)
 
 Echo = Callable[[str], None]
 
@@ -45,11 +51,42 @@ OPCUA_ZONE = ("freezer-1", "frozen")
 LOGGER_ZONE = "cold-room-1"
 LOGGER_INTERVAL_SECS = 2
 ALL_ZONES = (*((zone, profile) for zone, _unit, profile in ZONES), OPCUA_ZONE)
+DOCK_ZONE = ("dock-1", "unclassified")
+PUT_AWAY_ZONE = "cold-room-2"
 
 
-def demo_config(modbus_port: int, opcua: OpcUaSimulator, logger_path: str, uplink_url: str) -> str:
+def demo_config(
+    modbus_port: int,
+    opcua: OpcUaSimulator,
+    logger_path: str,
+    scanners: _Scanners,
+    uplink_url: str,
+) -> str:
     """The demo's site config: the example's shape, pointed at the simulators."""
-    zones = "".join(f'[zones.{zone}]\nprofile = "{profile}"\n\n' for zone, profile in ALL_ZONES)
+    zones = "".join(
+        f'[zones.{zone}]\nprofile = "{profile}"\n\n' for zone, profile in (*ALL_ZONES, DOCK_ZONE)
+    )
+    dock, door = scanners.dock, scanners.cold_door
+    scanner_devices = f"""[devices.dock-door-1]
+type = "barcode_scanner"
+transport = "tcp"
+host = "{dock.host}"
+port = {dock.port}
+zone = "{DOCK_ZONE[0]}"
+biz_step = "receiving"
+disposition = "in_progress"
+reconnect_max_secs = 2
+
+[devices.{PUT_AWAY_ZONE}-door]
+type = "barcode_scanner"
+transport = "serial"
+serial = {{ port = "{door.device_path}", baudrate = 9600 }}
+zone = "{PUT_AWAY_ZONE}"
+biz_step = "storing"
+disposition = "in_progress"
+reconnect_max_secs = 2
+
+"""
     freezer = OPCUA_ZONE[0]
     opcua_device = f"""[devices.{freezer}-bms]
 type = "opcua"
@@ -112,7 +149,7 @@ timeout_secs = 5
 backoff_initial_secs = 0.5
 backoff_max_secs = 4
 
-{zones}{devices}{opcua_device}{logger_device}"""
+{zones}{devices}{opcua_device}{logger_device}{scanner_devices}"""
 
 
 @dataclass
@@ -161,7 +198,9 @@ class _EventLines(logging.Handler):
 class Step:
     at: float
     say: str
-    act: Callable[[], Awaitable[None] | None]
+    act: Callable[[], Awaitable[object] | None]
+    background: bool = False
+    """Runs beside the live view (a scan sequence) instead of before its next line."""
 
 
 def run_demo(*, seconds: float | None, workdir: Path | None, uplink: str | None, echo: Echo) -> int:
@@ -193,7 +232,10 @@ async def _demo(
         ModbusSimulator() as modbus,
         OpcUaSimulator([freezer], update_interval_secs=1.0) as opcua,
         logger_sim as logger,
+        BarcodeScannerSimulator("tcp") as dock,
+        BarcodeScannerSimulator("pty") as cold_door,
     ):
+        scanners = _Scanners(dock, cold_door)
         service = None
         if uplink is None:
             service = QualityServiceSimulator(workdir / "quality-service.db", [key.public_key()])
@@ -201,16 +243,20 @@ async def _demo(
         try:
             url = uplink or (service.url if service else "")
             config_path = workdir / "gxpgate.toml"
-            config_path.write_text(demo_config(modbus.port, opcua, logger.device_path, url))
+            config_path.write_text(
+                demo_config(modbus.port, opcua, logger.device_path, scanners, url)
+            )
             echo(f"gxpgate demo — files in {workdir}{'' if keep else ' (temporary)'}")
             echo(f"  Modbus TCP simulator  127.0.0.1:{modbus.port}  (3 sensors, units 1-3)")
             echo(f"  OPC UA simulator      {opcua.endpoint}  (freezer-1, subscription)")
             echo(
                 f"  data logger L0042     {logger.device_path}  ({LOGGER_ZONE}, GXL/1, clock -42 s)"
             )
+            echo(f"  dock-door-1 scanner   {dock.address}  (TCP, receiving at {DOCK_ZONE[0]})")
+            echo(f"  {PUT_AWAY_ZONE}-door      {cold_door.address}  (serial, put-away: storing)")
             echo(f"  quality service       {url}{'  (simulator)' if service else ''}")
             echo(f"  config                {config_path}")
-            sims = _Sims(modbus, opcua, logger, service)
+            sims = _Sims(modbus, opcua, logger, scanners, service)
             code = await _run_agent(config_path, sims, seconds, echo, keep=keep)
         finally:
             if service is not None:
@@ -219,19 +265,31 @@ async def _demo(
 
 
 @dataclass
+class _Scanners:
+    dock: BarcodeScannerSimulator
+    """Fixed-mount scanner at the dock door (TCP): pallets and cases received."""
+    cold_door: BarcodeScannerSimulator
+    """Handheld at the cold-room door (serial): the cases put away."""
+
+
+@dataclass
 class _Sims:
     modbus: ModbusSimulator
     opcua: OpcUaSimulator
     logger: LoggerSimulator
+    scanners: _Scanners
     service: QualityServiceSimulator | None
 
 
-def _script(sims: _Sims, seconds: float | None) -> list[Step]:
+def _script(sims: _Sims, agent: Agent, seconds: float | None) -> list[Step]:
     # The timeline fits into a short --seconds run; without --seconds it plays once.
     scale = min(1.0, (seconds or 60.0) / 60.0)
     modbus, opcua, logger, service = sims.modbus, sims.opcua, sims.logger, sims.service
     steps = [
-        Step(6 * scale, "excursion: cold-room-2 rises to 9.5 °C for 12 s (profile 2–8 °C)",
+        Step(2 * scale, f"dock-door-1 receives 2 pallets, 5 cases (LOT-A1, LOT-B7); "
+             f"{PUT_AWAY_ZONE}-door scans the cases in",
+             lambda: _receive_and_put_away(agent, sims.scanners, 2 * scale), background=True),
+        Step(6 * scale, f"excursion: {PUT_AWAY_ZONE} rises to 9.5 °C for 12 s (profile 2–8 °C)",
              lambda: modbus.excursion(2, "temperature", 9.5, 12 * scale)),
         Step(30 * scale, "door opened in cold-room-1 for 5 s",
              lambda: modbus.excursion(1, "door_open", 1, 5 * scale)),
@@ -293,14 +351,17 @@ async def _run_agent(
         echo(f"  gateway gw-demo, chain {chain}, key {agent.key_id}")
         echo("" if seconds is None else f"  running for {seconds:g} s (Ctrl-C stops early)")
         echo(_header())
-        steps = _script(sims, seconds)
+        steps = _script(sims, agent, seconds)
+        acts: set[asyncio.Future[object]] = set()
         while not stop.is_set():
             elapsed = time.monotonic() - started
             while steps and steps[0].at <= elapsed:
                 step = steps.pop(0)
                 echo(f"{elapsed:5.0f}s  ▶ {step.say}")
                 outcome = step.act()
-                if outcome is not None:
+                if outcome is not None and step.background:
+                    acts.add(asyncio.ensure_future(outcome))
+                elif outcome is not None:
                     await outcome
             echo(_line(elapsed, agent, state))
             if seconds is not None and elapsed >= seconds:
@@ -309,6 +370,7 @@ async def _run_agent(
                 async with asyncio.timeout(1.0):
                     await stop.wait()
         echo("stopping: final flush to the quality service …")
+        await _finish(acts)
         stop.set()
         await task
     except AgentStartError as exc:
@@ -323,6 +385,54 @@ async def _run_agent(
             stop.set()
             await task
     return _summary(loaded.config.buffer.path, config_path.parent, sims.service, state, echo, keep)
+
+
+async def _receive_and_put_away(agent: Agent, scanners: _Scanners, pause: float) -> None:
+    # A scan sent before the gateway has the port open is lost, as with a real scanner.
+    await _listening(agent, "dock-door-1")
+    await scanners.dock.play(DOCK_RECEIVING, interval_secs=0.2 * pause)
+    await asyncio.sleep(pause)
+    await _listening(agent, f"{PUT_AWAY_ZONE}-door")
+    await scanners.cold_door.play(PUT_AWAY, interval_secs=0.2 * pause)
+
+
+async def _listening(agent: Agent, device: str, timeout_secs: float = 10.0) -> None:
+    streamer = next(p for p in agent.pollers if p.device == device)
+    assert isinstance(streamer, CustodyStreamer)
+    async with asyncio.timeout(timeout_secs):
+        await streamer.listening.wait()
+
+
+async def _finish(acts: set[asyncio.Future[object]], timeout_secs: float = 5.0) -> None:
+    """Let scripted acts still running end (briefly), then cancel; a failure is said, not raised."""
+    if not acts:
+        return
+    _done, pending = await asyncio.wait(acts, timeout=timeout_secs)
+    for act in pending:
+        act.cancel()
+    for act in acts:
+        try:
+            await act
+        except asyncio.CancelledError:
+            log.warning("demo step cut short by the stop")
+        except Exception as exc:  # a simulator hiccup must not hide the summary
+            log.warning("demo step failed: %s", exc)
+
+
+def _lots_lines(path: Path) -> list[str]:
+    """Where the received lots ended up, from the lot register (``gxpgate lots in ZONE``)."""
+    try:
+        with LotRegister.open_existing(path) as register:
+            held = {zone: register.in_zone(zone) for zone in (DOCK_ZONE[0], PUT_AWAY_ZONE)}
+    except LotRegisterError as exc:
+        return [f"  lots                  unknown: {exc}"]
+    lines = []
+    for zone, presences in held.items():
+        lots = sorted(p.identifier for p in presences if p.kind == "lot")
+        others = len(presences) - len(lots)
+        what = ", ".join(lots) or "no lots"
+        lines.append(f"  lots in {zone:<13} {what} (+{others} SSCCs/items)")
+    return lines
 
 
 def _header() -> str:
@@ -373,6 +483,8 @@ def _summary(
             echo(f"  {zone:<21} {low:.2f} … {high:.2f} °C  (profile {profile})")
     echo(f"  bad readings          {state.bad_readings} (each with its error on record)")
     echo(f"  back-filled readings  {state.backfilled} (read back from the data logger's memory)")
+    for line in _lots_lines(lots_path_for(db)):
+        echo(line)
     interesting = [e for e in state.audits if e not in ("agent_started", "agent_stopped")]
     echo(f"  audit events          {', '.join(interesting) or 'none'}")
     echo("  alarms                excursion rules are not in this version yet: none raised")

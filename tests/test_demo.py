@@ -26,6 +26,11 @@ def test_demo_runs_scripted_outage_and_verifies(tmp_path: Path) -> None:
     assert "logger_enrolled" in out
     assert "logger_clock" in out
     assert "back-filled readings" in out
+    # Received at the dock door (TCP scanner), put away into cold-room-2 (serial scanner).
+    assert "dock-door-1 receives" in out
+    lots_line = next(line for line in out.splitlines() if "lots in cold-room-2" in line)
+    assert "(10)LOT-A1" in lots_line, lots_line
+    assert "(10)LOT-B7" in lots_line, lots_line
     assert "verification: PASSED" in out
     assert "quality service copy  OK" in out
     for name in ("gxpgate.toml", "signing.key", "signing.pub.pem", "buffer.db", "evidence.jsonl"):

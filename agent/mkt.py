@@ -1,0 +1,91 @@
+"""Mean kinetic temperature (USP <1079.2>): one temperature that stands for a varying history.
+
+    MKT = (ΔH/R) / −ln( Σ wᵢ·exp(−(ΔH/R) / Tᵢ) / Σ wᵢ )        Tᵢ in kelvin
+
+with ΔH/R = 10,000 K by default (ΔH = 83.144 kJ/mol). :func:`mean_kinetic_temperature` is the
+formula; :class:`RollingMkt` keeps the sums for a rolling window in a fixed number of time
+buckets, so a 30-day window costs 48 floats pairs per point, not every reading.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["KELVIN", "RollingMkt", "mean_kinetic_temperature"]
+
+KELVIN = 273.15
+DEFAULT_DH_R = 10_000.0
+
+
+def mean_kinetic_temperature(
+    temps_c: Sequence[float],
+    weights: Sequence[float] | None = None,
+    activation_energy_k: float = DEFAULT_DH_R,
+) -> float:
+    """MKT in °C of ``temps_c`` (equal weights unless ``weights``, e.g. hours at each)."""
+    if not temps_c:
+        raise ValueError("no temperatures")
+    if weights is not None and len(weights) != len(temps_c):
+        raise ValueError("one weight per temperature")
+    total_weight = 0.0
+    total = 0.0
+    for i, temp in enumerate(temps_c):
+        weight = 1.0 if weights is None else weights[i]
+        total += weight * _term(temp, activation_energy_k)
+        total_weight += weight
+    if total_weight <= 0:
+        raise ValueError("weights must add up to more than zero")
+    return _from_mean(total / total_weight, activation_energy_k)
+
+
+def _term(temp_c: float, dh_r: float) -> float:
+    return math.exp(-dh_r / (temp_c + KELVIN))
+
+
+def _from_mean(mean_term: float, dh_r: float) -> float:
+    return dh_r / -math.log(mean_term) - KELVIN
+
+
+class RollingMkt:
+    """MKT over the last ``window_secs``, readings equally weighted, in ``buckets`` time slots.
+
+    A reading older than the window is ignored; out-of-order readings within the window count
+    (a data logger's back-filled memory). The window slides one bucket at a time.
+    """
+
+    BUCKETS = 48
+
+    def __init__(self, window_secs: float, activation_energy_k: float = DEFAULT_DH_R) -> None:
+        self.window_secs = window_secs
+        self.dh_r = activation_energy_k
+        self.width = window_secs / self.BUCKETS
+        self._slots: dict[int, list[float]] = {}  # slot number → [sum of terms, count]
+
+    def add(self, t: float, temp_c: float) -> None:
+        slot = int(t // self.width)
+        newest = max(self._slots, default=slot)
+        if slot <= newest - self.BUCKETS:
+            return
+        entry = self._slots.setdefault(slot, [0.0, 0.0])
+        entry[0] += _term(temp_c, self.dh_r)
+        entry[1] += 1
+        if slot > newest:
+            self._expire(slot)
+
+    def _expire(self, newest: int) -> None:
+        for old in [s for s in self._slots if s <= newest - self.BUCKETS]:
+            del self._slots[old]
+
+    def value(self) -> float | None:
+        """MKT of the readings in the window (None before the first)."""
+        total = sum(entry[0] for entry in self._slots.values())
+        count = sum(entry[1] for entry in self._slots.values())
+        return _from_mean(total / count, self.dh_r) if count else None
+
+    def dump(self) -> dict[str, Any]:
+        return {"slots": {str(k): v for k, v in self._slots.items()}}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self._slots = {int(k): [float(v[0]), float(v[1])] for k, v in state["slots"].items()}

@@ -20,7 +20,7 @@ import typer
 
 from config import example_config_text
 
-from . import lots_cli, scan_cli
+from . import alarms_cli, lots_cli, scan_cli
 from .cli_common import ConfigOption, fail, load
 from .keys import KeyFileError, describe, generate_key_file, load_private_key, load_public_key
 
@@ -49,6 +49,7 @@ app.add_typer(simulate_app, name="simulate")
 app.add_typer(opcua_app, name="opcua")
 app.add_typer(scan_cli.app, name="scan")
 app.add_typer(lots_cli.app, name="lots")
+app.add_typer(alarms_cli.app, name="alarms")
 
 
 def _setup_logging(verbose: bool = False) -> None:

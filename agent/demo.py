@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -31,6 +32,8 @@ from simulators.opcua_sim import OpcUaSimulator, ZoneSpec
 from simulators.quality_service import QualityServiceSimulator
 from simulators.scanner_sim import DOCK_RECEIVING, PUT_AWAY, BarcodeScannerSimulator
 
+from .alarms import control_socket_path
+from .control import request as control_request
 from .custody import CustodyStreamer
 from .evidence import public_key_pem
 from .keys import generate_key_file, load_private_key
@@ -52,6 +55,7 @@ LOGGER_ZONE = "cold-room-1"
 LOGGER_INTERVAL_SECS = 2
 ALL_ZONES = (*((zone, profile) for zone, _unit, profile in ZONES), OPCUA_ZONE)
 DOCK_ZONE = ("dock-1", "unclassified")
+BEACON_COIL = 0
 PUT_AWAY_ZONE = "cold-room-2"
 
 
@@ -67,6 +71,24 @@ def demo_config(
         f'[zones.{zone}]\nprofile = "{profile}"\n\n' for zone, profile in (*ALL_ZONES, DOCK_ZONE)
     )
     dock, door = scanners.dock, scanners.cold_door
+    alarms = f"""# The demo shortens {PUT_AWAY_ZONE}'s on-delay (the profile's: 15 min) to two
+# readings in a row, so that its excursion alarms within the run.
+[zones.{PUT_AWAY_ZONE}.rules.temperature]
+on_delay_samples = 2
+off_delay_secs = 1
+rate = false
+
+[alarms]
+snapshot_secs = 10
+
+# The siren: coil 0 of the {PUT_AWAY_ZONE} probe, on while an alarm is unacknowledged.
+[[alarms.coils]]
+device = "{PUT_AWAY_ZONE}-probe"
+address = {BEACON_COIL}
+when = "unacknowledged"
+refresh_secs = 5
+
+"""
     scanner_devices = f"""[devices.dock-door-1]
 type = "barcode_scanner"
 transport = "tcp"
@@ -149,7 +171,7 @@ timeout_secs = 5
 backoff_initial_secs = 0.5
 backoff_max_secs = 4
 
-{zones}{devices}{opcua_device}{logger_device}{scanner_devices}"""
+{zones}{alarms}{devices}{opcua_device}{logger_device}{scanner_devices}"""
 
 
 @dataclass
@@ -161,10 +183,16 @@ class LiveState:
     bad_readings: int = 0
     backfilled: int = 0
     audits: list[str] = field(default_factory=list)
+    alarms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each alarm's latest sealed transition, by id, in the order they were raised."""
 
     def on_commit(self, facts: Sequence[Fact], _rows: Sequence[Row]) -> None:
         for fact in facts:
-            if fact.kind == "audit":
+            if fact.kind == "alarm":
+                alarm_id = fact.data["alarm_id"]
+                states = [*self.alarms.get(alarm_id, {}).get("states", []), fact.data["state"]]
+                self.alarms[alarm_id] = {**fact.data, "zone": fact.zone, "states": states}
+            elif fact.kind == "audit":
                 self.audits.append(str(fact.data.get("event")))
             elif fact.data.get("backfill"):
                 self.backfilled += 1
@@ -281,7 +309,7 @@ class _Sims:
     service: QualityServiceSimulator | None
 
 
-def _script(sims: _Sims, agent: Agent, seconds: float | None) -> list[Step]:
+def _script(sims: _Sims, agent: Agent, seconds: float | None, echo: Echo) -> list[Step]:
     # The timeline fits into a short --seconds run; without --seconds it plays once.
     scale = min(1.0, (seconds or 60.0) / 60.0)
     modbus, opcua, logger, service = sims.modbus, sims.opcua, sims.logger, sims.service
@@ -289,8 +317,10 @@ def _script(sims: _Sims, agent: Agent, seconds: float | None) -> list[Step]:
         Step(2 * scale, f"dock-door-1 receives 2 pallets, 5 cases (LOT-A1, LOT-B7); "
              f"{PUT_AWAY_ZONE}-door scans the cases in",
              lambda: _receive_and_put_away(agent, sims.scanners, 2 * scale), background=True),
-        Step(6 * scale, f"excursion: {PUT_AWAY_ZONE} rises to 9.5 °C for 12 s (profile 2–8 °C)",
-             lambda: modbus.excursion(2, "temperature", 9.5, 12 * scale)),
+        Step(12 * scale, f"excursion: {PUT_AWAY_ZONE} rises to 9.5 °C for {12 * scale:.0f} s "
+             "(profile 2–8 °C)", lambda: modbus.excursion(2, "temperature", 9.5, 12 * scale)),
+        Step(12 * scale, "QA acknowledges the alarm (gxpgate alarms ack) once it is raised",
+             lambda: _acknowledge(agent, echo), background=True),
         Step(30 * scale, "door opened in cold-room-1 for 5 s",
              lambda: modbus.excursion(1, "door_open", 1, 5 * scale)),
         Step(36 * scale, "ambient-a probe stops answering for 6 s",
@@ -351,7 +381,7 @@ async def _run_agent(
         echo(f"  gateway gw-demo, chain {chain}, key {agent.key_id}")
         echo("" if seconds is None else f"  running for {seconds:g} s (Ctrl-C stops early)")
         echo(_header())
-        steps = _script(sims, agent, seconds)
+        steps = _script(sims, agent, seconds, echo)
         acts: set[asyncio.Future[object]] = set()
         while not stop.is_set():
             elapsed = time.monotonic() - started
@@ -384,7 +414,10 @@ async def _run_agent(
         if not task.done():
             stop.set()
             await task
-    return _summary(loaded.config.buffer.path, config_path.parent, sims.service, state, echo, keep)
+    beacon = sims.modbus.coil(2, BEACON_COIL)
+    return _summary(
+        loaded.config.buffer.path, config_path.parent, sims.service, state, beacon, echo, keep
+    )
 
 
 async def _receive_and_put_away(agent: Agent, scanners: _Scanners, pause: float) -> None:
@@ -394,6 +427,27 @@ async def _receive_and_put_away(agent: Agent, scanners: _Scanners, pause: float)
     await asyncio.sleep(pause)
     await _listening(agent, f"{PUT_AWAY_ZONE}-door")
     await scanners.cold_door.play(PUT_AWAY, interval_secs=0.2 * pause)
+
+
+async def _acknowledge(agent: Agent, echo: Echo, timeout_secs: float = 20.0) -> None:
+    # As an operator would: through the control socket, once the alarm is there.
+    service = agent.alarms
+    assert service is not None
+    raised = (f"{PUT_AWAY_ZONE}-probe.temperature.high", "active")
+    async with asyncio.timeout(timeout_secs):
+        while not (found := [a for a in service.engine.alarms() if (a.rule, a.state) == raised]):
+            service.sealed_event.clear()
+            await service.sealed_event.wait()
+    alarm_id = found[0].alarm_id
+    answer = await control_request(
+        control_socket_path(service.config),
+        {"op": "ack", "alarm_id": alarm_id, "by": "demo.qa",
+         "comment": "cold-room door found ajar and closed; lots quarantined for review"},
+    )  # fmt: skip
+    if answer.get("ok"):
+        echo(f"        ✔ alarm {alarm_id} acknowledged by demo.qa (record {answer['seq']})")
+    else:
+        echo(f"        ✘ acknowledgement refused: {answer.get('error')}")
 
 
 async def _listening(agent: Agent, device: str, timeout_secs: float = 10.0) -> None:
@@ -417,6 +471,19 @@ async def _finish(acts: set[asyncio.Future[object]], timeout_secs: float = 5.0) 
             log.warning("demo step cut short by the stop")
         except Exception as exc:  # a simulator hiccup must not hide the summary
             log.warning("demo step failed: %s", exc)
+
+
+def _alarm_lines(state: LiveState, beacon: bool | None) -> list[str]:
+    lines = [f"  alarms                {len(state.alarms)} raised (rules of each zone's profile)"]
+    for alarm_id, alarm in state.alarms.items():
+        lots = f"; lots {', '.join(alarm['lots'])}" if alarm["lots"] else ""
+        lines.append(
+            f"    {alarm_id:<5} {alarm['zone']:<12} {alarm['rule']:<44} {alarm['severity']:<8}"
+            f"{' → '.join(alarm['states'])}{lots}"
+        )
+    if beacon is not None:
+        lines.append(f"  siren coil            {'ON' if beacon else 'off'} at the end")
+    return lines
 
 
 def _lots_lines(path: Path) -> list[str]:
@@ -458,6 +525,7 @@ def _summary(
     workdir: Path,
     service: QualityServiceSimulator | None,
     state: LiveState,
+    beacon: bool | None,
     echo: Echo,
     keep: bool,
 ) -> int:
@@ -487,7 +555,8 @@ def _summary(
         echo(line)
     interesting = [e for e in state.audits if e not in ("agent_started", "agent_stopped")]
     echo(f"  audit events          {', '.join(interesting) or 'none'}")
-    echo("  alarms                excursion rules are not in this version yet: none raised")
+    for line in _alarm_lines(state, beacon):
+        echo(line)
     echo(f"  local export          {export_path}: {local.summary()}")
     ok = local.ok
     if service is not None:

@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 QUIET_SECS = 0.01
 
 CommitListener = Callable[[Sequence[Fact], Sequence[Row]], None]
+"""Called after each commit with the sealed facts and their rows, index for index."""
+
+CHECKPOINT = ""
+"""The ``kind`` of a state-only fact: committed, never sealed."""
 
 
 class Recorder:
@@ -52,6 +56,11 @@ class Recorder:
         self._closing = asyncio.Event()
         self._write_failing = False
         self._first_arrival = 0.0
+
+    async def put_state(self, entries: dict[str, str]) -> None:
+        """Commit ``entries`` to the buffer's state table, in order with the facts before it,
+        without sealing a record (a checkpoint of derived state, such as the rules')."""
+        await self.put(Fact(CHECKPOINT, utc_now(), state=entries))
 
     async def put(self, fact: Fact) -> None:
         if self._queue.empty():
@@ -119,11 +128,13 @@ class Recorder:
             self._write_failing = False
             log.warning("buffer.write_recovered")
         self.sealed += len(rows)
+        facts = [fact for fact in batch if fact.kind != CHECKPOINT]
         for listener in self.listeners:
-            listener(batch, rows)
+            listener(facts, rows)
 
     def _seal_and_append(self, batch: list[Fact]) -> list[Row]:
-        rows = self.sealer.seal(batch, self.outbox.last_seq, self.outbox.last_hash)
+        facts = [fact for fact in batch if fact.kind != CHECKPOINT]
+        rows = self.sealer.seal(facts, self.outbox.last_seq, self.outbox.last_hash)
         state: dict[str, str] = {}
         for fact in batch:
             if fact.state:

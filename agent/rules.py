@@ -298,9 +298,12 @@ class _Point:
                 continue
             hyst = rule.hysteresis if rule.hysteresis is not None else (rules.hysteresis or 0.0)
             direction = 1 if level.startswith("high") else -1
+            samples = rule.on_delay_samples
+            if samples is None and rule.on_delay_secs is None:
+                samples = rules.on_delay_samples
             machine = self._machine(
                 level, "limit", rule.severity, rule.limit, direction,
-                on=_pick(rule.on_delay_secs, on), samples=rule.on_delay_samples,
+                on=_pick(rule.on_delay_secs, on), samples=samples,
                 off=_pick(rule.off_delay_secs, off),
             )  # fmt: skip
             self.limits.append((machine, rule, hyst))
@@ -397,12 +400,20 @@ class Engine:
             return []
         point.through = seq
         good = reading.quality == "good" and reading.value is not None
-        if good and point.rolling is not None:
-            point.rolling.add(reading.t, reading.value)  # type: ignore[arg-type]
-        if point.last_t is not None and reading.t < point.last_t:
-            return []  # late (back-filled): judged already; MKT has it
-        point.last_t = reading.t
         out: list[Transition] = []
+        if good:
+            # Any good value, even a late one, says the device is reachable.
+            point.last_good_at = max(point.last_good_at, reading.at)
+            point.offline_at = None
+            if point.comm is not None:
+                self._step(out, point, point.comm, seq, False, True, reading.at, None, reading.at)
+            if point.rolling is not None:
+                point.rolling.add(reading.t, reading.value)  # type: ignore[arg-type]
+            if point.last_t is not None and reading.t < point.last_t:
+                return out  # late (back-filled): judged already; MKT has it
+            # Only good values set the point's clock: a bad reading made while a logger was
+            # unreachable carries the gateway's time, not the logger's.
+            point.last_t = reading.t
         if point.fault is not None:
             self._step(
                 out, point, point.fault, seq, not good, good, reading.t, reading.value, reading.at
@@ -411,10 +422,6 @@ class Engine:
             return out
         value = reading.value
         assert value is not None
-        point.last_good_at = max(point.last_good_at, reading.at)
-        point.offline_at = None
-        if point.comm is not None:
-            self._step(out, point, point.comm, seq, False, True, reading.at, None, reading.at)
         for machine, rule, hyst in point.limits:
             if machine.direction > 0:
                 cond, clear_ok = value > rule.limit, value <= rule.limit - hyst

@@ -31,6 +31,8 @@ from drivers.base import utc_now
 from drivers.modbus_tcp import ModbusTcpSource
 from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
+from .alarms import AlarmService, control_socket_path
+from .control import ControlError, ControlServer
 from .custody import CustodyStreamer
 from .devices import DevicePoller, DeviceStreamer, cursor_prefix
 from .evidence import ChainVerifier, RecordInvalid, key_id
@@ -162,6 +164,7 @@ class Agent:
         self.forwarder: Forwarder | None = None
         self.pollers: list[DevicePoller | DeviceStreamer | CustodyStreamer] = []
         self.lots: LotFeed | None = None
+        self.alarms: AlarmService | None = None
         self.key_id: str | None = None
 
     def _load_key(self) -> Ed25519PrivateKey:
@@ -242,6 +245,11 @@ class Agent:
             # Entered first, so it is synced before the recorder commits and closed after it.
             self.lots = await stack.enter_async_context(LotFeed(register, outbox))
             recorder.listeners.append(self.lots.on_commit)
+            alarms = AlarmService(cfg, recorder, lots=register.present_between)
+            await asyncio.to_thread(alarms.restore, outbox)
+            recorder.listeners.append(alarms.on_commit)
+            self.alarms = alarms
+            await self._open_control(stack, alarms, recorder)
             if cfg.uplink is not None:
                 self.forwarder = await stack.enter_async_context(
                     Forwarder(outbox, cfg.uplink, recorder.put, transport=self.uplink_transport)
@@ -259,6 +267,7 @@ class Agent:
                         for p in self.pollers
                     ]
                     tasks.append(producers.create_task(self._prune_periodically(outbox)))
+                    tasks.append(producers.create_task(alarms.run(), name="alarms"))
                     if self.on_ready is not None:
                         self.on_ready(self)
                     await stop.wait()
@@ -269,6 +278,20 @@ class Agent:
                 raise
             finally:
                 await self._shutdown(recorder, recorder_task, forwarder_task, reason)
+
+    async def _open_control(
+        self, stack: AsyncExitStack, alarms: AlarmService, recorder: Recorder
+    ) -> None:
+        """The local channel for acknowledgements. Without it the gateway still monitors and
+        alarms (that matters more); the failure is logged and on record."""
+        path = control_socket_path(self.config)
+        server = ControlServer(path, alarms.handle, group=self.config.alarms.admin_group)
+        try:
+            await stack.enter_async_context(server)
+        except (ControlError, OSError) as exc:
+            log.error("control.unavailable path=%s error=%s", path, exc)
+            event = {"event": "control_socket_unavailable", "path": str(path), "error": str(exc)}
+            await recorder.put(Fact("audit", utc_now(), event))
 
     def _wake_forwarder(self) -> None:
         if self.forwarder is not None:

@@ -224,10 +224,9 @@ class Outbox:
 
     def append(self, rows: Sequence[Row], state: Mapping[str, str] | None = None) -> None:
         """Commit ``rows`` durably in one transaction; they must continue the chain exactly.
-        ``state`` entries (key → value) are written in the same transaction."""
-        if not rows:
-            if state:
-                raise ValueError("state is only written together with the records it covers")
+        ``state`` entries (key → value) are written in the same transaction (also alone: a
+        checkpoint of state derived from records already stored)."""
+        if not rows and not state:
             return
         with self._write_lock:
             expected = self.last_seq + 1
@@ -249,8 +248,9 @@ class Outbox:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise BufferWriteError(f"{self.path}: write failed: {exc}") from exc
-            self.last_seq = rows[-1].seq
-            self.last_hash = rows[-1].hash
+            if rows:
+                self.last_seq = rows[-1].seq
+                self.last_hash = rows[-1].hash
 
     def state(self, key: str) -> str | None:
         """The value last committed for ``key`` with :meth:`append`, if any."""
@@ -283,6 +283,14 @@ class Outbox:
             return self._reader.execute(
                 "SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after_seq, limit),
+            ).fetchall()
+
+    def newest(self, kind: str, limit: int) -> list[tuple[int, bytes]]:
+        """The newest ``limit`` records of ``kind`` still held, newest first."""
+        with self._read_lock:
+            return self._reader.execute(
+                "SELECT seq, body FROM records WHERE kind = ? ORDER BY seq DESC LIMIT ?",
+                (kind, limit),
             ).fetchall()
 
     def set_acked_through(self, through: int, now: float | None = None) -> None:

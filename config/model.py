@@ -8,7 +8,7 @@ example (``gxpgate config example``) is kept in step with them by a test.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -18,10 +18,12 @@ from drivers.modbus_model import ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
 from drivers.opcua_model import OpcUaDevice
 from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
-from .profiles import BUILTIN_PROFILES
+from .profiles import BUILTIN_PROFILES, resolve_profile
+from .rules_model import AlarmsConfig, QuantityRules, StorageProfile
 
 __all__ = [
     "DEVICE_TYPES",
+    "AlarmsConfig",
     "BufferConfig",
     "DeviceConfig",
     "GatewayConfig",
@@ -114,16 +116,16 @@ class UplinkConfig(_Strict):
 
 class ZoneConfig(_Strict):
     profile: str
-    """Storage profile the zone keeps: one of the built-in profiles."""
+    """Storage profile the zone keeps: a built-in profile or one under ``[profiles]``."""
     name: str | None = None
     """Display name."""
-
-    @model_validator(mode="after")
-    def _known_profile(self) -> ZoneConfig:
-        if self.profile not in BUILTIN_PROFILES:
-            known = ", ".join(BUILTIN_PROFILES)
-            raise ValueError(f"unknown storage profile {self.profile!r}; known: {known}")
-        return self
+    rules: dict[Literal["temperature", "humidity"], QuantityRules] = Field(default_factory=dict)
+    """Overrides of the profile's rules for this zone, per quantity."""
+    points: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*\.[^.]+$")], QuantityRules] = (
+        Field(default_factory=dict)
+    )
+    """Overrides for one point, keyed ``"DEVICE.POINT"``; also gives rules to a point whose
+    unit has no quantity (a door contact)."""
 
 
 class GatewayConfig(_Strict):
@@ -133,6 +135,10 @@ class GatewayConfig(_Strict):
     uplink: UplinkConfig | None = None
     """Where evidence goes. Without it the gateway seals and buffers only."""
     zones: dict[Identifier, ZoneConfig] = Field(min_length=1)
+    profiles: dict[Identifier, StorageProfile] = Field(default_factory=dict)
+    """Site storage profiles, beside the built-in ones; may ``extend`` one."""
+    alarms: AlarmsConfig = Field(default_factory=AlarmsConfig)
+    """Local alarm outputs and the acknowledgement channel."""
     buses: dict[Identifier, ModbusRtuBus] = Field(default_factory=dict)
     """Serial lines with Modbus RTU slaves, by name; slaves are devices naming their ``bus``."""
     devices: dict[Identifier, DeviceConfig] = Field(default_factory=dict)
@@ -148,6 +154,38 @@ class GatewayConfig(_Strict):
                     loc = ("devices", dev_id, "points", name, "zone")
                     errors.append((loc, f"unknown zone {point.zone!r}"))
         errors.extend(self._serial_errors())
+        errors.extend(self._rule_errors())
+        return errors
+
+    def _rule_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
+        errors: list[tuple[tuple[str | int, ...], str]] = []
+        for name in self.profiles:
+            if name in BUILTIN_PROFILES:
+                errors.append((("profiles", name), "is a built-in profile name; choose another"))
+        known = ", ".join([*BUILTIN_PROFILES, *self.profiles])
+        for zone_id, zone in self.zones.items():
+            try:
+                resolve_profile(zone.profile, self.profiles)
+            except KeyError as exc:
+                why = f"unknown storage profile {exc.args[0]!r}; known: {known}"
+                errors.append((("zones", zone_id, "profile"), why))
+            except ValueError as exc:
+                errors.append((("zones", zone_id, "profile"), str(exc)))
+            for key in zone.points:
+                device, point = key.split(".", 1)
+                dev = self.devices.get(device)
+                if dev is None or point not in dev.points:
+                    why = f"no point {point!r} on a device {device!r}"
+                    errors.append((("zones", zone_id, "points", key), why))
+        for index, coil in enumerate(self.alarms.coils):
+            dev = self.devices.get(coil.device)
+            if dev is None or dev.type != "modbus_tcp":
+                why = f"{coil.device!r} is not a modbus_tcp device of this config"
+                errors.append((("alarms", "coils", index, "device"), why))
+            for zone_name in coil.zones:
+                if zone_name not in self.zones:
+                    why = f"unknown zone {zone_name!r}"
+                    errors.append((("alarms", "coils", index, "zones"), why))
         return errors
 
     def _serial_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
@@ -201,6 +239,11 @@ class GatewayConfig(_Strict):
         if self.uplink is not None:
             names = ("token_file", "ca_file", "client_cert_file", "client_key_file")
             update["uplink"] = fix(self.uplink, *names)
+        alarms = fix(self.alarms, "control_socket")
+        if self.alarms.mqtt is not None:
+            mqtt = fix(self.alarms.mqtt, "ca_file", "cert_file", "key_file", "password_file")
+            alarms = alarms.model_copy(update={"mqtt": mqtt})
+        update["alarms"] = alarms
         devices: dict[str, BaseModel] = {}
         for dev_id, dev in self.devices.items():
             if isinstance(dev, OpcUaDevice):

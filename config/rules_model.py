@@ -108,7 +108,9 @@ class QuantityRules(_Strict):
     """Bad or uncertain readings: never used as values; this rule says they are happening."""
     comm_loss: CommLossRule | Literal[False] | None = None
     on_delay_secs: Secs | None = None
-    """Default on-delay of this set's limit and rate rules."""
+    """Default on-delay of this set's limit rules."""
+    on_delay_samples: int | None = Field(default=None, ge=1, le=10_000)
+    """Or: default count of consecutive readings; a rule's own delay takes precedence."""
     off_delay_secs: Secs | None = None
     hysteresis: float | None = Field(default=None, ge=0)
     """Default hysteresis of this set's limit rules."""

@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.keys import generate_key_file
 
+pytest_plugins = ["tests.broker"]  # the mqtt_broker fixtures
+
 
 @pytest.fixture(autouse=True)
 def no_leftover_threads() -> Iterator[None]:

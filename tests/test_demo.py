@@ -31,6 +31,15 @@ def test_demo_runs_scripted_outage_and_verifies(tmp_path: Path) -> None:
     lots_line = next(line for line in out.splitlines() if "lots in cold-room-2" in line)
     assert "(10)LOT-A1" in lots_line, lots_line
     assert "(10)LOT-B7" in lots_line, lots_line
+    # The excursion alarms (naming the lots put away there), is acknowledged through the
+    # control socket, and clears.
+    assert "acknowledged by demo.qa" in out
+    summary = out.split("\nsummary\n", 1)[1]
+    alarm = next(
+        line for line in summary.splitlines() if "cold-room-2-probe.temperature.high" in line
+    )
+    assert "active → acknowledged → cleared" in alarm, alarm
+    assert "(10)LOT-A1" in alarm, alarm
     assert "verification: PASSED" in out
     assert "quality service copy  OK" in out
     for name in ("gxpgate.toml", "signing.key", "signing.pub.pem", "buffer.db", "evidence.jsonl"):

@@ -223,15 +223,18 @@ TestOutboxModel = OutboxModel.TestCase
 TestOutboxModel.settings = settings(max_examples=15, stateful_step_count=12, deadline=None)
 
 
-def test_state_commits_with_its_records_and_only_with_them(tmp_path: Path) -> None:
+def test_state_commits_with_its_records_or_alone_never_with_a_failed_append(
+    tmp_path: Path,
+) -> None:
     key = generate_key_file(tmp_path / "k.pem")
     outbox = Outbox(tmp_path / "b.db", "gw-test")
     sealer = Sealer(key, "gw-test", outbox.chain)
     rows = sealer.seal([reading(1)], outbox.last_seq, outbox.last_hash)
     outbox.append(rows, {"source:logger-1": '{"index": 7}'})
     assert outbox.state("source:logger-1") == '{"index": 7}'
-    with pytest.raises(ValueError, match="together with the records"):
-        outbox.append([], {"source:logger-1": '{"index": 8}'})
+    outbox.append([], {"rules:through": "1"})  # a checkpoint of derived state, alone
+    assert outbox.state("rules:through") == "1"
+    assert outbox.last_seq == 1
     stale = sealer.seal([reading(2)], outbox.last_seq - 1, None)  # does not continue the chain
     with pytest.raises(ValueError, match="does not continue"):
         outbox.append(stale, {"source:logger-1": '{"index": 9}'})

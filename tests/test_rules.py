@@ -256,3 +256,34 @@ def test_mkt_rule_alarms_when_the_window_mkt_exceeds_the_limit() -> None:
     assert states(raised) == [("mkt", "active")]
     assert raised[0].value is not None
     assert raised[0].value > 8
+
+
+def test_set_level_sample_delay_applies_unless_a_level_has_its_own() -> None:
+    rules = {
+        "high": {"limit": 8},
+        "high_high": {"limit": 10, "on_delay_secs": 0},
+        "on_delay_samples": 2,
+    }
+    feed = Feed(Engine([point(rules)], now=NOON))
+    assert states(feed.at(0, 11)) == [("high_high", "active")]
+    assert states(feed.at(0.1, 11)) == [("high", "active")]
+
+
+def test_a_logger_back_online_clears_comm_loss_and_sensor_fault() -> None:
+    # A logger's good values carry its own clock (here 42 s behind); the bad readings made while
+    # it was unreachable carry the gateway's. Neither may block the other.
+    engine = Engine(
+        [point({"comm_loss": {"intervals": 3}, "sensor_fault": {}}, interval=1)], now=NOON
+    )
+    seq = iter(range(1, 100))
+
+    def read(at: float, value: float | None, src: float | None = None) -> list[Transition]:
+        quality = "good" if value is not None else "bad"
+        t = src if src is not None else at
+        return engine.observe(Reading(next(seq), "probe", "temperature", value, quality, t, at))
+
+    read(NOON, 5.0, NOON - 42)
+    assert states(read(NOON + 1, None)) == [("sensor_fault", "active")]
+    assert states(engine.tick(NOON + 5)) == [("comm_loss", "active")]
+    back = read(NOON + 6, 5.1, NOON + 6 - 42)
+    assert sorted(states(back)) == [("comm_loss", "cleared"), ("sensor_fault", "cleared")]

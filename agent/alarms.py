@@ -1,0 +1,291 @@
+"""The alarm service: the rules engine wired to the recorder, the lot register and the outputs.
+
+Data flow (seal before output, alarm before upload):
+
+    recorder commit ─► on_commit: readings and device status into the engine
+                         └─► transitions ─► queue ─► recorder (sealed ``alarm`` records)
+    recorder commit of an ``alarm`` record ─► outputs (log, MQTT retained, coils)
+
+The engine's state is checkpointed into the buffer's ``state`` table: each transition's
+machine in the same transaction as its ``alarm`` record, everything every
+``alarms.snapshot_secs``. On start the checkpoint is loaded and the readings sealed after it
+are replayed, so pending delays, active alarms and acknowledgements survive a restart and no
+transition is sealed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from buffer import Outbox, Row
+from config.model import GatewayConfig
+from config.profiles import resolve_profile
+from config.rules_model import QUANTITY_UNITS, QuantityRules
+from drivers.base import utc_now
+
+from .alarm_outputs import AlarmOutputs
+from .control import Peer
+from .recorder import CHECKPOINT, Recorder
+from .rules import KEY_PREFIX, Engine, LotsBetween, PointRules, Reading, RuleError, Transition
+from .sealing import Fact
+
+__all__ = ["AlarmService", "control_socket_path", "point_rules"]
+
+log = logging.getLogger(__name__)
+
+TICK_SECS = 1.0
+REPLAY_CHUNK = 5000
+ACK_WAIT_SECS = 10.0
+
+
+def control_socket_path(config: GatewayConfig) -> Path:
+    return config.alarms.control_socket or config.buffer.path.parent / "gxpgate.sock"
+
+
+def point_rules(config: GatewayConfig) -> list[PointRules]:
+    """Every point's rules: its zone's profile for its quantity, then the zone's override for
+    that quantity, then the point's own override."""
+    found: list[PointRules] = []
+    for dev_id, dev in config.devices.items():
+        points = getattr(dev, "points", None)
+        if not points:
+            continue
+        changes_only = getattr(dev, "mode", None) == "subscription"
+        if changes_only:
+            interval = dev.publishing_interval_ms / 1000  # type: ignore[union-attr]
+        else:
+            interval = getattr(dev, "poll_interval_secs", 60.0)
+        for name, point in points.items():
+            zone_id = getattr(point, "zone", None) or dev.zone
+            zone = config.zones[zone_id]
+            profile = resolve_profile(zone.profile, config.profiles)
+            unit = getattr(point, "unit", None)
+            quantity = QUANTITY_UNITS.get(unit or "")
+            rules = QuantityRules()
+            if quantity is not None:
+                rules = (profile.rules_for(quantity) or rules).merged(zone.rules.get(quantity))
+            rules = rules.merged(zone.points.get(f"{dev_id}.{name}"))
+            found.append(PointRules(zone_id, dev_id, name, unit, rules, interval, changes_only))
+    return found
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+class AlarmService:
+    """Runs the engine for the agent; see the module docstring."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        recorder: Recorder,
+        *,
+        lots: LotsBetween | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.recorder = recorder
+        self.clock = clock
+        self.engine = Engine(point_rules(config), now=clock(), lots=lots)
+        self.outputs = AlarmOutputs(config, self._audit, self._active_alarms)
+        self._queue: asyncio.Queue[Fact] = asyncio.Queue()
+        self._sealed_waiters: dict[tuple[str, str], asyncio.Future[int]] = {}
+        self.sealed_alarms = 0
+        self.sealed_event = asyncio.Event()
+        """Set whenever an alarm record is sealed (clear it before waiting again)."""
+        self.replayed = 0
+
+    # -- start-up ----------------------------------------------------------------------------
+
+    def restore(self, outbox: Outbox) -> None:
+        """Load the checkpoint and replay what was sealed after it (call before the recorder
+        runs, off the event loop). Transitions found on the way are queued for sealing."""
+        saved = outbox.states(KEY_PREFIX)
+        after = self.engine.load({k[len(KEY_PREFIX) :]: v for k, v in saved.items()})
+        while True:
+            rows = outbox.pending(after, REPLAY_CHUNK)
+            if not rows:
+                break
+            for seq, body in rows:
+                record = orjson.loads(body)
+                self._queue_all(self._feed_record(seq, record))
+                self.replayed += 1
+            after = rows[-1][0]
+        if self.replayed:
+            log.info("alarms.replayed records=%d through=%d", self.replayed, after)
+
+    def _feed_record(self, seq: int, record: dict[str, Any]) -> list[Transition]:
+        kind = record["kind"]
+        if kind == "reading":
+            if record["device"] is None or record["point"] is None:
+                return []
+            at = _epoch(record["at"])
+            src = record["src_at"]
+            reading = Reading(
+                seq, record["device"], record["point"], record["value"], record["quality"],
+                _epoch(src) if src else at, at,
+            )  # fmt: skip
+            return self.engine.observe(reading)
+        if kind == "audit":
+            event = record["data"].get("event")
+            if event in ("device_offline", "device_online") and record["device"]:
+                at = _epoch(record["at"])
+                self.engine.device_status(record["device"], event == "device_online", at, seq)
+        return []
+
+    # -- the recorder's side -----------------------------------------------------------------
+
+    def on_commit(self, facts: Sequence[Fact], rows: Sequence[Row]) -> None:
+        for fact, row in zip(facts, rows, strict=True):
+            if fact.kind == "reading":
+                if fact.device is None or fact.point is None:
+                    continue
+                at = fact.at.timestamp()
+                reading = Reading(
+                    row.seq, fact.device, fact.point, fact.value, fact.quality or "bad",
+                    fact.src_at.timestamp() if fact.src_at else at, at,
+                )  # fmt: skip
+                self._queue_all(self.engine.observe(reading))
+            elif fact.kind == "audit":
+                event = fact.data.get("event")
+                if event in ("device_offline", "device_online") and fact.device:
+                    online = event == "device_online"
+                    self.engine.device_status(fact.device, online, fact.at.timestamp(), row.seq)
+            elif fact.kind == "alarm":
+                self._sealed(fact, row)
+
+    def _sealed(self, fact: Fact, row: Row) -> None:
+        self.sealed_alarms += 1
+        self.sealed_event.set()
+        record = orjson.loads(row.body)
+        self.outputs.sealed(record)
+        waiter = self._sealed_waiters.pop((fact.data["alarm_id"], fact.data["state"]), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(row.seq)
+
+    def _queue_all(self, transitions: Iterable[Transition]) -> None:
+        for transition in transitions:
+            self._queue.put_nowait(self._fact(transition))
+
+    def _fact(self, transition: Transition) -> Fact:
+        return Fact(
+            "alarm",
+            utc_now(),
+            transition.data(),
+            zone=transition.zone,
+            device=transition.device,
+            point=transition.point,
+            unit=transition.unit,
+            state=transition.entries,
+        )
+
+    async def _audit(self, data: dict[str, Any]) -> None:
+        self._queue.put_nowait(Fact("audit", utc_now(), data))
+
+    def _active_alarms(self) -> list[dict[str, Any]]:
+        return [
+            {"zone": spec.zone, "severity": m.severity, "acked": m.acked, "rule": m.rule}
+            for spec, m in self.engine.active()
+        ]
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Forward transitions to the recorder in order, tick, checkpoint. Runs until
+        cancelled; what is queued then is still handed to the recorder."""
+        await self.outputs.start()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._tick(), name="alarms:tick")
+                group.create_task(self._checkpoint(), name="alarms:checkpoint")
+                group.create_task(self._forward(), name="alarms:forward")
+        finally:
+            while not self._queue.empty():
+                await self.recorder.put(self._queue.get_nowait())
+            await self.recorder.put_state(self._checkpoint_entries())
+            await self.outputs.stop()
+
+    async def _forward(self) -> None:
+        while True:
+            fact = await self._queue.get()
+            await self.recorder.put(fact)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECS)
+            self._queue_all(self.engine.tick(self.clock()))
+
+    async def _checkpoint(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.alarms.snapshot_secs)
+            # Through the same queue, so it is committed after the transitions before it.
+            self._queue.put_nowait(Fact(CHECKPOINT, utc_now(), state=self._checkpoint_entries()))
+
+    def _checkpoint_entries(self) -> dict[str, str]:
+        return self.engine.checkpoint()
+
+    # -- the control channel -----------------------------------------------------------------
+
+    async def handle(self, request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "list":
+            return {"ok": True, "alarms": [_view(v) for v in self.engine.alarms()]}
+        if op == "ack":
+            return await self._ack(request, peer)
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    async def _ack(self, request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+        alarm_id = str(request.get("alarm_id") or "").strip()
+        by = str(request.get("by") or "").strip()
+        comment = str(request.get("comment") or "").strip()
+        if not alarm_id or not by or not comment:
+            return {"ok": False, "error": "alarm_id, by and comment are all required"}
+        os_user = peer.user or f"uid {peer.uid}"
+        try:
+            transition = self.engine.acknowledge(alarm_id, by, comment, self.clock(), os_user)
+        except RuleError as exc:
+            return {"ok": False, "error": str(exc)}
+        sealed = asyncio.get_running_loop().create_future()
+        self._sealed_waiters[(alarm_id, "acknowledged")] = sealed
+        self._queue.put_nowait(self._fact(transition))
+        audit = {
+            "event": "alarm_acknowledged", "alarm_id": alarm_id, "rule": transition.rule,
+            "by": by, "comment": comment, "os_user": os_user, "os_uid": peer.uid,
+        }  # fmt: skip
+        self._queue.put_nowait(Fact("audit", utc_now(), audit, zone=transition.zone))
+        log.info("alarm.ack_requested id=%s by=%s os_user=%s", alarm_id, by, os_user)
+        try:
+            async with asyncio.timeout(ACK_WAIT_SECS):
+                seq = await sealed
+        except TimeoutError:
+            return {"ok": False, "error": "acknowledgement queued but not sealed within 10 s"}
+        return {"ok": True, "alarm_id": alarm_id, "seq": seq}
+
+
+def _view(view: Any) -> dict[str, Any]:
+    return {
+        "alarm_id": view.alarm_id,
+        "rule": view.rule,
+        "zone": view.zone,
+        "severity": view.severity,
+        "state": view.state,
+        "started_at": datetime.fromtimestamp(view.started_at, UTC).isoformat(),
+        "value": view.value,
+        "limit": view.limit,
+    }
+
+
+async def stop_quietly(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -59,8 +59,10 @@ def point_rules(config: GatewayConfig) -> list[PointRules]:
         points = getattr(dev, "points", None)
         if not points:
             continue
-        changes_only = getattr(dev, "mode", None) == "subscription"
-        if changes_only:
+        # Subscriptions report changes only and file drops arrive when someone brings a
+        # file: for both, silence is normal and comm loss counts from the device going offline.
+        changes_only = getattr(dev, "mode", None) == "subscription" or dev.type == "csv_drop"
+        if getattr(dev, "mode", None) == "subscription":
             interval = dev.publishing_interval_ms / 1000  # type: ignore[union-attr]
         else:
             interval = getattr(dev, "poll_interval_secs", 60.0)
@@ -111,6 +113,11 @@ class AlarmService:
         """Load the checkpoint and replay what was sealed after it (call before the recorder
         runs, off the event loop). Transitions found on the way are queued for sealing."""
         saved = outbox.states(KEY_PREFIX)
+        if not saved:
+            # First start with rules (a new buffer, or one from a version without them): judge
+            # from now on; re-judging weeks of history would seal alarms for long-past events.
+            self.engine.through = outbox.last_seq
+            return
         after = self.engine.load({k[len(KEY_PREFIX) :]: v for k, v in saved.items()})
         while True:
             rows = outbox.pending(after, REPLAY_CHUNK)

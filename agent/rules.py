@@ -375,6 +375,7 @@ class Engine:
         for point in self._points.values():
             self._by_device.setdefault(point.spec.device, []).append(point)
         self._lots = lots
+        self._started = now
         self.through = 0
         self.next_id = 1
         self._unacked: dict[str, dict[str, Any]] = {}
@@ -658,6 +659,9 @@ class Engine:
             text = entries.get(f"p:{device}.{name}")
             if text is not None:
                 point.load(orjson.loads(text))
+                # The gateway's own downtime is on record (agent_stopped / agent_started); it
+                # is not the device's communication loss.
+                point.last_good_at = max(point.last_good_at, self._started)
             point.through = max(point.through, through)
         self.through = through
         return through

@@ -287,3 +287,14 @@ def test_a_logger_back_online_clears_comm_loss_and_sensor_fault() -> None:
     assert states(engine.tick(NOON + 5)) == [("comm_loss", "active")]
     back = read(NOON + 6, 5.1, NOON + 6 - 42)
     assert sorted(states(back)) == [("comm_loss", "cleared"), ("sensor_fault", "cleared")]
+
+
+def test_the_gateways_own_downtime_is_not_a_devices_comm_loss() -> None:
+    spec = point({"comm_loss": {"intervals": 3}}, interval=10)
+    before = Engine([spec], now=NOON)
+    Feed(before).at(0, 5.0)
+    saved = {k.removeprefix("rules:"): v for k, v in before.checkpoint().items()}
+    after = Engine([spec], now=NOON + 3600)  # restarted an hour later
+    after.load(saved)
+    assert after.tick(NOON + 3601) == []
+    assert states(after.tick(NOON + 3631)) == [("comm_loss", "active")]  # then it counts

@@ -183,9 +183,19 @@ class Agent:
             if path is not None and not path.is_file():
                 raise AgentStartError(f"uplink.{name}: {path} is not a readable file")
 
+    def _check_alarm_files(self) -> None:
+        mqtt = self.config.alarms.mqtt
+        if mqtt is None:
+            return
+        for name in ("ca_file", "cert_file", "key_file", "password_file"):
+            path = getattr(mqtt, name)
+            if path is not None and not path.is_file():
+                raise AgentStartError(f"alarms.mqtt.{name}: {path} is not a readable file")
+
     async def run(self, stop: asyncio.Event) -> None:
         private_key = self._load_key()
         self._check_uplink_files()
+        self._check_alarm_files()
         outbox = await asyncio.to_thread(open_outbox, self.loaded)
         self.outbox = outbox
         try:

@@ -105,6 +105,16 @@ def test_run_refuses_open_key_damaged_buffer_and_foreign_key(
     assert "chain tail fails verification: seq 5: hash does not match" in result.stderr
 
 
+def test_run_refuses_a_missing_broker_password_file(write_config) -> None:
+    config = write_config(
+        extra_devices='[alarms.mqtt]\nusername = "gw"\npassword_file = "broker.password"\n'
+    )
+    result = runner.invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 1
+    assert "alarms.mqtt.password_file:" in result.stderr
+    assert "broker.password is not a readable file" in result.stderr
+
+
 def _first_line(proc: subprocess.Popen[str]) -> str:
     assert proc.stdout is not None
     return proc.stdout.readline().strip()

@@ -62,30 +62,43 @@ class RollingMkt:
         self.dh_r = activation_energy_k
         self.width = window_secs / self.BUCKETS
         self._slots: dict[int, list[float]] = {}  # slot number → [sum of terms, count]
+        # Running totals: a reading costs O(1), not a walk over every bucket (the rule runs
+        # on each reading). They are recomputed from the buckets when one expires (no drift).
+        self._total = 0.0
+        self._count = 0.0
+        self._newest: int | None = None
 
     def add(self, t: float, temp_c: float) -> None:
         slot = int(t // self.width)
-        newest = max(self._slots, default=slot)
+        newest = slot if self._newest is None else max(self._newest, slot)
         if slot <= newest - self.BUCKETS:
             return
+        term = _term(temp_c, self.dh_r)
         entry = self._slots.setdefault(slot, [0.0, 0.0])
-        entry[0] += _term(temp_c, self.dh_r)
+        entry[0] += term
         entry[1] += 1
-        if slot > newest:
-            self._expire(slot)
+        if newest != self._newest:
+            self._newest = newest
+            self._expire(newest)
+        else:
+            self._total += term
+            self._count += 1
 
     def _expire(self, newest: int) -> None:
         for old in [s for s in self._slots if s <= newest - self.BUCKETS]:
             del self._slots[old]
+        self._total = sum(entry[0] for entry in self._slots.values())
+        self._count = sum(entry[1] for entry in self._slots.values())
 
     def value(self) -> float | None:
         """MKT of the readings in the window (None before the first)."""
-        total = sum(entry[0] for entry in self._slots.values())
-        count = sum(entry[1] for entry in self._slots.values())
-        return _from_mean(total / count, self.dh_r) if count else None
+        return _from_mean(self._total / self._count, self.dh_r) if self._count else None
 
     def dump(self) -> dict[str, Any]:
         return {"slots": {str(k): v for k, v in self._slots.items()}}
 
     def load(self, state: dict[str, Any]) -> None:
         self._slots = {int(k): [float(v[0]), float(v[1])] for k, v in state["slots"].items()}
+        self._newest = max(self._slots, default=None)
+        if self._newest is not None:
+            self._expire(self._newest)

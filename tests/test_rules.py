@@ -298,3 +298,18 @@ def test_the_gateways_own_downtime_is_not_a_devices_comm_loss() -> None:
     after.load(saved)
     assert after.tick(NOON + 3601) == []
     assert states(after.tick(NOON + 3631)) == [("comm_loss", "active")]  # then it counts
+
+
+def test_rolling_mkt_running_totals_survive_dump_and_load_and_late_readings() -> None:
+    rolling = RollingMkt(window_secs=48 * 60)
+    temps = [5.0, 6.0, 7.0, 8.0]
+    for i, temp in enumerate(temps):
+        rolling.add(NOON + i * 60, temp)
+    rolling.add(NOON + 30, 15.0)  # late but in the window: counts
+    expected = mean_kinetic_temperature([*temps, 15.0])
+    assert rolling.value() == pytest.approx(expected, abs=1e-9)
+    copy = RollingMkt(window_secs=48 * 60)
+    copy.load(rolling.dump())
+    assert copy.value() == pytest.approx(expected, abs=1e-9)
+    copy.add(NOON + 300, 5.0)
+    assert copy.value() == pytest.approx(mean_kinetic_temperature([*temps, 15.0, 5.0]), abs=1e-9)

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from agent.alarm_outputs import alarm_topic
 from agent.cli import app
+from agent.runtime import Agent
 from simulators.modbus_sim import ModbusSimulator
 from simulators.scanner_sim import DOCK_RECEIVING, PUT_AWAY, BarcodeScannerSimulator
 from tests.broker import Broker, free_port, retained
@@ -76,6 +77,14 @@ reconnect_max_secs = 0.5
 
 def alarm_records(config: Path) -> list[dict[str, Any]]:
     return [r for r in exported(config) if r["kind"] == "alarm"]
+
+
+async def more_readings(agent: Agent, count: int) -> None:
+    """Wait until ``count`` more records are sealed: polls went on, whatever they judged."""
+    recorder = agent.recorder
+    assert recorder is not None
+    target = recorder.sealed + count
+    await until(lambda: recorder.sealed >= target, WAIT, f"{count} more records")
 
 
 async def cli(*args: str, config: Path) -> Any:
@@ -145,7 +154,7 @@ def test_excursion_alarm_names_the_lots_reaches_the_broker_and_is_acknowledged(
                 await until(lambda: not modbus.coil(1, 3), WAIT, "beacon off once acknowledged")
 
                 modbus.set_value(1, "temperature", 7.8)  # within the hysteresis: still active
-                await asyncio.sleep(0.5)
+                await more_readings(agent, 20)
                 assert service.sealed_alarms == 2
                 modbus.set_value(1, "temperature", 7.0)
                 await until(lambda: service.sealed_alarms >= 3, WAIT, "alarm cleared")
@@ -195,7 +204,7 @@ def test_an_active_alarm_survives_a_restart_and_clears_once(
                 assert agent.alarms is not None
                 service = agent.alarms
                 await until(lambda: service.sealed_alarms >= 1, WAIT, "cleared after restart")
-                await asyncio.sleep(0.5)
+                await more_readings(agent, 20)  # and nothing more: no second "active"
             return config
 
     config = asyncio.run(scenario())

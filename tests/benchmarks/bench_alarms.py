@@ -86,6 +86,7 @@ from tests.benchmarks.reporting import (  # noqa: E402
     BenchError,
     Report,
     cpu_model,
+    filesystem_of,
     note,
     package_version,
 )
@@ -146,22 +147,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     low = math.floor(pos)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
-def filesystem_of(path: Path) -> str:
-    """The mount point and type holding ``path`` (fsync cost depends on it)."""
-    best, kind = "", "?"
-    resolved = str(path.resolve())
-    with contextlib.suppress(OSError), open("/proc/mounts", encoding="utf-8") as handle:
-        for line in handle:
-            parts = line.split()
-            if len(parts) < 3:
-                continue
-            mount = parts[1]
-            inside = resolved == mount or resolved.startswith(mount.rstrip("/") + "/")
-            if inside and len(mount) >= len(best):
-                best, kind = mount, parts[2]
-    return f"{kind} ({best or '?'})"
 
 
 # == section 1: the rules engine ==============================================================

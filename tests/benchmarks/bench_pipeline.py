@@ -71,7 +71,14 @@ from agent.recorder import Recorder
 from agent.sealing import Fact, Sealer, format_time
 from buffer import Outbox, Row
 from config.model import UplinkConfig
-from tests.benchmarks.reporting import BenchError, Report, cpu_model, note, package_version
+from tests.benchmarks.reporting import (
+    BenchError,
+    Report,
+    cpu_model,
+    filesystem_of,
+    note,
+    package_version,
+)
 
 if TYPE_CHECKING:
     from simulators.quality_service import QualityServiceSimulator
@@ -140,22 +147,6 @@ def rate(count: int, secs: float) -> float:
 
 def per_record_us(secs: float, count: int) -> float:
     return secs / count * 1e6 if count else 0.0
-
-
-def filesystem_of(path: Path) -> str:
-    """The mount point and type holding ``path`` (fsync cost depends on it)."""
-    best, kind = "", "?"
-    resolved = str(path.resolve())
-    with contextlib.suppress(OSError), open("/proc/mounts", encoding="utf-8") as handle:
-        for line in handle:
-            parts = line.split()
-            if len(parts) < 3:
-                continue
-            mount = parts[1]
-            inside = resolved == mount or resolved.startswith(mount.rstrip("/") + "/")
-            if inside and len(mount) >= len(best):
-                best, kind = mount, parts[2]
-    return f"{kind} ({best or '?'})"
 
 
 def remove_db(path: Path) -> None:

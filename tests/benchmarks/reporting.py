@@ -12,9 +12,18 @@ import time
 import traceback
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
-__all__ = ["BenchError", "Figure", "Report", "cpu_model", "note", "package_version"]
+__all__ = [
+    "BenchError",
+    "Figure",
+    "Report",
+    "cpu_model",
+    "filesystem_of",
+    "note",
+    "package_version",
+]
 
 
 class BenchError(Exception):
@@ -134,3 +143,19 @@ class Report:
             errors=self.errors,
         )
         return json.dumps(doc, sort_keys=False)
+
+
+def filesystem_of(path: Path) -> str:
+    """The mount point and type holding ``path`` (fsync cost depends on it)."""
+    best, kind = "", "?"
+    resolved = str(path.resolve())
+    with contextlib.suppress(OSError), open("/proc/mounts", encoding="utf-8") as handle:
+        for line in handle:
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            mount = parts[1]
+            inside = resolved == mount or resolved.startswith(mount.rstrip("/") + "/")
+            if inside and len(mount) >= len(best):
+                best, kind = mount, parts[2]
+    return f"{kind} ({best or '?'})"

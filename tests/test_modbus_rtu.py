@@ -18,7 +18,10 @@ POLL_SECS = 0.25
 RUN_SECS = 3.0
 
 
-def _bus(path: str, timeout_ms: int = 100, parity: str = "none") -> str:
+def _bus(
+    path: str, timeout_ms: int = 100, parity: str = "none", others_timeout_ms: int | None = None
+) -> str:
+    """Slaves 1-3 on one line; ``others_timeout_ms`` for slaves 1 and 2 (default: the same)."""
     # A Linux pty refuses even parity (EINVAL), which real RS-485 adapters accept.
     slaves = "".join(
         f"""
@@ -28,7 +31,7 @@ bus = "line-1"
 unit_id = {unit}
 zone = "{"ambient" if unit == 3 else "cold-1"}"
 poll_interval_secs = {POLL_SECS}
-timeout_ms = {timeout_ms}
+timeout_ms = {timeout_ms if unit == 3 or others_timeout_ms is None else others_timeout_ms}
 reconnect_max_secs = 0.5
 points.temperature = {{ table = "input", address = 0, type = "float32", unit = "Cel" }}
 points.humidity = {{ table = "input", address = 2, type = "float32", unit = "%" }}
@@ -51,7 +54,10 @@ def test_a_silent_slave_does_not_slow_the_others(write_config) -> None:
     async def main() -> Path:
         async with ModbusRtuSimulator() as sim:
             sim.set_fault(3, "no_answer")
-            config = write_config(modbus=False, extra_devices=_bus(sim.device_path))
+            # The answering slaves get the default 300 ms: 100 ms left a loaded 2-core CI
+            # machine a missed answer now and then (a healthy slave's miss, not the silent one's).
+            bus = _bus(sim.device_path, others_timeout_ms=300)
+            config = write_config(modbus=False, extra_devices=bus)
             async with Running(config) as agent:
                 started = time.monotonic()
                 await asyncio.sleep(RUN_SECS)  # the poll rate over a fixed time is what we test
@@ -69,8 +75,8 @@ def test_a_silent_slave_does_not_slow_the_others(write_config) -> None:
     expected_polls = elapsed[0] / POLL_SECS
     for device in ("rtu-1", "rtu-2"):
         readings = _readings(records, device)
-        good = [r for r in readings if r["quality"] == "good"]
-        assert len(good) == len(readings), f"{device} lost a poll to the silent slave"
+        bad = [(r["point"], r["data"].get("error")) for r in readings if r["quality"] != "good"]
+        assert not bad, f"{device} lost a poll to the silent slave: {bad}"
         assert len(readings) / 2 >= 0.85 * expected_polls, (device, len(readings))
     silent = _readings(records, "rtu-3")
     bad = [r for r in silent if r["quality"] == "bad"]

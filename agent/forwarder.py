@@ -21,7 +21,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import orjson
@@ -42,11 +42,33 @@ _REJECTED = frozenset({400, 401, 403, 409, 413, 422})
 
 @dataclass
 class UplinkStats:
+    """What an uplink (HTTP or MQTT) reports to health, metrics and ``gxpgate status``."""
+
     batches: int = 0
     delivered_through: int = 0
     errors: int = 0
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+    """Failed attempts by kind: ``connect``, ``timeout``, ``tls``, ``rejected``, ``http_5xx``,
+    ``throttled``, ``malformed``, ``broker`` (MQTT), …"""
     last_error: str | None = None
     last_success: float | None = None
+
+    def failed(self, kind: str, reason: str) -> bool:
+        """Count a failed attempt; True when it starts an episode (the last attempt succeeded)."""
+        self.errors += 1
+        self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
+        first = self.last_error is None
+        self.last_error = reason
+        return first
+
+    def delivered(self, through: int) -> bool:
+        """Count a delivered batch; True when it ends an episode of failures."""
+        recovered = self.last_error is not None
+        self.last_error = None
+        self.batches += 1
+        self.delivered_through = through
+        self.last_success = time.time()
+        return recovered
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,11 +80,37 @@ class _Batch:
 
 
 class _Retry(Exception):
-    def __init__(self, reason: str, status: int | None = None, retry_after: float = 0.0) -> None:
+    def __init__(
+        self,
+        reason: str,
+        status: int | None = None,
+        retry_after: float = 0.0,
+        *,
+        kind: str | None = None,
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
         self.retry_after = retry_after
+        self.kind = kind or _kind_of(status)
+
+
+def _kind_of(status: int | None) -> str:
+    if status is None:
+        return "malformed"
+    if status in _REJECTED:
+        return "rejected"
+    if status == 429:
+        return "throttled"
+    return "http_5xx" if status >= 500 else f"http_{status}"
+
+
+def _error_kind(exc: Exception) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, ssl.SSLError) or "SSL" in str(exc) or "certificate" in str(exc):
+        return "tls"
+    return "connect"
 
 
 class Forwarder:
@@ -159,7 +207,10 @@ class Forwarder:
             return 0
         if batch.first != cursor + 1:
             await self._missing(cursor + 1, batch.first - 1)
-            raise _Retry(f"records {cursor + 1}..{batch.first - 1} are no longer in the buffer")
+            raise _Retry(
+                f"records {cursor + 1}..{batch.first - 1} are no longer in the buffer",
+                kind="records_pruned",
+            )
         key = f"{self.outbox.gw}:{self.outbox.chain}:{batch.first}-{batch.last}"
         upcoming = asyncio.create_task(asyncio.to_thread(self._prepare, batch.last, self._limit))
         try:
@@ -210,7 +261,7 @@ class Forwarder:
         except (httpx.HTTPError, OSError) as exc:
             # OSError: httpcore lets some TLS alerts through untranslated (ssl.SSLError), e.g.
             # TLS 1.3's "certificate required", which arrives after the handshake.
-            raise _Retry(_describe(exc)) from exc
+            raise _Retry(_describe(exc), kind=_error_kind(exc)) from exc
         if answer.status_code != 200:
             await self._classify(answer)
         acked = _acked_through(answer)
@@ -231,7 +282,7 @@ class Forwarder:
         except (httpx.HTTPError, OSError) as exc:
             # OSError: httpcore lets some TLS alerts through untranslated (ssl.SSLError), e.g.
             # TLS 1.3's "certificate required", which arrives after the handshake.
-            raise _Retry(_describe(exc)) from exc
+            raise _Retry(_describe(exc), kind=_error_kind(exc)) from exc
 
     async def _classify(self, answer: httpx.Response) -> None:
         status = answer.status_code
@@ -266,20 +317,14 @@ class Forwarder:
         await self.record(Fact("audit", utc_now(), data))
 
     async def _failed(self, exc: _Retry) -> None:
-        self.stats.errors += 1
-        if self.stats.last_error is None:
-            log.warning("uplink.failing error=%s", exc.reason)
-        self.stats.last_error = exc.reason
+        if self.stats.failed(exc.kind, exc.reason):
+            log.warning("uplink.failing kind=%s error=%s", exc.kind, exc.reason)
         self._cursor_known = False
         await asyncio.sleep(max(self._backoff.next_delay(), exc.retry_after))
 
     def _succeeded(self, acked: int, count: int) -> None:
-        if self.stats.last_error is not None:
+        if self.stats.delivered(acked):
             log.warning("uplink.recovered acked_through=%d", acked)
-        self.stats.last_error = None
-        self.stats.batches += 1
-        self.stats.delivered_through = acked
-        self.stats.last_success = time.time()
         self._rejection = None
         self._backoff.reset()
         self._limit = min(self.config.batch_max_records, self._limit * 2)

@@ -38,9 +38,13 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def alarm_topic(gw: str, zone: str, rule: str) -> str:
+GATEWAY_TOPIC_ZONE = "_gateway"
+"""The topic's zone level for alarms of the gateway itself (no zone id starts with ``_``)."""
+
+
+def alarm_topic(gw: str, zone: str | None, rule: str) -> str:
     """CONTRACT §4: ``gxpgate/{gw}/alarms/{zone}/{rule}``."""
-    return f"gxpgate/{gw}/alarms/{zone}/{rule}"
+    return f"gxpgate/{gw}/alarms/{zone or GATEWAY_TOPIC_ZONE}/{rule}"
 
 
 class _Episode:
@@ -219,12 +223,15 @@ class AlarmOutputs:
     def sealed(self, record: Mapping[str, Any]) -> None:
         """An ``alarm`` record has been sealed: announce it."""
         data = record["data"]
-        log.warning(
-            "alarm.%s id=%s zone=%s rule=%s severity=%s value=%s limit=%s lots=%d%s",
-            data["state"], data["alarm_id"], record["zone"], data["rule"], data["severity"],
-            _num(data["value"]), _num(data["limit"]), len(data["lots"]),
-            f" by={data['by']}" if data.get("by") else "",
-        )  # fmt: skip
+        template = "alarm.%s id=%s zone=%s rule=%s severity=%s value=%s limit=%s lots=%d"
+        args = [
+            data["state"], data["alarm_id"], record["zone"] or GATEWAY_TOPIC_ZONE, data["rule"],
+            data["severity"], _num(data["value"]), _num(data["limit"]), len(data["lots"]),
+        ]  # fmt: skip
+        if data.get("by"):
+            template += " by=%s"  # a key=value of its own, so a name with spaces is quoted
+            args.append(data["by"])
+        log.warning(template, *args)
         if self.mqtt is not None:
             topic = alarm_topic(self.gw, record["zone"], data["rule"])
             payload = {**data, "zone": record["zone"], "seq": record["seq"], "at": record["at"]}

@@ -35,7 +35,17 @@ from drivers.base import utc_now
 from .alarm_outputs import AlarmOutputs
 from .control import Peer
 from .recorder import CHECKPOINT, Recorder
-from .rules import KEY_PREFIX, Engine, LotsBetween, PointRules, Reading, RuleError, Transition
+from .rules import (
+    GATEWAY,
+    KEY_PREFIX,
+    Engine,
+    GatewayCondition,
+    LotsBetween,
+    PointRules,
+    Reading,
+    RuleError,
+    Transition,
+)
 from .sealing import Fact
 
 __all__ = ["AlarmService", "control_socket_path", "point_rules"]
@@ -45,6 +55,13 @@ log = logging.getLogger(__name__)
 TICK_SECS = 1.0
 REPLAY_CHUNK = 5000
 ACK_WAIT_SECS = 10.0
+
+
+GATEWAY_CONDITIONS = (
+    GatewayCondition("buffer", "high_water", "alarm", "%"),
+    GatewayCondition("buffer", "full", "alarm", "%"),
+)
+"""Conditions of the gateway itself that raise local alarms (see agent/capacity.py)."""
 
 
 def control_socket_path(config: GatewayConfig) -> Path:
@@ -98,7 +115,9 @@ class AlarmService:
         self.config = config
         self.recorder = recorder
         self.clock = clock
-        self.engine = Engine(point_rules(config), now=clock(), lots=lots)
+        self.engine = Engine(
+            point_rules(config), now=clock(), lots=lots, gateway=GATEWAY_CONDITIONS
+        )
         self.outputs = AlarmOutputs(config, self._audit, self._active_alarms)
         self._queue: asyncio.Queue[Fact] = asyncio.Queue()
         self._sealed_waiters: dict[tuple[str, str], asyncio.Future[int]] = {}
@@ -184,14 +203,27 @@ class AlarmService:
         for transition in transitions:
             self._queue.put_nowait(self._fact(transition))
 
+    def condition(
+        self, area: str, name: str, *, active: bool, clear: bool, value: float | None,
+        limit: float | None,
+    ) -> None:  # fmt: skip
+        """Raise or clear one of :data:`GATEWAY_CONDITIONS`; a transition is sealed like any
+        alarm's (and drives the same outputs)."""
+        self._queue_all(
+            self.engine.condition(
+                area, name, active=active, clear=clear, value=value, limit=limit, now=self.clock()
+            )
+        )
+
     def _fact(self, transition: Transition) -> Fact:
+        gateway = transition.device == GATEWAY
         return Fact(
             "alarm",
             utc_now(),
             transition.data(),
-            zone=transition.zone,
-            device=transition.device,
-            point=transition.point,
+            zone=None if gateway else transition.zone,
+            device=None if gateway else transition.device,
+            point=None if gateway else transition.point,
             unit=transition.unit,
             state=transition.entries,
         )

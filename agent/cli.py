@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 from datetime import UTC, datetime
@@ -20,11 +19,14 @@ import typer
 
 from config import example_config_text
 
-from . import alarms_cli, lots_cli, scan_cli
+from . import alarms_cli, lots_cli, scan_cli, service_cli, status_cli
 from .cli_common import ConfigOption, fail, load
 from .keys import KeyFileError, describe, generate_key_file, load_private_key, load_public_key
+from .logging_setup import quiet_libraries, setup_logging
 
 __all__ = ["app", "main"]
+
+log = logging.getLogger(__name__)
 
 app = typer.Typer(
     name="gxpgate",
@@ -50,27 +52,8 @@ app.add_typer(opcua_app, name="opcua")
 app.add_typer(scan_cli.app, name="scan")
 app.add_typer(lots_cli.app, name="lots")
 app.add_typer(alarms_cli.app, name="alarms")
-
-
-def _setup_logging(verbose: bool = False) -> None:
-    # journald stamps each line itself; elsewhere a timestamp helps.
-    fmt = "%(levelname)s %(name)s %(message)s"
-    if not os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format=fmt, stream=sys.stdout
-    )
-    quiet_libraries(verbose)
-
-
-def quiet_libraries(verbose: bool = False) -> None:
-    """Library chatter off: the agent reports every device and uplink failure itself, once
-    per state change, whereas pymodbus logs each timeout with hex dumps of recent frames and
-    asyncua logs tracebacks for every lost connection."""
-    for name in ("pymodbus", "asyncua"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.CRITICAL)
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+app.add_typer(service_cli.app, name="service")
+app.command("status")(status_cli.status)
 
 
 # -- config -------------------------------------------------------------------------------------
@@ -281,7 +264,7 @@ def run(
     from .runtime import Agent, AgentStartError
 
     loaded = load(config)
-    _setup_logging(verbose)
+    setup_logging(verbose)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -294,6 +277,9 @@ def run(
         asyncio.run(main())
     except AgentStartError as exc:
         fail(str(exc))
+    except Exception:  # the top-level crash handler: a bug; exit 1 so systemd restarts us
+        log.critical("agent.crashed", exc_info=True)
+        raise typer.Exit(1) from None
 
 
 @app.command("demo")
@@ -422,8 +408,12 @@ def simulate_quality_service(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8080,
     token: Annotated[str | None, typer.Option(help="Require this bearer token")] = None,
+    mqtt_broker: Annotated[
+        str | None,
+        typer.Option(help="Also consume the MQTT uplink (gxpgate/+/evidence) from HOST:PORT"),
+    ] = None,
 ) -> None:
-    """The central quality service: verifies and stores what gateways send (CONTRACT §3)."""
+    """The central quality service: verifies and stores what gateways send (CONTRACT §3, §4)."""
     from simulators.quality_service import run_forever
 
     for path in public_key:
@@ -431,8 +421,16 @@ def simulate_quality_service(
             load_public_key(path)
         except KeyFileError as exc:
             fail(str(exc), 2)
+    broker = None
+    if mqtt_broker is not None:
+        broker_host, _, broker_port = mqtt_broker.rpartition(":")
+        if not broker_host or not broker_port.isdigit() or not 0 < int(broker_port) < 65536:
+            fail(f"--mqtt-broker {mqtt_broker!r}: expected HOST:PORT", 2)
+        broker = (broker_host.strip("[]"), int(broker_port))
     try:
-        run_forever(db, host, port, public_key, token, print_fn=typer.echo)
+        run_forever(db, host, port, public_key, token, print_fn=typer.echo, mqtt_broker=broker)
+    except TimeoutError as exc:
+        fail(f"MQTT broker {mqtt_broker}: {exc}")
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 

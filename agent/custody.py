@@ -315,6 +315,7 @@ class CustodyStreamer(_Device):
 
     async def _record(self, observation: Observation) -> None:
         self.observations += 1
+        self.saw_data()
         facts = self.builder.facts(observation)
         if len(facts) > 1:
             self.rejected += 1

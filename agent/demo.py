@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -65,6 +66,7 @@ def demo_config(
     logger_path: str,
     scanners: _Scanners,
     uplink_url: str,
+    metrics_port: int,
 ) -> str:
     """The demo's site config: the example's shape, pointed at the simulators."""
     zones = "".join(
@@ -171,6 +173,10 @@ timeout_secs = 5
 backoff_initial_secs = 0.5
 backoff_max_secs = 4
 
+# A free port, so the demo runs beside an installed gateway (default 19720).
+[metrics]
+port = {metrics_port}
+
 {zones}{alarms}{devices}{opcua_device}{logger_device}{scanner_devices}"""
 
 
@@ -271,8 +277,9 @@ async def _demo(
         try:
             url = uplink or (service.url if service else "")
             config_path = workdir / "gxpgate.toml"
+            metrics_port = _free_port()
             config_path.write_text(
-                demo_config(modbus.port, opcua, logger.device_path, scanners, url)
+                demo_config(modbus.port, opcua, logger.device_path, scanners, url, metrics_port)
             )
             echo(f"gxpgate demo — files in {workdir}{'' if keep else ' (temporary)'}")
             echo(f"  Modbus TCP simulator  127.0.0.1:{modbus.port}  (3 sensors, units 1-3)")
@@ -284,12 +291,23 @@ async def _demo(
             echo(f"  {PUT_AWAY_ZONE}-door      {cold_door.address}  (serial, put-away: storing)")
             echo(f"  quality service       {url}{'  (simulator)' if service else ''}")
             echo(f"  config                {config_path}")
+            echo(
+                f"  metrics               http://127.0.0.1:{metrics_port}/metrics  "
+                f"(gxpgate status --config {config_path})"
+            )
             sims = _Sims(modbus, opcua, logger, scanners, service)
             code = await _run_agent(config_path, sims, seconds, echo, keep=keep)
         finally:
             if service is not None:
                 service.stop()
     return code
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 @dataclass

@@ -8,12 +8,19 @@ rest of each slot for it, chunk by chunk, so live values keep their rate during 
 back-fill; each chunk's resume point is committed with it. A device that cannot be reached is
 retried with capped, jittered backoff; its offline and online transitions are each logged and
 sealed once as ``audit`` records.
+
+Each task keeps its health for metrics and ``gxpgate status`` (:mod:`agent.metrics`): whether
+the device is up (``None`` until the first attempt), the last error while it is down, and when
+(monotonic clock) it last delivered live data: a ``good`` reading (not one caught up from a
+logger's memory) or a scan. These attributes belong to the event loop; other threads read
+them only through a snapshot taken on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -53,8 +60,16 @@ class _Device:
         self.zones = zones
         self.recorder = recorder
         self.online = True
+        self.up: bool | None = None
+        """Health as last seen: None until the first attempt, then as :attr:`online`."""
         self.last_error: str | None = None
+        self.last_data: float | None = None
+        """``time.monotonic()`` of the last live good reading (or scan); None: none yet."""
         self._backoff = backoff
+
+    def saw_data(self) -> None:
+        """Live data arrived (a good reading, a scan): for the last-data age in metrics."""
+        self.last_data = time.monotonic()
 
     def _state(self, cursor: dict[str, Any] | None) -> dict[str, str] | None:
         if not cursor:
@@ -62,7 +77,10 @@ class _Device:
         prefix = cursor_prefix(self.device)
         return {prefix + k: orjson.dumps(v).decode() for k, v in cursor.items()}
 
-    async def record(self, samples: list[Sample]) -> None:
+    async def record(self, samples: list[Sample], *, live: bool = True) -> None:
+        """Seal ``samples``; ``live=False`` for old data caught up (it says nothing of now)."""
+        if live and any(s.quality == "good" for s in samples):
+            self.saw_data()
         for sample in samples:
             state = self._state(sample.cursor)
             await self.recorder.put(
@@ -101,6 +119,7 @@ class _Device:
     async def went_offline(self, failure: DriverError) -> float:
         """Record the failure (once per episode); return how long to wait before retrying."""
         self.last_error = failure.message
+        self.up = False
         if self.online:
             self.online = False
             log.warning("device.offline device=%s error=%s", self.device, failure.message)
@@ -109,6 +128,7 @@ class _Device:
 
     async def came_online(self) -> None:
         self.last_error = None
+        self.up = True
         self._backoff.reset()
         if not self.online:
             self.online = True
@@ -189,7 +209,7 @@ class DevicePoller(_Device):
             try:
                 samples = await catch_up()
             except DeviceUnreachable as exc:
-                await self.record(exc.samples)
+                await self.record(exc.samples, live=False)
                 await self.record_events(self.source)
                 await asyncio.sleep(await self.went_offline(exc))
                 return False
@@ -201,7 +221,7 @@ class DevicePoller(_Device):
             if samples is None:
                 return True
             self.caught_up += len(samples)
-            await self.record(samples)
+            await self.record(samples, live=False)
             # Queue puts do not yield while there is room, and a file import awaits no I/O:
             # give the loop a turn so a catch-up never starves the other devices.
             await asyncio.sleep(0)

@@ -9,6 +9,9 @@ Responses: ``200`` moves the cursor; ``413`` halves the batch; ``400/401/403/409
 records, are sealed once per episode as an ``audit`` record, and are retried with backoff;
 ``429``, ``5xx``, timeouts and connection errors are retried with backoff, at least as long as
 ``Retry-After`` asks. Library errors (httpx) are translated in :meth:`Forwarder._post` only.
+
+:func:`read_batch` (the gzipped batch body) and :class:`UplinkStats` are shared with the MQTT
+uplink (:mod:`agent.mqtt_uplink`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from drivers.base import utc_now
 from .backoff import Backoff
 from .sealing import Fact
 
-__all__ = ["Forwarder", "UplinkStats"]
+__all__ = ["Batch", "Forwarder", "UplinkStats", "read_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +75,38 @@ class UplinkStats:
 
 
 @dataclass(frozen=True, slots=True)
-class _Batch:
+class Batch:
+    """Consecutive records ``first..last`` as one gzipped body (CONTRACT §3 and §4 share it)."""
+
     first: int
     last: int
     count: int
     payload: bytes
+
+
+def read_batch(
+    outbox: Outbox, after_seq: int, limit: int, max_bytes: int | None = None
+) -> Batch | None:
+    """Read up to ``limit`` records after ``after_seq`` and build the gzipped body; ``None``
+    when nothing is pending.
+
+    With ``max_bytes`` the batch is cut to fewer records until its payload fits (a broker caps
+    its packet size); a single record that does not fit comes back as it is, and the caller
+    must notice. Blocking: run it in a thread. Joining and gzipping thousands of records takes
+    tens of ms (zlib releases the GIL). Records go in exactly as sealed, never re-serialised.
+    """
+    rows = outbox.pending(after_seq, limit)
+    if not rows:
+        return None
+    head = b"".join((b'{"gw":', orjson.dumps(outbox.gw), b',"chain":', orjson.dumps(outbox.chain)))
+    count = len(rows)
+    while True:
+        body = b"".join((head, b',"records":[', b",".join(r[1] for r in rows[:count]), b"]}"))
+        payload = gzip.compress(body, compresslevel=1)
+        if max_bytes is None or len(payload) <= max_bytes or count == 1:
+            return Batch(rows[0][0], rows[count - 1][0], count, payload)
+        # Compressed size is close to proportional to the record count; aim 10 % under.
+        count = max(1, min(count - 1, int(count * max_bytes * 0.9 / len(payload))))
 
 
 class _Retry(Exception):
@@ -133,7 +163,7 @@ class Forwarder:
         self._backoff = Backoff(config.backoff_initial_secs, config.backoff_max_secs)
         self._rejection: int | None = None
         self._cursor_known = False
-        self._prepared: _Batch | None = None
+        self._prepared: Batch | None = None
         self._gap_reported: tuple[int, int] | None = None
 
     async def __aenter__(self) -> Forwarder:
@@ -202,7 +232,7 @@ class Forwarder:
         batch = self._prepared
         self._prepared = None
         if batch is None or batch.first != cursor + 1 or batch.count > self._limit:
-            batch = await asyncio.to_thread(self._prepare, cursor, self._limit)
+            batch = await asyncio.to_thread(read_batch, self.outbox, cursor, self._limit)
         if batch is None:
             return 0
         if batch.first != cursor + 1:
@@ -212,7 +242,9 @@ class Forwarder:
                 kind="records_pruned",
             )
         key = f"{self.outbox.gw}:{self.outbox.chain}:{batch.first}-{batch.last}"
-        upcoming = asyncio.create_task(asyncio.to_thread(self._prepare, batch.last, self._limit))
+        upcoming = asyncio.create_task(
+            asyncio.to_thread(read_batch, self.outbox, batch.last, self._limit)
+        )
         try:
             answer = await self._post(batch.payload, key)
         finally:
@@ -229,29 +261,6 @@ class Forwarder:
         self._succeeded(acked, batch.count)
         self._prepared = prepared
         return batch.count
-
-    def _prepare(self, after_seq: int, limit: int) -> _Batch | None:
-        """Read up to ``limit`` records after ``after_seq`` and build the gzipped body.
-
-        Runs in a thread: joining and gzipping thousands of records takes tens of ms (zlib
-        releases the GIL). Records go in exactly as sealed, never re-serialised.
-        """
-        rows = self.outbox.pending(after_seq, limit)
-        if not rows:
-            return None
-        body = b"".join(
-            (
-                b'{"gw":',
-                orjson.dumps(self.outbox.gw),
-                b',"chain":',
-                orjson.dumps(self.outbox.chain),
-                b',"records":[',
-                b",".join(r[1] for r in rows),
-                b"]}",
-            )
-        )
-        payload = gzip.compress(body, compresslevel=1)
-        return _Batch(rows[0][0], rows[-1][0], len(rows), payload)
 
     async def _resync(self) -> None:
         client = self._require_client()

@@ -57,12 +57,23 @@ def generate_key_file(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def _too_open(path: Path) -> int:
+    """The mode bits that make ``path`` too open for a signing key. systemd's copy of a
+    credential (LoadCredential=) is mode 0400 plus an ACL giving the service's user read access
+    wherever the file system has ACLs (tmpfs: systemd >= 254 on kernel >= 6.3, or any version
+    without its own mount); stat() then shows the ACL mask as group bits, 0440. That copy lies
+    in a read-only directory only the service's user can enter, so there only bits for others
+    count."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    return 0o007 if creds and path.parent == Path(creds) else 0o077
+
+
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):
             raise KeyFileError(f"{path}: not a regular file")
-        if info.st_mode & 0o077:
+        if info.st_mode & _too_open(path):
             mode = stat.S_IMODE(info.st_mode)
             raise KeyFileError(
                 f"{path}: mode {mode:04o} lets other users read the signing key; "

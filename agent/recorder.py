@@ -34,6 +34,10 @@ CommitListener = Callable[[Sequence[Fact], Sequence[Row]], None]
 CHECKPOINT = ""
 """The ``kind`` of a state-only fact: committed, never sealed."""
 
+FactFilter = Callable[[Fact], "Fact | None"]
+"""Sees every fact as it is put: returns it (possibly amended, e.g. a reading flagged while the
+clock is unsynchronised) or None when a documented policy leaves it out (buffer thinning)."""
+
 
 class Recorder:
     def __init__(
@@ -51,6 +55,7 @@ class Recorder:
         self.max_batch = max_batch
         self.sealed = 0
         self.listeners: list[CommitListener] = []
+        self.filters: list[FactFilter] = []
         self._queue: asyncio.Queue[Fact] = asyncio.Queue(queue_size)
         self._arrived = asyncio.Event()
         self._closing = asyncio.Event()
@@ -63,6 +68,11 @@ class Recorder:
         await self.put(Fact(CHECKPOINT, utc_now(), state=entries))
 
     async def put(self, fact: Fact) -> None:
+        for keep in self.filters:
+            kept = keep(fact)
+            if kept is None:
+                return
+            fact = kept
         if self._queue.empty():
             self._first_arrival = asyncio.get_running_loop().time()
         await self._queue.put(fact)

@@ -17,6 +17,11 @@ feeds the point's mean kinetic temperature: it cannot re-run a delay that has al
 decided. Bad and uncertain readings never reach the limit, rate or MKT rules; they drive the
 ``sensor_fault`` rule. Communication loss and re-alarms run on the gateway's clock (``tick``).
 
+The gateway's own conditions (buffer high water, buffer full) are machines too, declared as
+:class:`GatewayCondition` s and stepped with :meth:`Engine.condition`: they share the alarm ids,
+acknowledgement, views and checkpoints. Their device is ``GATEWAY`` (``""``, which no configured
+device id can be) and their rule ids read ``gateway.<area>.<name>``.
+
 State is serialisable per machine and per point (:meth:`Engine.entries`), so the service can
 checkpoint it into the buffer in the same transaction as each alarm record and periodically;
 after a restart the engine is loaded from the checkpoint and the readings sealed after it are
@@ -38,8 +43,10 @@ from config.rules_model import LimitRule, QuantityRules
 from .mkt import RollingMkt
 
 __all__ = [
+    "GATEWAY",
     "AlarmView",
     "Engine",
+    "GatewayCondition",
     "Machine",
     "PointRules",
     "Reading",
@@ -52,6 +59,10 @@ LotsBetween = Callable[[str, datetime, datetime], list[str]]
 
 KEY_PREFIX = "rules:"
 UNACKED_KEEP = 1000
+
+
+GATEWAY = ""
+"""The device (and zone) of the gateway's own conditions."""
 
 
 class RuleError(Exception):
@@ -83,6 +94,18 @@ class PointRules:
     interval."""
     changes_only: bool = False
     """A subscription: silence is normal; comm loss counts from the device going offline."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayCondition:
+    """A condition of the gateway itself, raised and cleared by the agent (not by readings)."""
+
+    area: str
+    """What it concerns, e.g. ``buffer``."""
+    name: str
+    """e.g. ``high_water``; the rule id is ``gateway.<area>.<name>``."""
+    severity: str = "alarm"
+    unit: str | None = None
 
 
 @dataclass(slots=True)
@@ -369,8 +392,11 @@ class Engine:
         *,
         now: float,
         lots: LotsBetween | None = None,
+        gateway: Iterable[GatewayCondition] = (),
     ) -> None:
         self._points = {(p.device, p.point): _Point(p, now) for p in points if _has_rules(p)}
+        for condition in gateway:
+            self._declare(condition, now)
         self._by_device: dict[str, list[_Point]] = {}
         for point in self._points.values():
             self._by_device.setdefault(point.spec.device, []).append(point)
@@ -390,6 +416,51 @@ class Engine:
 
     def has_point(self, device: str, point: str) -> bool:
         return (device, point) in self._points
+
+    def _declare(self, condition: GatewayCondition, now: float) -> None:
+        key = (GATEWAY, condition.area)
+        point = self._points.get(key)
+        if point is None:
+            spec = PointRules(GATEWAY, GATEWAY, condition.area, condition.unit, QuantityRules(), 0)
+            point = self._points[key] = _Point(spec, now)
+        machine = point._machine(
+            condition.name, condition.name, condition.severity, None, 1, on=0, samples=None, off=0
+        )
+        machine.rule = f"gateway.{condition.area}.{condition.name}"
+
+    def condition(
+        self, area: str, name: str, *, active: bool, clear: bool, value: float | None,
+        limit: float | None, now: float,
+    ) -> list[Transition]:  # fmt: skip
+        """Step a declared gateway condition: ``active`` raises it (at once), ``clear`` (its
+        own hysteresis, decided by the caller) clears it."""
+        point = self._points[(GATEWAY, area)]
+        machine = point.machines[name]
+        machine.limit = limit
+        out: list[Transition] = []
+        self._step(out, point, machine, None, active, clear, now, value, now)
+        return out
+
+    def quiet(self, device: str, point: str, value: float) -> bool:
+        """Would a good ``value`` of this point leave every rule of the point where it is (all
+        normal, no limit crossed)? Such a reading decides nothing (buffer thinning)."""
+        found = self._points.get((device, point))
+        if found is None:
+            return True
+        if any(m.phase != "normal" for m in found.machines.values()):
+            return False
+        for machine, rule, _hyst in found.limits:
+            if (value > rule.limit) if machine.direction > 0 else (value < rule.limit):
+                return False
+        return True
+
+    def alive(self, device: str, point: str, at: float) -> None:
+        """A good reading of the point arrived but was not sealed (buffer thinning): the device
+        is reachable, so its communication-loss clock restarts."""
+        found = self._points.get((device, point))
+        if found is not None:
+            found.last_good_at = max(found.last_good_at, at)
+            found.offline_at = None
 
     # -- input -------------------------------------------------------------------------------
 
@@ -551,7 +622,11 @@ class Engine:
         assert machine.started_at is not None
         spec = point.spec
         end = at if state != "cleared" else max(at, machine.started_at)
-        lots = self._lots(spec.zone, _dt(machine.started_at), _dt(end)) if self._lots else []
+        lots = (
+            self._lots(spec.zone, _dt(machine.started_at), _dt(end))
+            if self._lots and spec.zone != GATEWAY
+            else []
+        )
         transition = Transition(
             alarm_id=machine.alarm_id, rule=machine.rule, kind=machine.kind,
             severity=machine.severity, state=state, zone=spec.zone, device=spec.device,

@@ -27,11 +27,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from buffer import Outbox, OutboxError
 from config import GatewayConfig, LoadedConfig
+from config.mqtt_model import MqttUplinkConfig
 from drivers.base import utc_now
 from drivers.modbus_tcp import ModbusTcpSource
 from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
 from .alarms import AlarmService, control_socket_path
+from .capacity import BufferGuard
+from .clock import ClockMonitor, SyncProbe, ntp_synchronized
 from .control import ControlError, ControlServer
 from .custody import CustodyStreamer
 from .devices import DevicePoller, DeviceStreamer, cursor_prefix
@@ -40,7 +43,10 @@ from .forwarder import Forwarder
 from .identity import ZoneMap
 from .keys import KeyFileError, key_path_for, load_private_key
 from .lots import LotFeed, LotRegister, LotRegisterError, lots_path_for
+from .metrics import Metrics, MetricsUnavailable
+from .mqtt_uplink import MqttUplink, MqttUplinkError
 from .recorder import Recorder
+from .sdnotify import Notifier, agent_status
 from .sealing import Fact, Sealer
 
 __all__ = ["Agent", "AgentStartError", "SourceFactory", "agent_version", "open_outbox"]
@@ -154,18 +160,27 @@ class Agent:
         *,
         uplink_transport: httpx.AsyncBaseTransport | None = None,
         on_ready: Callable[[Agent], None] | None = None,
+        notifier: Notifier | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        sync_probe: SyncProbe = ntp_synchronized,
     ) -> None:
         self.loaded = loaded
+        self.wall_clock = wall_clock
+        self.sync_probe = sync_probe
+        self.clock: ClockMonitor | None = None
+        self.buffer_guard: BufferGuard | None = None
         self.config = loaded.config
         self.uplink_transport = uplink_transport
         self.on_ready = on_ready
+        self.notifier = Notifier.from_environment() if notifier is None else notifier
         self.outbox: Outbox | None = None
         self.recorder: Recorder | None = None
-        self.forwarder: Forwarder | None = None
+        self.forwarder: Forwarder | MqttUplink | None = None
         self.pollers: list[DevicePoller | DeviceStreamer | CustodyStreamer] = []
         self.lots: LotFeed | None = None
         self.alarms: AlarmService | None = None
         self.key_id: str | None = None
+        self.metrics: Metrics | None = None
 
     def _load_key(self) -> Ed25519PrivateKey:
         path = key_path_for(self.config.signing.key_file)
@@ -178,7 +193,7 @@ class Agent:
         uplink = self.config.uplink
         if uplink is None:
             return
-        for name in ("token_file", "ca_file", "client_cert_file", "client_key_file"):
+        for name in uplink.file_fields:
             path = getattr(uplink, name)
             if path is not None and not path.is_file():
                 raise AgentStartError(f"uplink.{name}: {path} is not a readable file")
@@ -203,6 +218,7 @@ class Agent:
             await self._run(outbox, private_key, stop)
         finally:
             outbox.close()
+            self.notifier.close()
 
     async def _run(
         self, outbox: Outbox, private_key: Ed25519PrivateKey, stop: asyncio.Event
@@ -259,12 +275,18 @@ class Agent:
             await asyncio.to_thread(alarms.restore, outbox)
             recorder.listeners.append(alarms.on_commit)
             self.alarms = alarms
+            guard = BufferGuard(outbox, cfg.buffer, alarms, recorder.put)
+            clock = ClockMonitor(
+                cfg.clock, recorder.put, wall=self.wall_clock, probe=self.sync_probe
+            )
+            recorder.filters += [guard.thin, clock.flag]  # thinning judges the reading as taken
+            self.buffer_guard, self.clock = guard, clock
+            await clock.check_sync()  # before the first reading, so that one is flagged too
             await self._open_control(stack, alarms, recorder)
             if cfg.uplink is not None:
-                self.forwarder = await stack.enter_async_context(
-                    Forwarder(outbox, cfg.uplink, recorder.put, transport=self.uplink_transport)
-                )
+                self.forwarder = await stack.enter_async_context(self._uplink(outbox, recorder))
                 recorder.listeners.append(lambda _facts, _rows: self._wake_forwarder())
+            metrics = await self._open_metrics(stack, recorder)
             recorder_task = core.create_task(recorder.run(), name="recorder")
             forwarder_task = (
                 core.create_task(self.forwarder.run(), name="forwarder") if self.forwarder else None
@@ -278,9 +300,19 @@ class Agent:
                     ]
                     tasks.append(producers.create_task(self._prune_periodically(outbox)))
                     tasks.append(producers.create_task(alarms.run(), name="alarms"))
+                    tasks.append(producers.create_task(guard.run(), name="buffer-guard"))
+                    tasks.append(producers.create_task(clock.run(), name="clock"))
+                    if metrics is not None:
+                        tasks.append(producers.create_task(metrics.run(), name="metrics"))
                     if self.on_ready is not None:
                         self.on_ready(self)
+                    self.notifier.ready(agent_status(self))
+                    notify = self.notifier.run(
+                        lambda: agent_status(self), alive=lambda: not recorder_task.done()
+                    )
+                    tasks.append(producers.create_task(notify, name="sd_notify"))
                     await stop.wait()
+                    self.notifier.stopping()
                     for task in tasks:
                         task.cancel()
             except BaseException:
@@ -303,6 +335,35 @@ class Agent:
             event = {"event": "control_socket_unavailable", "path": str(path), "error": str(exc)}
             await recorder.put(Fact("audit", utc_now(), event))
 
+    async def _open_metrics(self, stack: AsyncExitStack, recorder: Recorder) -> Metrics | None:
+        """Health and metrics (``gxpgate status`` reads them too). Without them the gateway
+        still monitors (that matters more); the failure is logged and on record."""
+        cfg = self.config.metrics
+        if not cfg.enabled:
+            return None
+        try:
+            metrics = Metrics(cfg, self, version=agent_version())
+            self.metrics = await stack.enter_async_context(metrics)
+        except MetricsUnavailable as exc:
+            log.error("metrics.unavailable error=%s", exc)
+            event = {
+                "event": "metrics_unavailable", "address": str(cfg.address), "port": cfg.port,
+                "error": str(exc),
+            }  # fmt: skip
+            await recorder.put(Fact("audit", utc_now(), event))
+        return self.metrics
+
+    def _uplink(self, outbox: Outbox, recorder: Recorder) -> Forwarder | MqttUplink:
+        """The uplink the config's ``transport`` names."""
+        uplink = self.config.uplink
+        if isinstance(uplink, MqttUplinkConfig):
+            try:
+                return MqttUplink(outbox, uplink, recorder.put)
+            except MqttUplinkError as exc:
+                raise AgentStartError(str(exc)) from exc
+        assert uplink is not None
+        return Forwarder(outbox, uplink, recorder.put, transport=self.uplink_transport)
+
     def _wake_forwarder(self) -> None:
         if self.forwarder is not None:
             self.forwarder.wake()
@@ -314,6 +375,7 @@ class Agent:
         forwarder_task: asyncio.Task[None] | None,
         reason: str,
     ) -> None:
+        self.notifier.stopping()  # before the final flush: systemd disarms the watchdog
         log.info("agent.stopping reason=%s queued=%d", reason, recorder.queued)
         stopped = Fact("audit", utc_now(), {"event": "agent_stopped", "reason": reason})
         if not recorder_task.done():

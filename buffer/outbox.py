@@ -26,9 +26,12 @@ PRAGMAs (read back and checked at open)
     (durability per commit), ``busy_timeout=5000``.
 
 When full
-    The buffer does not delete undelivered records to make room. A full disk makes
+    The buffer does not delete undelivered records to make room: deleting one would leave a
+    hole in the chain that the quality service could never get past. A full disk makes
     :meth:`Outbox.append` raise :class:`BufferWriteError`; the caller keeps the records and
-    retries. ``quota_mb`` is reported by :meth:`Outbox.status`.
+    retries. The quota is the agent's policy (agent/capacity.py): :meth:`Outbox.used_bytes`
+    measures against it, and :meth:`Outbox.prune` with a zero retention frees what the service
+    already holds.
 
 What it does not promise
     Protection against a deliberately edited file: that is what the hash chain is for, and the
@@ -112,9 +115,9 @@ class BufferStatus:
 class Outbox:
     """One gateway's chain in one SQLite file. Thread-safe; one writer connection, one reader."""
 
-    def __init__(self, path: Path, gw: str, *, quota_mb: int = 2048) -> None:
+    def __init__(self, path: Path, gw: str, *, quota_mb: float = 2048) -> None:
         self.path = path
-        self.quota_bytes = quota_mb * 1024 * 1024
+        self.quota_bytes = int(quota_mb * 1024 * 1024)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -360,6 +363,17 @@ class Outbox:
             disk_bytes=self.disk_bytes(),
             quota_bytes=self.quota_bytes,
         )
+
+    def used_bytes(self) -> int:
+        """Space the database's content takes: its pages less the free ones SQLite reuses
+        before growing the file (pruning frees pages; the file itself never shrinks). Pages
+        still in the write-ahead log count once, as the newest snapshot sees them; the log
+        file's own size is bounded by SQLite's auto-checkpoint (about 4 MB)."""
+        with self._read_lock:
+            pages = self._reader.execute("PRAGMA page_count").fetchone()[0]
+            free = self._reader.execute("PRAGMA freelist_count").fetchone()[0]
+            size = self._reader.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
 
     def disk_bytes(self) -> int:
         total = 0

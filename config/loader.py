@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .model import DEVICE_TYPES, GatewayConfig
+from .model import DEVICE_TYPES, UPLINK_TRANSPORTS, GatewayConfig
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -85,25 +85,39 @@ def _describe(error: Any) -> tuple[str, str]:
     # A tagged union puts the tag into the path (devices.x.modbus_tcp.port): a user never wrote it.
     if len(loc) > 2 and loc[0] == "devices" and loc[2] in DEVICE_TYPES:
         del loc[2]
+    if len(loc) > 1 and loc[0] == "uplink" and loc[1] in UPLINK_TRANSPORTS:
+        del loc[1]
     message = error["msg"].removeprefix("Value error, ")
     kind = error["type"]
     if kind == "extra_forbidden":
         message = "unknown key (check the spelling; see `gxpgate config example`)"
     elif kind == "missing":
         message = "required key is missing"
+    elif kind in ("union_tag_invalid", "union_tag_not_found") and loc == ["uplink"]:
+        transport = error["input"].get("transport")
+        known = ", ".join(UPLINK_TRANSPORTS)
+        return "uplink.transport", f"unknown transport {transport!r}; known: {known}"
     elif kind == "union_tag_invalid":
         message = (
             f"unknown device type {error['input'].get('type')!r}; known: {', '.join(DEVICE_TYPES)}"
         )
     elif kind == "union_tag_not_found":
         message = f"missing 'type'; one of: {', '.join(DEVICE_TYPES)}"
-    elif "input" in error and kind not in ("model_type", "dict_type") and not _secret(loc):
+    elif _echoable(error, loc):
         message = f"{message} (got {error['input']!r})"
     return _dotted(tuple(loc)), message
 
 
+def _echoable(error: Any, loc: list[Any]) -> bool:
+    """Whether the error may show its input: not a secret, and not a whole table (a model
+    validator's input), which may hold a token or password."""
+    if "input" not in error or error["type"] in ("model_type", "dict_type"):
+        return False
+    return not isinstance(error["input"], dict) and not _secret(loc)
+
+
 def _secret(loc: list[Any]) -> bool:
-    return any(isinstance(part, str) and "token" in part for part in loc)
+    return any(isinstance(part, str) and ("token" in part or "password" in part) for part in loc)
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:

@@ -7,10 +7,20 @@ example (``gxpgate config example``) is kept in step with them by a test.
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    IPvAnyAddress,
+    SecretStr,
+    Tag,
+    model_validator,
+)
 
 from drivers.filedrop_model import CsvDropDevice
 from drivers.logger_model import SerialLoggerDevice
@@ -18,16 +28,21 @@ from drivers.modbus_model import ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
 from drivers.opcua_model import OpcUaDevice
 from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
+from .mqtt_model import MqttUplinkConfig
 from .profiles import BUILTIN_PROFILES, resolve_profile
 from .rules_model import AlarmsConfig, QuantityRules, StorageProfile
 
 __all__ = [
     "DEVICE_TYPES",
+    "UPLINK_TRANSPORTS",
     "AlarmsConfig",
     "BufferConfig",
+    "ClockConfig",
     "DeviceConfig",
     "GatewayConfig",
     "GatewayIdentity",
+    "MetricsConfig",
+    "MqttUplinkConfig",
     "SigningConfig",
     "UplinkConfig",
     "ZoneConfig",
@@ -79,13 +94,54 @@ class BufferConfig(_Strict):
     """SQLite database holding every sealed record until delivered (and for the retention)."""
     retention_days: float = Field(default=30.0, ge=0)
     """How long delivered records are kept after the service acknowledged them."""
-    quota_mb: int = Field(default=2048, ge=16)
-    """Disk space the buffer may use; ``gxpgate buffer status`` reports use against it."""
+    quota_mb: float = Field(default=2048, ge=0.25)
+    """Disk space the buffer may use. Undelivered records are never deleted to stay within it:
+    see ``high_water_pct`` and ``at_quota``."""
+    high_water_pct: float = Field(default=80.0, gt=0, lt=100)
+    """Share of the quota at which the gateway seals a ``buffer_high_water`` audit record and
+    raises the local alarm ``gateway.buffer.high_water`` (cleared 5 points below)."""
+    at_quota: Literal["thin_readings", "keep_sealing"] = "thin_readings"
+    """What happens at the quota, after delivered records have been pruned early to make room
+    (the service holds them). ``thin_readings``: alarm, custody and audit records are always
+    sealed, and so is every reading that is not good, carries a logger resume point, or could
+    start or end an alarm; other readings are sealed at most one per point per
+    ``thin_interval_secs``, and how many were left out is sealed when thinning ends.
+    ``keep_sealing``: everything is sealed beyond the quota until the disk itself is full.
+    Either way the ``gateway.buffer.full`` alarm is raised."""
+    thin_interval_secs: float = Field(default=60.0, gt=0, le=3600)
+    """While thinning: the longest gap between sealed in-spec readings of one point."""
     commit_interval_ms: int = Field(default=200, ge=1, le=10000)
     """Longest a record waits to be committed together with others (group commit)."""
 
 
+class ClockConfig(_Strict):
+    step_threshold_secs: float = Field(default=2.0, gt=0, le=3600)
+    """A wall-clock jump against the monotonic clock larger than this is sealed as a
+    ``clock_step`` audit record with the time before and after."""
+    sync_check_secs: float = Field(default=60.0, ge=1, le=3600)
+    """How often NTP synchronisation is checked (``adjtimex``, else ``timedatectl``); the
+    state is sealed as ``clock_sync`` at start and whenever it changes."""
+    unsynced_readings: Literal["flag", "accept"] = "flag"
+    """Readings taken while the clock is known not to be synchronised: ``flag`` adds
+    ``"clock_unsynced": true`` to their ``data``; ``accept`` seals them unmarked."""
+
+
+class MetricsConfig(_Strict):
+    enabled: bool = True
+    """Serve health and metrics in the Prometheus text format at ``/metrics``; ``gxpgate
+    status`` reads them there."""
+    address: IPvAnyAddress = IPv4Address("127.0.0.1")
+    """Address to listen on. Loopback by default: the endpoint has no authentication and names
+    devices and zones; for a remote Prometheus put a TLS reverse proxy in front of it."""
+    port: int = Field(default=19720, ge=1, le=65535)
+    """TCP port; 19720 lies outside Prometheus's exporter range 9100-9999 (fully allocated)
+    and below Linux's ephemeral ports."""
+
+
 class UplinkConfig(_Strict):
+    transport: Literal["http"] = "http"
+    """``"http"`` (the default): POST to the quality service (CONTRACT §3). ``"mqtt"``:
+    publish to a broker (CONTRACT §4), configured by the keys of the MQTT variant."""
     url: str = Field(pattern=r"^https?://[^\s/]+")
     """Base URL of the central quality service (``/v1/evidence`` is appended)."""
     token: SecretStr | None = None
@@ -105,6 +161,14 @@ class UplinkConfig(_Strict):
     backoff_initial_secs: float = Field(default=1.0, gt=0, le=600)
     backoff_max_secs: float = Field(default=300.0, gt=0, le=3600)
 
+    file_fields: ClassVar[tuple[str, ...]] = (
+        "token_file",
+        "ca_file",
+        "client_cert_file",
+        "client_key_file",
+    )
+    """Fields naming files: resolved against the config's folder, checked at start."""
+
     @model_validator(mode="after")
     def _one_token_source(self) -> UplinkConfig:
         if self.token is not None and self.token_file is not None:
@@ -112,6 +176,23 @@ class UplinkConfig(_Strict):
         if (self.client_cert_file is None) != (self.client_key_file is None):
             raise ValueError("client_cert_file and client_key_file go together")
         return self
+
+
+UPLINK_TRANSPORTS = ("http", "mqtt")
+
+
+def _uplink_transport(value: Any) -> str | None:
+    """The tag of an ``[uplink]`` table: ``transport``, ``"http"`` when absent."""
+    if isinstance(value, dict):
+        transport = value.get("transport", "http")
+        return transport if isinstance(transport, str) else None
+    return getattr(value, "transport", None)
+
+
+Uplink = Annotated[
+    Annotated[UplinkConfig, Tag("http")] | Annotated[MqttUplinkConfig, Tag("mqtt")],
+    Discriminator(_uplink_transport),
+]
 
 
 class ZoneConfig(_Strict):
@@ -132,13 +213,17 @@ class GatewayConfig(_Strict):
     gateway: GatewayIdentity
     signing: SigningConfig
     buffer: BufferConfig
-    uplink: UplinkConfig | None = None
+    uplink: Uplink | None = None
     """Where evidence goes. Without it the gateway seals and buffers only."""
     zones: dict[Identifier, ZoneConfig] = Field(min_length=1)
     profiles: dict[Identifier, StorageProfile] = Field(default_factory=dict)
     """Site storage profiles, beside the built-in ones; may ``extend`` one."""
+    clock: ClockConfig = Field(default_factory=ClockConfig)
+    """Wall-clock integrity: steps and NTP synchronisation."""
     alarms: AlarmsConfig = Field(default_factory=AlarmsConfig)
     """Local alarm outputs and the acknowledgement channel."""
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    """The health and metrics endpoint (Prometheus), also read by ``gxpgate status``."""
     buses: dict[Identifier, ModbusRtuBus] = Field(default_factory=dict)
     """Serial lines with Modbus RTU slaves, by name; slaves are devices naming their ``bus``."""
     devices: dict[Identifier, DeviceConfig] = Field(default_factory=dict)
@@ -237,8 +322,7 @@ class GatewayConfig(_Strict):
             "buffer": fix(self.buffer, "path"),
         }
         if self.uplink is not None:
-            names = ("token_file", "ca_file", "client_cert_file", "client_key_file")
-            update["uplink"] = fix(self.uplink, *names)
+            update["uplink"] = fix(self.uplink, *self.uplink.file_fields)
         alarms = fix(self.alarms, "control_socket")
         if self.alarms.mqtt is not None:
             mqtt = fix(self.alarms.mqtt, "ca_file", "cert_file", "key_file", "password_file")

@@ -14,7 +14,9 @@ import itertools
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .mqtt_model import MqttBroker
 
 __all__ = [
     "LEVELS",
@@ -152,30 +154,11 @@ class StorageProfile(_Strict):
         return rules
 
 
-class MqttAlarmOutput(_Strict):
+class MqttAlarmOutput(MqttBroker):
     host: str = "127.0.0.1"
     """Site broker for local alarm state (CONTRACT §4): retained, QoS 1."""
-    port: int = Field(default=1883, ge=1, le=65535)
     client_id: str | None = None
     """Default ``gxpgate-<gateway id>-alarms``."""
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    tls_verify: bool = True
-    """Verify the broker's certificate (when ``tls``). Only switch off for a lab."""
-    username: str | None = None
-    password: SecretStr | None = None
-    password_file: Path | None = None
-    """File holding the password (first line); keeps the secret out of the config."""
-
-    @model_validator(mode="after")
-    def _one_password_source(self) -> Self:
-        if self.password is not None and self.password_file is not None:
-            raise ValueError("set password or password_file, not both")
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        return self
 
 
 class CoilOutput(_Strict):

@@ -79,7 +79,7 @@ from agent.evidence import (
 )
 from agent.keys import load_public_key
 
-__all__ = ["QualityServiceSimulator", "run_forever"]
+__all__ = ["BatchOutcome", "QualityServiceSimulator", "run_forever"]
 
 logger = logging.getLogger("gxpgate.simulators.quality_service")
 
@@ -1026,6 +1026,43 @@ class QualityServiceSimulator:
             return _bad(422, f"Idempotency-Key must be {expected!r}, got {given!r}")
         return parsed
 
+    def accept_batch(self, payload: bytes) -> BatchOutcome:
+        """Check and store one batch that arrived without HTTP, e.g. over MQTT (CONTRACT §4):
+        gzipped or plain JSON, the same checks, storage and counters as ``POST /v1/evidence``,
+        without the HTTP headers. Thread-safe; the simulator must be running."""
+        store = self._store
+        with store.request():
+            store.count(batches=1)
+            try:
+                body = _gunzip(payload) if payload[:2] == b"\x1f\x8b" else payload
+            except _BodyError as exc:
+                reply: _Reply | tuple[str, str, list[dict[str, Any]]] = _bad(exc.status, str(exc))
+            else:
+                reply = _parse_batch(body, self.max_body_records)
+            if isinstance(reply, _Reply):
+                store.count_rejected(reply.status)
+                return BatchOutcome(reply.status, reply.payload)
+            gw, chain, records = reply
+            store.count(records_received=len(records))
+            answer = store.accept(gw, chain, records)
+        if answer.status != 200:
+            store.count_rejected(answer.status)
+        first, last = records[0]["seq"], records[-1]["seq"]
+        return BatchOutcome(answer.status, answer.payload, gw, chain, first, last)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What :meth:`QualityServiceSimulator.accept_batch` made of a batch: the HTTP status and
+    answer the endpoint would have given, and which records the batch held (when parsable)."""
+
+    status: int
+    answer: dict[str, Any]
+    gw: str | None = None
+    chain: str | None = None
+    first_seq: int = 0
+    last_seq: int = 0
+
 
 def run_forever(
     db_path: str | os.PathLike[str],
@@ -1034,17 +1071,30 @@ def run_forever(
     public_key_paths: list[Path],
     token: str | None,
     print_fn: Callable[[str], object] = print,
+    mqtt_broker: tuple[str, int] | None = None,
 ) -> None:
-    """Serve in the foreground until Ctrl-C (``gxpgate simulate quality-service``).
+    """Serve in the foreground until Ctrl-C (``gxpgate simulate quality-service``); with
+    ``mqtt_broker`` also consume the MQTT uplink's batches from that broker (CONTRACT §4).
 
-    Raises :class:`agent.keys.KeyFileError` for an unreadable or non-Ed25519 key file.
+    Raises :class:`agent.keys.KeyFileError` for an unreadable or non-Ed25519 key file, and
+    :class:`TimeoutError` when the broker does not confirm the subscription.
     """
+    from .mqtt_consumer import EVIDENCE_FILTER, MqttEvidenceConsumer  # it imports this module
+
     keys = [load_public_key(Path(p)) for p in public_key_paths]
     sim = QualityServiceSimulator(db_path, keys, host=host, port=port, token=token)
     with sim:
         print_fn(f"Quality-service simulator listening on {sim.url}")
+        consumer = None
+        if mqtt_broker is not None:
+            consumer = MqttEvidenceConsumer(sim, *mqtt_broker).start()
+            where = f"mqtt://{mqtt_broker[0]}:{mqtt_broker[1]}"
+            print_fn(f"Consuming {EVIDENCE_FILTER} from {where} (QoS 1, persistent session)")
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
+        finally:
+            if consumer is not None:
+                consumer.stop()

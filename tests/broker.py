@@ -13,7 +13,17 @@ does. :meth:`Broker.pause` / :meth:`Broker.resume` (SIGSTOP / SIGCONT) freeze it
 open: packets are accepted by the kernel but nothing is acknowledged.
 
 ``mqtt_tls_broker`` is the same with a TLS listener whose certificate (for IP 127.0.0.1) is signed
-by a throw-away CA: ``.tls.ca_file`` is that CA, trusted by nothing else.
+by a throw-away CA: ``.tls.ca_file`` is that CA, trusted by nothing else; ``.tls.client_cert_file``
+and ``.tls.client_key_file`` are a client certificate signed by it.
+
+``mqtt_broker_factory`` starts brokers with options: ``persistence`` (sessions and queued
+messages survive :meth:`Broker.restart`, as with ``persistence true`` in production),
+``require_client_cert``, ``users`` (user name → password; anonymous clients are then refused)
+and ``extra`` config lines (``max_packet_size``, ``acl_file``, …);
+:meth:`Broker.reload` (SIGHUP) makes mosquitto re-read them. These are mosquitto features:
+amqtt keeps no queued messages across a restart and speaks MQTT 3.1.1 only, so a test that
+needs them calls :func:`require_mosquitto`, which skips it with the reason where only amqtt is
+installed, and fails it in CI (``CI`` set) or when ``GXPGATE_TEST_BROKER=mosquitto``.
 
 Readiness is an MQTT handshake (CONNECT, CONNACK), never a sleep. The fixture starts no threads;
 :func:`retained_messages` drives a paho client in the calling thread.
@@ -24,6 +34,7 @@ Registered for every test module by ``pytest_plugins = ["tests.broker"]`` in ``c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import importlib.util
 import ipaddress
@@ -57,7 +68,9 @@ __all__ = [
     "TlsFiles",
     "make_tls_files",
     "mqtt_broker",
+    "mqtt_broker_factory",
     "mqtt_tls_broker",
+    "require_mosquitto",
     "retained",
     "retained_messages",
 ]
@@ -74,6 +87,8 @@ class TlsFiles:
     ca_file: Path
     cert_file: Path
     key_file: Path
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
 
 
 class Broker:
@@ -82,11 +97,28 @@ class Broker:
     host = "127.0.0.1"
 
     def __init__(
-        self, kind: BrokerKind, workdir: Path, port: int, tls: TlsFiles | None = None
+        self,
+        kind: BrokerKind,
+        workdir: Path,
+        port: int,
+        tls: TlsFiles | None = None,
+        *,
+        persistence: bool = False,
+        require_client_cert: bool = False,
+        users: dict[str, str] | None = None,
+        extra: str = "",
     ) -> None:
+        if kind != "mosquitto" and (persistence or extra or users):
+            raise ValueError("persistence, users and extra config lines are for mosquitto")
+        if require_client_cert and tls is None:
+            raise ValueError("require_client_cert needs tls")
         self.kind: BrokerKind = kind
         self.port = port
         self.tls = tls
+        self.persistence = persistence
+        self.require_client_cert = require_client_cert
+        self.users = dict(users or {})
+        self.extra = extra
         self.workdir = workdir
         self.log_path = workdir / f"{kind}.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -121,9 +153,15 @@ class Broker:
                 proc.wait(_STOP_SECS)
 
     def restart(self) -> None:
-        """Stop and start again on the same port; retained messages and sessions are gone."""
+        """Stop and start again on the same port. Retained messages, sessions and the messages
+        queued for them are gone, unless the broker was made with ``persistence``."""
         self.stop()
         self.start()
+
+    def reload(self) -> None:
+        """SIGHUP: mosquitto re-reads its config, e.g. an ``acl_file`` the test rewrote."""
+        assert self._proc is not None, "broker not running"
+        self._proc.send_signal(signal.SIGHUP)
 
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): connections stay open, nothing is acknowledged."""
@@ -145,13 +183,24 @@ class Broker:
         if self.kind == "mosquitto":
             path = self.workdir / "mosquitto.conf"
             tls_lines = f"certfile {tls.cert_file}\nkeyfile {tls.key_file}\n" if tls else ""
+            if tls and self.require_client_cert:
+                tls_lines += f"cafile {tls.ca_file}\nrequire_certificate true\n"
+            persistence = (
+                f"persistence true\npersistence_location {self.workdir}/\n"
+                if self.persistence
+                else "persistence false\n"
+            )
+            access = "allow_anonymous true\n"
+            if self.users:
+                access = f"allow_anonymous false\npassword_file {self._password_file()}\n"
             path.write_text(
                 f"listener {self.port} {self.host}\n"
                 f"{tls_lines}"
                 # As root it would switch to the user "mosquitto", who cannot read the tmp dir.
                 f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
-                "allow_anonymous true\n"
-                "persistence false\n"
+                f"{access}"
+                f"{persistence}"
+                f"{self.extra}\n"
                 "log_dest stderr\n"
                 "log_type error\nlog_type warning\nlog_type notice\n",
                 encoding="utf-8",
@@ -165,6 +214,8 @@ class Broker:
                     "certfile": str(tls.cert_file),
                     "keyfile": str(tls.key_file),
                 }
+                if self.require_client_cert:  # amqtt verifies a certificate but needs none
+                    listener["cafile"] = str(tls.ca_file)
             config = {  # JSON is YAML
                 "listeners": {"default": listener},
                 "plugins": {
@@ -172,6 +223,14 @@ class Broker:
                 },
             }
             path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+        return path
+
+    def _password_file(self) -> Path:
+        path = self.workdir / "passwords"
+        tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+        path.write_text("", encoding="utf-8")
+        for user, password in self.users.items():
+            subprocess.run([tool, "-b", str(path), user, password], check=True)
         return path
 
     def _command(self) -> list[str]:
@@ -188,7 +247,9 @@ class Broker:
                 self._proc = None
                 raise RuntimeError(f"{self.kind} exited with {code}:\n{self.log_text()}")
             try:
-                if _mqtt_handshake(self.host, self.port, self.tls):
+                # With users, the anonymous probe is refused: that CONNACK is the answer too.
+                tls = self.tls if self.require_client_cert else _without_client_cert(self.tls)
+                if _mqtt_handshake(self.host, self.port, tls, refused_ok=bool(self.users)):
                     return
             except OSError:
                 pass
@@ -198,14 +259,24 @@ class Broker:
             time.sleep(0.02)
 
 
-def _mqtt_handshake(host: str, port: int, tls: TlsFiles | None) -> bool:
-    """CONNECT (MQTT 3.1.1, clean session) and expect a CONNACK accepting it; then DISCONNECT."""
+def _without_client_cert(tls: TlsFiles | None) -> TlsFiles | None:
+    # A broker that asks for a certificate without trusting our CA (amqtt) would refuse it.
+    return None if tls is None else TlsFiles(tls.ca_file, tls.cert_file, tls.key_file)
+
+
+def _mqtt_handshake(
+    host: str, port: int, tls: TlsFiles | None, *, refused_ok: bool = False
+) -> bool:
+    """CONNECT (MQTT 3.1.1, clean session) and expect a CONNACK accepting it (or, with
+    ``refused_ok``, refusing an anonymous client: code 5, not authorised); then DISCONNECT."""
     client_id = f"probe-{uuid.uuid4().hex[:12]}".encode()
     body = b"\x00\x04MQTT\x04\x02\x00\x0a" + len(client_id).to_bytes(2, "big") + client_id
     sock = socket.create_connection((host, port), timeout=2.0)
     if tls is not None:
         try:
             context = ssl.create_default_context(cafile=tls.ca_file)
+            if tls.client_cert_file is not None:
+                context.load_cert_chain(tls.client_cert_file, tls.client_key_file)
             sock = context.wrap_socket(sock, server_hostname=host)
         except BaseException:
             sock.close()
@@ -218,8 +289,9 @@ def _mqtt_handshake(host: str, port: int, tls: TlsFiles | None) -> bool:
             if not chunk:
                 return False
             connack += chunk
-        sock.sendall(b"\xe0\x00")
-    return connack[0] == 0x20 and connack[3] == 0
+        with contextlib.suppress(OSError):  # a broker that refused may have closed already
+            sock.sendall(b"\xe0\x00")
+    return connack[0] == 0x20 and connack[3] in ((0, 5) if refused_ok else (0,))
 
 
 def _mosquitto_path() -> str | None:
@@ -259,7 +331,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def make_tls_files(directory: Path) -> TlsFiles:
-    """A throw-away CA and a server certificate for IP 127.0.0.1 signed by it (PEM files)."""
+    """A throw-away CA, a server certificate for IP 127.0.0.1 and a client certificate, both
+    signed by it (PEM files)."""
     now = dt.datetime.now(dt.UTC)
 
     def issue(
@@ -293,7 +366,14 @@ def make_tls_files(directory: Path) -> TlsFiles:
 
     ca = issue("ca", None)
     issue("server", ca)
-    return TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    issue("client", ca)
+    return TlsFiles(
+        directory / "ca.pem",
+        directory / "server.pem",
+        directory / "server.key",
+        directory / "client.pem",
+        directory / "client.key",
+    )
 
 
 def _run(broker: Broker) -> Iterator[Broker]:
@@ -308,6 +388,38 @@ def _run(broker: Broker) -> Iterator[Broker]:
 def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """A fresh broker per test; ``.host``, ``.port``, ``.kind``, ``.restart()``."""
     yield from _run(Broker(choose_kind(), tmp_path_factory.mktemp("mqtt-broker"), free_port()))
+
+
+def require_mosquitto(why: str) -> None:
+    """Skip (with ``why``) where only amqtt is available; fail instead in CI or when
+    ``GXPGATE_TEST_BROKER=mosquitto`` (then :func:`choose_kind` has already failed)."""
+    if choose_kind() == "mosquitto":
+        return
+    message = f"needs mosquitto, not amqtt: {why}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI must install mosquitto)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def mqtt_broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """``make(tls=False, **options)`` starts a :class:`Broker` (options as its constructor's) on
+    a free port; every broker made is stopped at the end of the test."""
+    made: list[Broker] = []
+
+    def make(*, tls: bool = False, **options: Any) -> Broker:
+        workdir = tmp_path_factory.mktemp("mqtt-broker")
+        files = make_tls_files(workdir) if tls else None
+        broker = Broker(choose_kind(), workdir, free_port(), files, **options)
+        made.append(broker)
+        broker.start()
+        return broker
+
+    try:
+        yield make
+    finally:
+        for broker in made:
+            broker.stop()
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ def write_config(tmp_path: Path, signing_key: tuple[Path, Ed25519PrivateKey]) ->
         extra_devices: str = "",
         name: str = "gxpgate.toml",
         modbus: bool = True,
+        metrics: str | None = None,
     ) -> Path:
         uplink = (
             f'[uplink]\nurl = "{url}"\nbatch_max_records = {batch}\n'
@@ -58,6 +59,11 @@ def write_config(tmp_path: Path, signing_key: tuple[Path, Ed25519PrivateKey]) ->
             else ""
         )
         probes = _MODBUS_PROBES.format(port=port, poll=poll) if modbus else ""
+        if metrics is None:
+            from tests.broker import free_port  # imported here: it is also a plugin, rewritten
+
+            # A port each, so agents of parallel test runs never contend for the default.
+            metrics = f"port = {free_port()}"
         text = f"""
 [gateway]
 id = "gw-test"
@@ -76,6 +82,9 @@ profile = "refrigerated"
 
 [zones.ambient]
 profile = "controlled-room"
+
+[metrics]
+{metrics}
 
 {probes}{extra_devices}
 """

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -28,10 +29,12 @@ async def until(condition: Callable[[], bool], within: float = 20.0, what: str =
 class Running:
     """The agent running as a task in this event loop."""
 
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, **agent_options: Any) -> None:
         self.ready = asyncio.Event()
         self.stop = asyncio.Event()
-        self.agent = Agent(load_config(config), on_ready=lambda _a: self.ready.set())
+        self.agent = Agent(
+            load_config(config), on_ready=lambda _a: self.ready.set(), **agent_options
+        )
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Agent:

@@ -61,7 +61,8 @@ def test_a_file_is_imported_once_with_its_rows_times_and_hash(tmp_path: Path, wr
     config = write_config(modbus=False, extra_devices=_device(folder))
 
     async def main() -> None:
-        async with Running(config) as agent:
+        # A synchronised clock, so that data holds the file's provenance only.
+        async with Running(config, sync_probe=lambda: (True, "test")) as agent:
             await until(lambda: bool(_audits(config, "file_imported")), what="file imported")
             # The same content again, under another name: reported, not imported twice.
             (folder / "trip-1 (copy).csv").write_text(body, encoding="utf-8")

@@ -1,0 +1,175 @@
+"""The buffer's quota: a high-water alarm before it is reached, a documented policy at it.
+
+Nothing undelivered is ever deleted: a missing record would leave a hole in the chain that the
+quality service could never get past, and alarm, custody and audit records are the evidence a
+reviewer needs most. So the policy acts on what is sealed next, never on what is stored:
+
+* At ``buffer.high_water_pct`` of the quota: a ``buffer_high_water`` audit record and the local
+  alarm ``gateway.buffer.high_water``; both clear 5 points below.
+* At the quota: delivered records are pruned at once, whatever ``retention_days`` says (the
+  service holds them), and the ``gateway.buffer.full`` alarm is raised. If that does not bring
+  use below the quota, ``buffer.at_quota`` decides:
+
+  ``thin_readings``
+      Every alarm, custody and audit record is sealed, and so is every reading that is not
+      good, carries data (a back-fill, a file drop), or could start or end an alarm (any rule of
+      its point not normal, or a limit crossed). Other readings of a point are sealed at most
+      one per ``thin_interval_secs``; the ones left out still tell the rules engine that the
+      device is alive, so no false communication-loss alarm follows. When use falls below the
+      quota again, a ``buffer_thinning_ended`` audit record says how many readings of which
+      points were left out, and between which times.
+  ``keep_sealing``
+      Everything is sealed until the disk itself is full (the recorder then keeps the records
+      in memory and retries, see agent/recorder.py).
+
+Use is measured every second (three PRAGMA reads) as the database's content
+(``Outbox.used_bytes``), not the file size, which never shrinks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from buffer import Outbox
+from config.model import BufferConfig
+from drivers.base import utc_now
+
+from .alarms import AlarmService
+from .sealing import Fact, format_time
+
+__all__ = ["BufferGuard"]
+
+log = logging.getLogger(__name__)
+
+CHECK_SECS = 1.0
+HYSTERESIS_PCT = 5.0
+
+
+class BufferGuard:
+    def __init__(
+        self,
+        outbox: Outbox,
+        config: BufferConfig,
+        alarms: AlarmService,
+        record: Callable[[Fact], Awaitable[None]],
+        *,
+        check_secs: float = CHECK_SECS,
+    ) -> None:
+        self.outbox = outbox
+        self.config = config
+        self.alarms = alarms
+        self.record = record
+        self.check_secs = check_secs
+        self.used_pct = 0.0
+        self.high = False
+        self.full = False
+        self.thinned: dict[str, int] = {}
+        self._thinning_since: str | None = None
+        self._last_kept: dict[tuple[str, str], float] = {}
+
+    async def run(self) -> None:
+        while True:
+            await self.check()
+            await asyncio.sleep(self.check_secs)
+
+    async def check(self) -> None:
+        used = await asyncio.to_thread(self.outbox.used_bytes)
+        if self._pct(used) >= 100 or self.full:
+            pruned = await asyncio.to_thread(self.outbox.prune, 0.0)
+            if pruned:
+                after = await asyncio.to_thread(self.outbox.used_bytes)
+                log.warning("buffer.pruned_early records=%d used_bytes=%d", pruned, after)
+                await self._audit("buffer_pruned_early", used, records=pruned, used_after=after)
+                used = after
+        pct = self.used_pct = self._pct(used)
+        mark = self.config.high_water_pct
+        high = pct >= mark or (self.high and pct >= mark - HYSTERESIS_PCT)
+        if high != self.high:
+            self.high = high
+            event = "high_water" if high else "below_high_water"
+            log.warning("buffer.%s used_pct=%.1f", event, pct)
+            await self._audit(f"buffer_{event}", used)
+        value = round(pct, 1)
+        self.alarms.condition(
+            "buffer", "high_water", active=high, clear=not high, value=value, limit=mark
+        )
+        full = pct >= 100 or (self.full and pct >= 100 - HYSTERESIS_PCT)
+        if full != self.full:
+            self.full = full
+            log.warning("buffer.%s used_pct=%.1f", "full" if full else "below_quota", pct)
+            if full:
+                await self._audit("buffer_full", used, policy=self.config.at_quota)
+            else:
+                await self._end_thinning(used)
+        self.alarms.condition("buffer", "full", active=full, clear=not full, value=value, limit=100)
+
+    @property
+    def thinning(self) -> bool:
+        return self.full and self.config.at_quota == "thin_readings"
+
+    def thin(self, fact: Fact) -> Fact | None:
+        """A recorder filter: see ``thin_readings`` in the module docstring."""
+        if not self.thinning or fact.kind != "reading":
+            return fact
+        device, point, value = fact.device, fact.point, fact.value
+        if (
+            device is None
+            or point is None
+            or value is None
+            or fact.quality != "good"
+            or fact.data
+            or fact.state
+        ):
+            return fact
+        t = fact.at.timestamp()
+        key = (device, point)
+        last = self._last_kept.get(key)
+        engine = self.alarms.engine
+        if last is None or t - last >= self.config.thin_interval_secs:
+            self._last_kept[key] = t
+            return fact
+        if not engine.quiet(device, point, value):
+            self._last_kept[key] = t
+            return fact
+        engine.alive(device, point, t)
+        name = f"{device}.{point}"
+        self.thinned[name] = self.thinned.get(name, 0) + 1
+        if self._thinning_since is None:
+            self._thinning_since = format_time(fact.at)
+        return None
+
+    async def _end_thinning(self, used: int) -> None:
+        if not self.thinned:
+            return
+        total = sum(self.thinned.values())
+        log.warning("buffer.thinning_ended readings_left_out=%d", total)
+        await self._audit(
+            "buffer_thinning_ended",
+            used,
+            readings_left_out=total,
+            by_point=dict(sorted(self.thinned.items())),
+            since=self._thinning_since,
+            until=format_time(utc_now()),
+            interval_secs=self.config.thin_interval_secs,
+        )
+        self.thinned = {}
+        self._thinning_since = None
+        self._last_kept.clear()
+
+    def _pct(self, used: int) -> float:
+        return used * 100.0 / self.outbox.quota_bytes
+
+    async def _audit(self, event: str, used: int, **extra: Any) -> None:
+        data: dict[str, Any] = {
+            "event": event,
+            "used_bytes": used,
+            "quota_bytes": self.outbox.quota_bytes,
+            "used_pct": round(self._pct(used), 2),
+            "high_water_pct": self.config.high_water_pct,
+            "pending": self.outbox.last_seq - self.outbox.acked_through,
+        }
+        data.update(extra)
+        await self.record(Fact("audit", utc_now(), data))

@@ -217,10 +217,12 @@ class AlarmService:
 
     def _fact(self, transition: Transition) -> Fact:
         gateway = transition.device == GATEWAY
+        data = transition.data()
+        data["route"] = getattr(self.config.alarms.routes, transition.kind)
         return Fact(
             "alarm",
             utc_now(),
-            transition.data(),
+            data,
             zone=None if gateway else transition.zone,
             device=None if gateway else transition.device,
             point=None if gateway else transition.point,

@@ -22,7 +22,7 @@ import logging
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from config.model import ClockConfig
@@ -141,7 +141,8 @@ class ClockMonitor:
             and self.synchronized is False
             and self.config.unsynced_readings == "flag"
         ):
-            return replace(fact, data={**fact.data, "clock_unsynced": True})
+            # A new dict: a driver may hand the same ``data`` object to several facts.
+            fact.data = {**fact.data, "clock_unsynced": True}
         return fact
 
     async def check_sync(self) -> None:

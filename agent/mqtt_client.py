@@ -42,7 +42,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-__all__ = ["MqttSettings", "RetainedPublisher", "StateEvent"]
+__all__ = ["MqttSettings", "RetainedPublisher", "StateEvent", "call_in_loop"]
 
 log = logging.getLogger(__name__)
 
@@ -317,11 +317,7 @@ class RetainedPublisher:
     # -- paho's network thread: hand over to the event loop, nothing else ----------------------
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed between check and call
-            loop.call_soon_threadsafe(callback, *args)
+        call_in_loop(self._loop, callback, *args)
 
     def _paho_on_connect(
         self,
@@ -363,6 +359,16 @@ class RetainedPublisher:
         properties: Any,
     ) -> None:
         self._post(self._on_puback, mid)
+
+
+def call_in_loop(
+    loop: asyncio.AbstractEventLoop | None, callback: Callable[..., None], *args: Any
+) -> None:
+    """From paho's network thread: hand an event to the event loop (dropped once it closed)."""
+    if loop is None or loop.is_closed():
+        return
+    with contextlib.suppress(RuntimeError):  # the loop closed between check and call
+        loop.call_soon_threadsafe(callback, *args)
 
 
 def _check_topic(topic: str) -> None:

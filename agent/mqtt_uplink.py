@@ -81,7 +81,7 @@ from drivers.base import utc_now
 
 from .backoff import Backoff
 from .forwarder import Batch, UplinkStats, read_batch
-from .mqtt_client import MqttSettings, _tls_context
+from .mqtt_client import MqttSettings, _tls_context, call_in_loop
 from .sealing import Fact
 
 __all__ = ["MqttUplink", "MqttUplinkError", "evidence_topic"]
@@ -455,11 +455,7 @@ class MqttUplink:
         return client
 
     def _post(self, callback: Callable[..., None], *args: Any) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed between check and call
-            loop.call_soon_threadsafe(callback, *args)
+        call_in_loop(self._loop, callback, *args)
 
     def _paho_on_connect(
         self,

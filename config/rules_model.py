@@ -21,6 +21,7 @@ from .mqtt_model import MqttBroker
 __all__ = [
     "LEVELS",
     "QUANTITY_UNITS",
+    "AlarmRoutes",
     "AlarmsConfig",
     "CoilOutput",
     "CommLossRule",
@@ -178,6 +179,26 @@ class CoilOutput(_Strict):
     """The coil is written again this often, so a restarted PLC is put right."""
 
 
+Team = Literal["quality", "warehouse", "compliance", "logistics", "release"]
+
+
+class AlarmRoutes(_Strict):
+    """Which team reviews an alarm, per rule kind: every ``alarm`` record carries it as
+    ``data.route`` so the central service can queue it for the right reviewers."""
+
+    limit: Team = "quality"
+    """Limit excursions (low-low … high-high)."""
+    rate: Team = "quality"
+    mkt: Team = "quality"
+    sensor_fault: Team = "warehouse"
+    """Bad or uncertain readings: a probe or its wiring to look at."""
+    comm_loss: Team = "warehouse"
+    high_water: Team = "compliance"
+    """The gateway's buffer reached its high-water mark (evidence at risk)."""
+    full: Team = "compliance"
+    """The gateway's buffer reached its quota."""
+
+
 class AlarmsConfig(_Strict):
     control_socket: Path | None = None
     """Unix socket for ``gxpgate alarms ack`` (default: ``gxpgate.sock`` beside the buffer)."""
@@ -188,3 +209,5 @@ class AlarmsConfig(_Strict):
     readings sealed since the last checkpoint."""
     mqtt: MqttAlarmOutput | None = None
     coils: list[CoilOutput] = Field(default_factory=list)
+    routes: AlarmRoutes = Field(default_factory=AlarmRoutes)
+    """The reviewing team per rule kind (``data.route``)."""

@@ -173,6 +173,7 @@ def test_excursion_alarm_names_the_lots_reaches_the_broker_and_is_acknowledged(
     assert active["device"] == "probe-1"
     assert active["data"]["rule"] == RULE
     assert active["data"]["severity"] == "alarm"
+    assert {r["data"]["route"] for r in records} == {"quality"}  # the default for limits
     assert active["data"]["limit"] == 8.0
     assert active["data"]["value"] > 8.0
     assert "(01)10614141000019(10)LOT-A1" in active["data"]["lots"]

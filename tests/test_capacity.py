@@ -24,10 +24,8 @@ thin_interval_secs = 2
 
 def _small_quota(config: Path, high_water: float = 40) -> Path:
     text = config.read_text(encoding="utf-8")
-    config.write_text(
-        text.replace("commit_interval_ms = 20\n", QUOTA.format(high_water=high_water), 1),
-        encoding="utf-8",
-    )
+    text = text.replace("commit_interval_ms = 20\n", QUOTA.format(high_water=high_water), 1)
+    config.write_text(text + '\n[alarms.routes]\nhigh_water = "release"\n', encoding="utf-8")
     return config
 
 
@@ -102,6 +100,7 @@ def test_high_water_then_full_then_thinning_and_back(
                 alarm = next(r for r in records if r["kind"] == "alarm")
                 assert (alarm["zone"], alarm["device"], alarm["point"]) == (None, None, None)
                 assert alarm["unit"] == "%"
+                assert alarm["data"]["route"] == "release"  # configured below
                 assert alarm["data"]["limit"] == 40
                 assert alarm["data"]["value"] >= 40
             finally:

@@ -15,6 +15,7 @@ from config.model import ClockConfig, GatewayConfig, MetricsConfig, UplinkConfig
 from config.mqtt_model import MqttUplinkConfig
 from config.profiles import BUILTIN_PROFILES
 from config.rules_model import (
+    AlarmRoutes,
     AlarmsConfig,
     CoilOutput,
     CommLossRule,
@@ -84,6 +85,7 @@ def _field_names(model: type[BaseModel]) -> set[str]:
         AlarmsConfig,
         MqttAlarmOutput,
         CoilOutput,
+        AlarmRoutes,
         ClockConfig,
         MetricsConfig,
         UplinkConfig,

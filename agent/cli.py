@@ -61,14 +61,29 @@ app.command("status")(status_cli.status)
 
 @config_app.command("validate")
 def config_validate(file: Annotated[Path, typer.Argument(help="Config file to check")]) -> None:
-    """Check a config file; print each problem as FILE: FIELD.PATH: REASON (exit 2)."""
+    """Check a config file and the product / hold-list files it names; print each problem as
+    FILE: FIELD.PATH: REASON or FILE:LINE: REASON (exit 2)."""
+    from config.policy_files import load_policy
+    from config.products import PolicyError
+
     loaded = load(file)
     cfg = loaded.config
+    try:
+        policy = load_policy(cfg, loaded.path)  # the files the agent reads at start and SIGHUP
+    except PolicyError as exc:
+        for line in exc.lines():
+            typer.echo(line, err=True)
+        raise typer.Exit(2) from None
     points = sum(len(d.points) for d in cfg.devices.values())
     typer.echo(
         f"{file}: valid — gateway {cfg.gateway.id}, {len(cfg.zones)} zone(s), "
         f"{len(cfg.devices)} device(s), {points} point(s); sha256 {loaded.sha256}"
     )
+    for part, source in (("products", policy.products_source), ("hold list", policy.holds_source)):
+        if source.path is not None:
+            typer.echo(
+                f"{source.path}: valid — {part}, {source.entries} entries; sha256 {source.sha256}"
+            )
 
 
 @config_app.command("example")

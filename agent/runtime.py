@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from buffer import Outbox, OutboxError
 from config import GatewayConfig, LoadedConfig
 from config.mqtt_model import MqttUplinkConfig
+from config.products import PolicyError
 from drivers.base import utc_now
 from drivers.modbus_tcp import ModbusTcpSource
 from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
@@ -45,6 +46,7 @@ from .keys import KeyFileError, key_path_for, load_private_key
 from .lots import LotFeed, LotRegister, LotRegisterError, lots_path_for
 from .metrics import Metrics, MetricsUnavailable
 from .mqtt_uplink import MqttUplink, MqttUplinkError
+from .policy import PolicyHolder
 from .recorder import Recorder
 from .sdnotify import Notifier, agent_status
 from .sealing import Fact, Sealer
@@ -181,6 +183,7 @@ class Agent:
         self.alarms: AlarmService | None = None
         self.key_id: str | None = None
         self.metrics: Metrics | None = None
+        self.policy: PolicyHolder | None = None
 
     def _load_key(self) -> Ed25519PrivateKey:
         path = key_path_for(self.config.signing.key_file)
@@ -230,6 +233,10 @@ class Agent:
             outbox, sealer, commit_interval_secs=cfg.buffer.commit_interval_ms / 1000
         )
         self.recorder = recorder
+        try:
+            policy = self.policy = await PolicyHolder.load(self.loaded, recorder.put)
+        except PolicyError as exc:
+            raise AgentStartError("product master / hold list:\n" + str(exc)) from exc
         zones = ZoneMap(cfg)
         self.pollers = []
         factory = SourceFactory(cfg)
@@ -260,6 +267,7 @@ class Agent:
             )
         )
         log.info("agent.started gw=%s chain=%s key=%s", cfg.gateway.id, outbox.chain, sealer.key_id)
+        await policy.seal_loaded("start")
         lots_path = lots_path_for(cfg.buffer.path)
         try:
             register = await asyncio.to_thread(LotRegister.open, lots_path)
@@ -283,6 +291,7 @@ class Agent:
             self.buffer_guard, self.clock = guard, clock
             await clock.check_sync()  # before the first reading, so that one is flagged too
             await self._open_control(stack, alarms, recorder)
+            policy.handle_sighup(stack)
             if cfg.uplink is not None:
                 self.forwarder = await stack.enter_async_context(self._uplink(outbox, recorder))
                 recorder.listeners.append(lambda _facts, _rows: self._wake_forwarder())
@@ -302,6 +311,7 @@ class Agent:
                     tasks.append(producers.create_task(alarms.run(), name="alarms"))
                     tasks.append(producers.create_task(guard.run(), name="buffer-guard"))
                     tasks.append(producers.create_task(clock.run(), name="clock"))
+                    tasks.append(producers.create_task(policy.run(), name="policy"))
                     if metrics is not None:
                         tasks.append(producers.create_task(metrics.run(), name="metrics"))
                     if self.on_ready is not None:

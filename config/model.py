@@ -29,6 +29,7 @@ from drivers.opcua_model import OpcUaDevice
 from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
 from .mqtt_model import MqttUplinkConfig
+from .products import HoldListConfig, ProductsConfig
 from .profiles import BUILTIN_PROFILES, resolve_profile
 from .rules_model import AlarmsConfig, QuantityRules, StorageProfile
 
@@ -218,6 +219,10 @@ class GatewayConfig(_Strict):
     zones: dict[Identifier, ZoneConfig] = Field(min_length=1)
     profiles: dict[Identifier, StorageProfile] = Field(default_factory=dict)
     """Site storage profiles, beside the built-in ones; may ``extend`` one."""
+    products: ProductsConfig = Field(default_factory=ProductsConfig)
+    """The product master: the storage profile each product requires, by GTIN or prefix."""
+    hold_list: HoldListConfig = Field(default_factory=HoldListConfig)
+    """Lots and SSCCs the site has put on hold."""
     clock: ClockConfig = Field(default_factory=ClockConfig)
     """Wall-clock integrity: steps and NTP synchronisation."""
     alarms: AlarmsConfig = Field(default_factory=AlarmsConfig)
@@ -240,6 +245,7 @@ class GatewayConfig(_Strict):
                     errors.append((loc, f"unknown zone {point.zone!r}"))
         errors.extend(self._serial_errors())
         errors.extend(self._rule_errors())
+        errors.extend(self.products.profile_errors(self.profiles))
         return errors
 
     def _rule_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
@@ -328,6 +334,8 @@ class GatewayConfig(_Strict):
             mqtt = fix(self.alarms.mqtt, "ca_file", "cert_file", "key_file", "password_file")
             alarms = alarms.model_copy(update={"mqtt": mqtt})
         update["alarms"] = alarms
+        update["products"] = fix(self.products, "file")
+        update["hold_list"] = fix(self.hold_list, "file")
         devices: dict[str, BaseModel] = {}
         for dev_id, dev in self.devices.items():
             if isinstance(dev, OpcUaDevice):

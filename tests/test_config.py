@@ -13,6 +13,7 @@ from agent.cli import app
 from config import example_config_text, load_config
 from config.model import ClockConfig, GatewayConfig, MetricsConfig, UplinkConfig, ZoneConfig
 from config.mqtt_model import MqttUplinkConfig
+from config.products import HoldItem, HoldListConfig, ProductItem, ProductsConfig
 from config.profiles import BUILTIN_PROFILES
 from config.rules_model import (
     AlarmRoutes,
@@ -90,6 +91,10 @@ def _field_names(model: type[BaseModel]) -> set[str]:
         MetricsConfig,
         UplinkConfig,
         MqttUplinkConfig,
+        ProductsConfig,
+        ProductItem,
+        HoldListConfig,
+        HoldItem,
     ],
 )
 def test_example_documents_every_field(model: type[BaseModel]) -> None:

@@ -58,7 +58,7 @@ def test_high_water_then_full_then_thinning_and_back(
                     # While thinning, each point gets about one in-spec reading per 2 s
                     # instead of twenty per second.
                     start = agent.outbox.last_seq
-                    await asyncio.sleep(4)
+                    await asyncio.sleep(4)  # the window counted below
                     sealed = exported(config)
                     after = [r for r in sealed if r["seq"] > start and r["kind"] == "reading"]
                     per_point = Counter((r["device"], r["point"]) for r in after)
@@ -118,10 +118,19 @@ def test_excursion_readings_are_sealed_while_thinning(
             async with Running(config) as agent:
                 full = watch_event(agent, "buffer_full")
                 await asyncio.wait_for(full.wait(), 60)
+                start = agent.outbox.last_seq
                 sim.set_value(1, "temperature", 12.0)  # refrigerated: high limit 8 °C
-                await asyncio.sleep(1)
+
+                def hot_sealed() -> bool:
+                    return any(
+                        r["kind"] == "reading" and r["device"] == "probe-1" and r["value"] == 12.0
+                        for r in exported(config)
+                        if r["seq"] > start
+                    )
+
+                await until(hot_sealed, within=10, what="a reading beyond the limit sealed")
                 mark = agent.outbox.last_seq
-                await asyncio.sleep(2)
+                await asyncio.sleep(2)  # the window counted below, not a wait for readiness
                 hot = [
                     r
                     for r in exported(config)

@@ -119,6 +119,9 @@ def test_excursion_alarm_names_the_lots_reaches_the_broker_and_is_acknowledged(
                 modbus.set_value(1, "temperature", 9.5)
                 await until(lambda: service.sealed_alarms >= 1, WAIT, "alarm sealed")
                 topic = alarm_topic(GW, "cold-1", RULE)
+                assert service.outputs.mqtt is not None
+                # Sealed is not yet delivered: read the broker's retained state after the PUBACK.
+                assert await service.outputs.mqtt.wait_delivered(5)
                 held = await retained(mqtt_broker, f"gxpgate/{GW}/alarms/#")
                 assert set(held) == {topic}
                 state = orjson.loads(held[topic])

@@ -5,6 +5,7 @@ Data flow (seal before output, alarm before upload):
     recorder commit ─► on_commit: readings and device status into the engine
                          └─► transitions ─► queue ─► recorder (sealed ``alarm`` records)
     recorder commit of an ``alarm`` record ─► outputs (log, MQTT retained, coils)
+    lot feed (worker) ─► exceptions: custody exceptions and time out of storage as events
 
 The engine's state is checkpointed into the buffer's ``state`` table: each transition's
 machine in the same transaction as its ``alarm`` record, everything every
@@ -34,11 +35,13 @@ from drivers.base import utc_now
 
 from .alarm_outputs import AlarmOutputs
 from .control import Peer
+from .exceptions import ExceptionJudge, Judged
 from .recorder import CHECKPOINT, Recorder
 from .rules import (
     GATEWAY,
     KEY_PREFIX,
     Engine,
+    Event,
     GatewayCondition,
     LotsBetween,
     PointRules,
@@ -128,16 +131,20 @@ class AlarmService:
 
     # -- start-up ----------------------------------------------------------------------------
 
-    def restore(self, outbox: Outbox) -> None:
+    def restore(self, outbox: Outbox, judge: ExceptionJudge | None = None) -> None:
         """Load the checkpoint and replay what was sealed after it (call before the recorder
-        runs, off the event loop). Transitions found on the way are queued for sealing."""
+        runs, off the event loop). Transitions found on the way are queued for sealing. With a
+        ``judge``, custody records not yet judged for exceptions are judged again (the engine
+        skips what it has already raised)."""
         saved = outbox.states(KEY_PREFIX)
         if not saved:
             # First start with rules (a new buffer, or one from a version without them): judge
             # from now on; re-judging weeks of history would seal alarms for long-past events.
-            self.engine.through = outbox.last_seq
+            self.engine.through = self.engine.judged_through = outbox.last_seq
             return
         after = self.engine.load({k[len(KEY_PREFIX) :]: v for k, v in saved.items()})
+        if judge is not None:
+            self._rejudge(outbox, judge)
         while True:
             rows = outbox.pending(after, REPLAY_CHUNK)
             if not rows:
@@ -149,6 +156,32 @@ class AlarmService:
             after = rows[-1][0]
         if self.replayed:
             log.info("alarms.replayed records=%d through=%d", self.replayed, after)
+
+    def _rejudge(self, outbox: Outbox, judge: ExceptionJudge) -> None:
+        for rule, detail, zone in self.engine.watched_events("wrong_zone"):
+            judge.watch(rule, detail, zone)
+        after = self.engine.judged_through
+        while True:
+            rows = outbox.pending(after, REPLAY_CHUNK)
+            if not rows:
+                break
+            custody = [orjson.loads(body) for _seq, body in rows if b'"kind":"custody"' in body]
+            after = rows[-1][0]
+            self.exceptions(judge.judge(custody), [], after)
+
+    def exceptions(self, judged: Judged | None, events: list[Event], through: int) -> None:
+        """What the lot feed found: custody exceptions judged through ``through``, and time out
+        of storage."""
+        now = self.clock()
+        engine = self.engine
+        if judged is not None:
+            for event, seq in judged.events:
+                self._queue_all(engine.raise_event(event, now, seq))
+            for rule in judged.resolved:
+                self._queue_all(engine.resolve_event(rule, now))
+            engine.judged_through = max(engine.judged_through, through)
+        for event in events:
+            self._queue_all(engine.raise_event(event, now))
 
     def _feed_record(self, seq: int, record: dict[str, Any]) -> list[Transition]:
         kind = record["kind"]
@@ -216,16 +249,18 @@ class AlarmService:
         )
 
     def _fact(self, transition: Transition) -> Fact:
-        gateway = transition.device == GATEWAY
         data = transition.data()
         data["route"] = getattr(self.config.alarms.routes, transition.kind)
+        # The gateway's own conditions have none of the three (their point is an area), events
+        # no point and maybe no device.
+        gateway = transition.device == GATEWAY
         return Fact(
             "alarm",
             utc_now(),
             data,
-            zone=None if gateway else transition.zone,
-            device=None if gateway else transition.device,
-            point=None if gateway else transition.point,
+            zone=transition.zone or None,
+            device=transition.device or None,
+            point=None if gateway else transition.point or None,
             unit=transition.unit,
             state=transition.entries,
         )
@@ -234,10 +269,15 @@ class AlarmService:
         self._queue.put_nowait(Fact("audit", utc_now(), data))
 
     def _active_alarms(self) -> list[dict[str, Any]]:
-        return [
+        found = [
             {"zone": spec.zone, "severity": m.severity, "acked": m.acked, "rule": m.rule}
             for spec, m in self.engine.active()
         ]
+        found += [
+            {"zone": e["zone"], "severity": e["severity"], "acked": e["acked"], "rule": e["rule"]}
+            for e in self.engine.active_events()
+        ]
+        return found
 
     # -- running -----------------------------------------------------------------------------
 
@@ -303,7 +343,8 @@ class AlarmService:
             "event": "alarm_acknowledged", "alarm_id": alarm_id, "rule": transition.rule,
             "by": by, "comment": comment, "os_user": os_user, "os_uid": peer.uid,
         }  # fmt: skip
-        self._queue.put_nowait(Fact("audit", utc_now(), audit, zone=transition.zone))
+        self._queue.put_nowait(Fact("audit", utc_now(), audit, zone=transition.zone or None))
+        self._queue_all(self.engine.settle(alarm_id, self.clock()))
         log.info("alarm.ack_requested id=%s by=%s os_user=%s", alarm_id, by, os_user)
         try:
             async with asyncio.timeout(ACK_WAIT_SECS):

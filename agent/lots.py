@@ -34,7 +34,11 @@ How presence follows custody events
     it move independently. Times are the records' ``at``; records apply in ``seq`` order, and a
     presence never ends before it began (a clock step backwards shortens it to zero).
 
-Schema (``PRAGMA user_version`` 1)
+Time out of storage (agent/exposure.py) is part of the same projection: with an
+:class:`~agent.exposure.ExposureBook` attached, temperature readings are applied too, and
+``alarm`` records naming lots are kept per lot for ``gxpgate lots exposure``.
+
+Schema (``PRAGMA user_version`` 2; a version 1 register gains the new tables)
     ``meta(key, value)``: ``chain``, ``last_seq``, ``incomplete_before`` (set when a rebuild
     found records already pruned).
     ``presence(id, identifier, kind, zone, since, until, seq, until_seq)``: kind ``lot``,
@@ -42,6 +46,12 @@ Schema (``PRAGMA user_version`` 1)
     while present; ``seq`` / ``until_seq`` the records that started and ended it. Times are
     RFC 3339 UTC with microseconds, so text order is time order.
     ``member(item, lot)``: the lot each serialised item belongs to.
+    ``exposure(id, lot, zone, cause, start_at, end_at, presence)``: time a lot spent outside
+    its required condition; cause ``zone`` (a stay in a zone of another profile; ``end_at``
+    null while it lasts) or ``excursion``.
+    ``stay_stats(presence, n, min, max, sum_exp)``: temperature readings during a lot's stay.
+    ``lot_alarm(lot, seq, at, alarm_id, rule, kind, severity, state, zone)``: alarm records
+    naming the lot.
 
 PRAGMAs: ``journal_mode=WAL`` (the CLI reads while the agent writes), ``synchronous=FULL``,
 ``busy_timeout=5000``.
@@ -59,17 +69,19 @@ Exceptions::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, Self
 from urllib.parse import unquote
 
 import orjson
@@ -79,6 +91,11 @@ from buffer import Outbox, Row
 from drivers.gs1 import CSET82, GS, gs1_check_digit, parse_scan
 
 from .sealing import Fact, format_time
+
+if TYPE_CHECKING:
+    from .exceptions import ExceptionJudge, Judged
+    from .exposure import ExposureBook
+    from .rules import Event
 
 __all__ = [
     "EXIT_STEPS",
@@ -98,12 +115,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 EXIT_STEPS: Final = frozenset(
     {"shipping", "departing", "retail_selling", "decommissioning", "destroying", "killing"}
 )
 """CBV business steps after which the observed objects are no longer on the site."""
 REPLAY_CHUNK: Final = 2000
+_APPLIED: Final = frozenset({"custody", "reading", "alarm"})
 _PRAGMAS: Final = {"journal_mode": "wal", "synchronous": 2, "busy_timeout": 5000}
 _LOT_NUMBER_AT: Final = len("(01)00000000000000(10)") + 1  # SQLite substr() is 1-based
 
@@ -324,9 +342,19 @@ class LotRegister:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         self.chain: str | None = meta.get("chain") or None
         self.last_seq: int = int(meta.get("last_seq", "0"))
+        self.persisted_seq = self.last_seq
+        """:attr:`last_seq` as written (readings may be applied in memory ahead of it)."""
         before = meta.get("incomplete_before")
         self.incomplete_before: int | None = int(before) if before else None
         """Set when the register was built from a buffer that had already pruned records."""
+        self.book: ExposureBook | None = None
+        self.version = SCHEMA_VERSION
+
+    def attach(self, book: ExposureBook) -> None:
+        """Keep time out of storage too (the agent does; see agent/exposure.py)."""
+        with self._lock:
+            book.attach(self._db, self._lock)
+            self.book = book
 
     @classmethod
     def open(cls, path: Path) -> LotRegister:
@@ -368,9 +396,11 @@ class LotRegister:
         try:
             conn.execute(f"PRAGMA busy_timeout={_PRAGMAS['busy_timeout']}")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version != SCHEMA_VERSION:
+            if version not in (1, SCHEMA_VERSION):  # 1: before time out of storage
                 raise LotRegisterError(f"{path}: not a lot register (schema version {version})")
-            return cls(path, conn)
+            register = cls(path, conn)
+            register.version = version
+            return register
         except sqlite3.Error as exc:
             conn.close()
             raise LotRegisterError(f"{path}: cannot read the lot register: {exc}") from exc
@@ -428,16 +458,33 @@ class LotRegister:
                 self.incomplete_before = rows[0][0]
             first = False
             records = [orjson.loads(body) for _seq, body in rows]
-            applied += self.apply([r for r in records if r.get("kind") == "custody"], rows[-1][0])
+            applied += self.apply([r for r in records if r.get("kind") in _APPLIED], rows[-1][0])
             after = rows[-1][0]
         if applied:
             log.info("lots.replayed custody_records=%d through_seq=%d", applied, self.last_seq)
         return applied
 
     def apply(self, records: Iterable[Mapping[str, Any]], through_seq: int) -> int:
-        """Apply custody ``records`` (ascending ``seq``; others and those at or below
-        :attr:`last_seq` are skipped) and move :attr:`last_seq` to ``through_seq``, in one
-        transaction. Returns how many records were applied."""
+        """Apply ``records`` (ascending ``seq``; custody records, and with a book attached
+        good readings and alarm records; others and those at or below :attr:`last_seq` are
+        skipped) and move :attr:`last_seq` to ``through_seq``, in one transaction. Returns how
+        many custody records were applied.
+
+        Readings alone that leave the book nothing to write (no excursion time) are applied in
+        memory only: :attr:`last_seq` moves, :attr:`persisted_seq` does not, and the next
+        transaction writes them (``apply([], seq)`` is one). A crash before then replays
+        them from the chain."""
+        records = list(records)
+        book = self.book
+        if book is not None and records and all(r.get("kind") == "reading" for r in records):
+            with self._lock:
+                for record in records:
+                    if int(record["seq"]) > self.last_seq:
+                        self._reading(book, record)
+                self.last_seq = max(self.last_seq, through_seq)
+                if not book.wants_write:
+                    return 0
+            records = []
         with self._lock:
             applied = 0
             last = self.last_seq
@@ -445,11 +492,21 @@ class LotRegister:
                 self._db.execute("BEGIN IMMEDIATE")
                 for record in records:
                     seq = int(record["seq"])
-                    if seq <= last or record.get("kind") != "custody":
+                    if seq <= last:
                         continue
-                    self._apply_one(record)
-                    applied += 1
+                    kind = record.get("kind")
+                    if kind == "custody":
+                        self._apply_one(record)
+                        applied += 1
+                    elif book is None:
+                        continue
+                    elif kind == "reading":
+                        self._reading(book, record)
+                    elif kind == "alarm":
+                        self._note_alarm(record)
                     last = seq
+                if book is not None:
+                    book.flush()
                 last = max(last, through_seq)
                 self._db.execute(
                     "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_seq', ?)", (str(last),)
@@ -459,8 +516,22 @@ class LotRegister:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise LotRegisterError(f"{self.path}: write failed: {exc}") from exc
-            self.last_seq = last
+            self.last_seq = self.persisted_seq = last
             return applied
+
+    def flush_book(self, *, force: bool = False) -> None:
+        """Write what the book holds in memory: its excursion time, and with ``force`` also
+        the statistics and how far the readings are applied."""
+        book = self.book
+        if book is not None and (
+            book.wants_write or (force and self.persisted_seq < self.last_seq)
+        ):
+            self.apply([], self.last_seq)
+
+    @staticmethod
+    def _reading(book: ExposureBook, record: Mapping[str, Any]) -> None:
+        if record.get("quality") == "good" and not (record.get("data") or {}).get("backfill"):
+            book.reading(record["device"], record["point"], record["value"], record["at"])
 
     def _reset(self, chain: str) -> None:
         with self._lock:
@@ -468,6 +539,12 @@ class LotRegister:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute("DELETE FROM presence")
                 self._db.execute("DELETE FROM member")
+                self._db.execute("DELETE FROM lot_alarm")
+                if self.book is not None:
+                    self.book.reset()
+                else:
+                    self._db.execute("DELETE FROM exposure")
+                    self._db.execute("DELETE FROM stay_stats")
                 self._db.execute("DELETE FROM meta")
                 self._db.executemany(
                     "INSERT INTO meta(key, value) VALUES (?, ?)",
@@ -479,6 +556,7 @@ class LotRegister:
                     self._db.execute("ROLLBACK")
                 raise LotRegisterError(f"{self.path}: reset failed: {exc}") from exc
             self.chain, self.last_seq, self.incomplete_before = chain, 0, None
+            self.persisted_seq = 0
 
     def _set_meta(self, values: Mapping[str, str]) -> None:
         with self._lock:
@@ -543,9 +621,26 @@ class LotRegister:
         return None
 
     def _start(self, identifier: str, kind: str, zone: str, at: str, seq: int) -> None:
-        self._db.execute(
+        cursor = self._db.execute(
             "INSERT INTO presence(identifier, kind, zone, since, seq) VALUES (?, ?, ?, ?, ?)",
             (identifier, kind, zone, at, seq),
+        )
+        if kind == "lot" and self.book is not None:
+            assert cursor.lastrowid is not None
+            self.book.stay_started(cursor.lastrowid, identifier, zone, at)
+
+    def _note_alarm(self, record: Mapping[str, Any]) -> None:
+        data = record["data"]
+        rows = [
+            (lot, int(record["seq"]), record["at"], data.get("alarm_id"), data.get("rule"),
+             data.get("kind"), data.get("severity"), data.get("state"), record.get("zone"))
+            for lot in data.get("lots") or ()
+            if isinstance(lot, str) and lot.startswith("(01)") and "(10)" in lot
+        ]  # fmt: skip
+        self._db.executemany(
+            "INSERT INTO lot_alarm(lot, seq, at, alarm_id, rule, kind, severity, state, zone) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
         )
 
     def _end(self, row: tuple[int, str, str], at: str, seq: int) -> None:
@@ -572,6 +667,8 @@ class LotRegister:
         ).fetchone()
         if row is not None:
             self._end(row, at, seq)
+            if self.book is not None:
+                self.book.stay_ended(row[0], zone, max(at, row[2]))
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -616,6 +713,48 @@ class LotRegister:
             ).fetchall()
         return [r[0] for r in rows]
 
+    def seen_before(self, identifier: str, kind: Kind, seq: int) -> bool:
+        """Was ``identifier`` on the site (any presence) before the record ``seq``?"""
+        return (
+            self._one(
+                "SELECT 1 FROM presence WHERE identifier = ? AND kind = ? AND seq < ? LIMIT 1",
+                (identifier, kind, seq),
+            )
+            is not None
+        )
+
+    def present_in(self, identifier: str, kind: Kind, zone: str) -> bool:
+        """Is ``identifier`` in ``zone`` now?"""
+        return (
+            self._one(
+                "SELECT 1 FROM presence WHERE identifier = ? AND kind = ? AND zone = ? "
+                "AND until IS NULL LIMIT 1",
+                (identifier, kind, zone),
+            )
+            is not None
+        )
+
+    def lot_of_item(self, item: str) -> str | None:
+        """The lot id a serialised item belongs to, when a barcode has said so."""
+        row = self._one("SELECT lot FROM member WHERE item = ?", (item,))
+        return str(row[0]) if row else None
+
+    def query(self, query: str, args: Sequence[object]) -> list[tuple[Any, ...]]:
+        """Rows of a read-only ``query`` (for reports over the register's tables)."""
+        try:
+            with self._lock:
+                return list(self._db.execute(query, tuple(args)).fetchall())
+        except sqlite3.Error as exc:
+            raise LotRegisterError(f"{self.path}: query failed: {exc}") from exc
+
+    def _one(self, query: str, args: Sequence[object]) -> tuple[Any, ...] | None:
+        try:
+            with self._lock:
+                row: tuple[Any, ...] | None = self._db.execute(query, tuple(args)).fetchone()
+        except sqlite3.Error as exc:
+            raise LotRegisterError(f"{self.path}: query failed: {exc}") from exc
+        return row
+
     def _presences(self, where: str, args: Sequence[object]) -> list[Presence]:
         query = (
             "SELECT identifier, kind, zone, since, until, seq, until_seq FROM presence "
@@ -646,9 +785,16 @@ def _init_schema(path: Path, conn: sqlite3.Connection) -> None:
     if version == SCHEMA_VERSION:
         return
     db = sqlite_utils.Database(conn)
+    if version == 1:
+        with db.atomic():
+            _create_exposure_tables(db)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        log.info("lots.migrated from_version=1 to_version=%d", SCHEMA_VERSION)
+        return
     if version != 0 or db.table_names():
         raise LotRegisterError(f"{path}: not a lot register (schema version {version})")
     with db.atomic():
+        _create_exposure_tables(db)
         db.table("meta").create({"key": str, "value": str}, pk="key", not_null={"value"})
         db.table("presence").create(
             {
@@ -671,6 +817,43 @@ def _init_schema(path: Path, conn: sqlite3.Connection) -> None:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+def _create_exposure_tables(db: sqlite_utils.Database) -> None:
+    db.table("exposure").create(
+        {
+            "id": int,
+            "lot": str,
+            "zone": str,
+            "cause": str,
+            "start_at": str,
+            "end_at": str,
+            "presence": int,
+        },
+        pk="id",
+        not_null={"lot", "zone", "cause", "start_at"},
+    )
+    db.table("exposure").create_index(["lot"])
+    db.table("exposure").create_index(["presence"])
+    db.table("stay_stats").create(
+        {"presence": int, "n": int, "min": float, "max": float, "sum_exp": float},
+        pk="presence",
+    )
+    db.table("lot_alarm").create(
+        {
+            "lot": str,
+            "seq": int,
+            "at": str,
+            "alarm_id": str,
+            "rule": str,
+            "kind": str,
+            "severity": str,
+            "state": str,
+            "zone": str,
+        },
+        not_null={"lot", "seq", "at"},
+    )
+    db.table("lot_alarm").create_index(["lot", "seq"])
+
+
 # --------------------------------------------------------------------------- the agent's feed
 
 
@@ -679,27 +862,47 @@ class LotFeed:
 
     Entering syncs the register with the outbox (before anything new is committed: enter it
     before the recorder runs), then starts one worker task. :meth:`on_commit` is a recorder
-    listener: it only queues the committed custody rows, and the worker applies them in a
-    thread, in commit order. Batches without custody records only advance the tail in memory;
-    it is written with the next custody batch, every :attr:`CHECKPOINT_EVERY` records, and on
-    exit, so a restart after a crash re-reads at most that much. Exiting applies what is queued
-    (give it the recorder's last commit first) and closes the register. A write failure (disk
-    full) is logged once and stops the feed: the register then lags, and the next start
-    replays from the chain.
+    listener: it only queues the committed custody rows (with a book attached, also good
+    temperature readings and alarm records), and the worker applies them in a thread, in commit
+    order. Batches with nothing to apply only advance the tail in memory; it is written with the
+    next batch, every :attr:`CHECKPOINT_EVERY` records, and on exit, so a restart after a crash
+    re-reads at most that much. Exiting applies what is queued (give it the recorder's last
+    commit first) and closes the register. A write failure (disk full) is logged once and stops
+    the feed: the register then lags, and the next start replays from the chain.
+
+    With a ``judge`` (agent/exceptions.py) each applied batch's custody records are judged
+    right after, and with a book the exposure is checked every :attr:`CHECK_SECS`; what they
+    find goes to the ``sink`` (the alarm service), in the event loop.
     """
 
     CHECKPOINT_EVERY = 10_000
+    CHECK_SECS = 1.0
+    PERSIST_SECS = 60.0
+    """Readings applied in memory only (statistics) are written at least this often."""
 
-    def __init__(self, register: LotRegister, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        register: LotRegister,
+        outbox: Outbox,
+        *,
+        judge: ExceptionJudge | None = None,
+        points: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
         self.register = register
         self.outbox = outbox
+        self.judge = judge
+        self.sink: FeedSink | None = None
         self.failed: str | None = None
-        self._queue: deque[tuple[list[Row], int]] = deque()
+        self._points = points
+        """Temperature points whose readings the book needs."""
+        self._queue: deque[tuple[list[dict[str, Any]], int]] = deque()
+        self._held: list[tuple[Judged | None, list[Event], int]] = []
         self._wake = asyncio.Event()
         self._closing = False
         self._tail = 0
         self._queued_through = 0
         self._task: asyncio.Task[None] | None = None
+        self._persist_at = time.monotonic() + self.PERSIST_SECS
 
     async def __aenter__(self) -> Self:
         try:
@@ -722,41 +925,101 @@ class LotFeed:
         try:
             if self._task is not None:
                 await self._task
-            if self.failed is None and self._tail > self.register.last_seq:
-                await asyncio.to_thread(self.register.apply, [], self._tail)
+            register = self.register
+            if self.failed is None and max(self._tail, register.last_seq) > register.persisted_seq:
+                await asyncio.to_thread(register.apply, [], max(self._tail, register.last_seq))
         except LotRegisterError as exc:
             log.error("lots.write_failed error=%s", exc)
         finally:
             await asyncio.to_thread(self.register.close)
 
-    def on_commit(self, _facts: Sequence[Fact], rows: Sequence[Row]) -> None:
+    def on_commit(self, facts: Sequence[Fact], rows: Sequence[Row]) -> None:
         if not rows:
             return
         self._tail = rows[-1].seq
-        custody = [row for row in rows if row.kind == "custody"]
-        if custody or self._tail - self._queued_through >= self.CHECKPOINT_EVERY:
-            self._queue.append((custody, self._tail))
+        wanted: list[dict[str, Any]] = []
+        points = self._points
+        for fact, row in zip(facts, rows, strict=True):
+            kind = row.kind
+            if kind == "custody" or (kind == "alarm" and self.register.book is not None):
+                wanted.append(orjson.loads(row.body))
+            elif (
+                kind == "reading"
+                and (fact.device, fact.point) in points
+                and fact.quality == "good"
+                and not fact.data.get("backfill")
+            ):
+                reading = {
+                    "kind": "reading", "seq": row.seq, "device": fact.device,
+                    "point": fact.point, "value": fact.value, "quality": "good",
+                    "at": format_time(fact.at), "data": {},
+                }  # fmt: skip
+                wanted.append(reading)
+        if wanted or self._tail - self._queued_through >= self.CHECKPOINT_EVERY:
+            self._queue.append((wanted, self._tail))
             self._queued_through = self._tail
             self._wake.set()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + self.CHECK_SECS
         while True:
             if not self._queue:
                 if self._closing:
                     return
                 self._wake.clear()
-                await self._wake.wait()
-                continue
+                if self.register.book is not None:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(max(0.0, next_check - loop.time())):
+                            await self._wake.wait()
+                else:
+                    await self._wake.wait()
             batch = list(self._queue)
             self._queue.clear()
             if self.failed is not None:
                 continue
+            check = self.register.book is not None and loop.time() >= next_check
+            if check:
+                next_check = loop.time() + self.CHECK_SECS
+            if not batch and not check:
+                continue
             try:
-                await asyncio.to_thread(self._apply, batch)
+                found = await asyncio.to_thread(self._apply, batch, check)
             except LotRegisterError as exc:
                 self.failed = str(exc)
                 log.error("lots.write_failed error=%s; the next start replays from the chain", exc)
+                continue
+            self._deliver(found)
 
-    def _apply(self, batch: list[tuple[list[Row], int]]) -> None:
-        records = [orjson.loads(row.body) for rows, _through in batch for row in rows]
-        self.register.apply(records, batch[-1][1])
+    def _apply(
+        self, batch: list[tuple[list[dict[str, Any]], int]], check: bool
+    ) -> tuple[Judged | None, list[Event], int]:
+        records = [record for wanted, _through in batch for record in wanted]
+        through = batch[-1][1] if batch else self.register.last_seq
+        if batch:
+            self.register.apply(records, through)
+        judged = self.judge.judge(records) if self.judge is not None and batch else None
+        book = self.register.book
+        events: list[Event] = []
+        if book is not None and check:
+            now = time.monotonic()
+            due = now >= self._persist_at
+            if due:
+                self._persist_at = now + self.PERSIST_SECS
+            self.register.flush_book(force=due)
+            events = book.check()
+        return judged, events, through
+
+    def _deliver(self, found: tuple[Judged | None, list[Event], int]) -> None:
+        self._held.append(found)
+        if self.sink is None:
+            return  # held until the alarm service is there
+        for judged, events, through in self._held:
+            self.sink.exceptions(judged, events, through)
+        self._held.clear()
+
+
+class FeedSink(Protocol):
+    """Where the feed hands what it finds (the alarm service)."""
+
+    def exceptions(self, judged: Judged | None, events: list[Event], through: int) -> None: ...

@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["KELVIN", "RollingMkt", "mean_kinetic_temperature"]
+__all__ = ["KELVIN", "RollingMkt", "kinetic_term", "mean_kinetic_temperature", "mkt_of_sum"]
 
 KELVIN = 273.15
 DEFAULT_DH_R = 10_000.0
@@ -38,6 +38,16 @@ def mean_kinetic_temperature(
     if total_weight <= 0:
         raise ValueError("weights must add up to more than zero")
     return _from_mean(total / total_weight, activation_energy_k)
+
+
+def kinetic_term(temp_c: float, activation_energy_k: float = DEFAULT_DH_R) -> float:
+    """One reading's term, for callers that keep their own sums (see :func:`mkt_of_sum`)."""
+    return _term(temp_c, activation_energy_k)
+
+
+def mkt_of_sum(total: float, count: int, activation_energy_k: float = DEFAULT_DH_R) -> float:
+    """MKT in °C of ``count`` equally weighted readings whose terms add up to ``total``."""
+    return _from_mean(total / count, activation_energy_k)
 
 
 def _term(temp_c: float, dh_r: float) -> float:

@@ -22,6 +22,14 @@ The gateway's own conditions (buffer high water, buffer full) are machines too, 
 acknowledgement, views and checkpoints. Their device is ``GATEWAY`` (``""``, which no configured
 device id can be) and their rule ids read ``gateway.<area>.<name>``.
 
+*Events* are alarms about one thing at one moment rather than a point's condition: a custody
+exception (a lot put away in the wrong zone, an expired lot received) or a lot's time out of
+storage. The caller judges them and hands each to :meth:`Engine.raise_event`; the engine gives
+it an alarm id and runs the same lifecycle: a *latched* event is ended by its acknowledgement
+(active → acknowledged → cleared), another by :meth:`Engine.resolve_event` when what it is
+about is put right (a wrong-zone lot moved out). An event whose rule is still active is not
+raised twice, and a ``once`` rule (a lot's allowance used up) never fires again.
+
 State is serialisable per machine and per point (:meth:`Engine.entries`), so the service can
 checkpoint it into the buffer in the same transaction as each alarm record and periodically;
 after a restart the engine is loaded from the checkpoint and the readings sealed after it are
@@ -46,6 +54,7 @@ __all__ = [
     "GATEWAY",
     "AlarmView",
     "Engine",
+    "Event",
     "GatewayCondition",
     "Machine",
     "PointRules",
@@ -59,6 +68,8 @@ LotsBetween = Callable[[str, datetime, datetime], list[str]]
 
 KEY_PREFIX = "rules:"
 UNACKED_KEEP = 1000
+FIRED_KEEP = 10_000
+"""``once`` rules remembered as fired; the oldest are forgotten beyond this (lots long gone)."""
 
 
 GATEWAY = ""
@@ -108,6 +119,28 @@ class GatewayCondition:
     unit: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An alarm about one thing (a lot, an SSCC) at one moment; see the module docstring."""
+
+    rule: str
+    """Unique per thing, e.g. ``custody.wrong_zone.(01)…(10)LOT``: also the MQTT topic's end."""
+    kind: str
+    severity: str
+    zone: str
+    device: str
+    """What observed it (a scanner), ``""`` for none."""
+    lots: tuple[str, ...]
+    detail: dict[str, Any]
+    """What the alarm names (lot, product, zone, required profile…): ``data.detail``."""
+    value: float | None = None
+    limit: float | None = None
+    latched: bool = True
+    """True: the acknowledgement ends it. False: :meth:`Engine.resolve_event` ends it."""
+    once: bool = False
+    """True: the rule never fires again, even after it is over."""
+
+
 @dataclass(slots=True)
 class Transition:
     alarm_id: str
@@ -130,6 +163,8 @@ class Transition:
     by: str | None = None
     comment: str | None = None
     os_user: str | None = None
+    detail: dict[str, Any] | None = None
+    """An event's particulars (``data.detail``)."""
     entries: dict[str, str] = field(default_factory=dict)
     """Checkpoint entries to commit with the alarm record."""
 
@@ -154,6 +189,8 @@ class Transition:
             data["realarm"] = self.realarm
         if self.os_user is not None:
             data["os_user"] = self.os_user
+        if self.detail is not None:
+            data["detail"] = self.detail
         return data
 
 
@@ -406,6 +443,17 @@ class Engine:
         self.next_id = 1
         self._unacked: dict[str, dict[str, Any]] = {}
         """Alarms that cleared before anyone acknowledged them, by id."""
+        self._events: dict[str, dict[str, Any]] = {}
+        """Events not over yet (active, or cleared awaiting an acknowledgement), by id."""
+        self._fired: dict[str, None] = {}
+        """``once`` rules that have fired (an ordered set)."""
+        self.events_through = 0
+        """The highest source ``seq`` an event was raised for: a replay skips up to here."""
+        self._through_rules: list[str] = []
+        self.judged_through = 0
+        """Custody records up to here have been judged for exceptions (periodic checkpoint
+        only: a record's events may still be queued when a later one's are sealed)."""
+        """The rules raised from the record ``events_through`` (one scan, several events)."""
         self._saved: dict[str, str] = {}
 
     @property
@@ -572,6 +620,8 @@ class Engine:
     def acknowledge(
         self, alarm_id: str, by: str, comment: str, now: float, os_user: str | None = None
     ) -> Transition:
+        if alarm_id in self._events:
+            return self._ack_event(alarm_id, by, comment, now, os_user)
         for point, machine in self.machines:
             if machine.alarm_id == alarm_id and machine.phase == "active":
                 if machine.acked:
@@ -594,6 +644,94 @@ class Engine:
             lots=cleared["lots"], condition="normal", by=by, comment=comment, os_user=os_user,
             entries={_key("unacked"): _dumps(self._unacked)},
         )  # fmt: skip
+
+    # -- events ------------------------------------------------------------------------------
+
+    def raise_event(self, event: Event, at: float, seq: int | None = None) -> list[Transition]:
+        """Raise ``event`` (judged from the record ``seq``, if any) unless it is a replay, its
+        rule is still active, or it is a ``once`` rule that has fired."""
+        if seq is not None and (
+            seq < self.events_through
+            or (seq == self.events_through and event.rule in self._through_rules)
+        ):
+            return []
+        if event.once and event.rule in self._fired:
+            return []
+        if any(e["rule"] == event.rule and e["phase"] == "active" for e in self._events.values()):
+            return []
+        alarm_id = f"A{self.next_id}"
+        self.next_id += 1
+        if seq is not None:
+            if seq > self.events_through:
+                self.events_through, self._through_rules = seq, []
+            self._through_rules.append(event.rule)
+        if event.once:
+            self._fired[event.rule] = None
+            while len(self._fired) > FIRED_KEEP:
+                self._fired.pop(next(iter(self._fired)))
+        self._events[alarm_id] = {
+            "rule": event.rule, "kind": event.kind, "severity": event.severity,
+            "zone": event.zone, "device": event.device, "lots": list(event.lots),
+            "detail": event.detail, "value": event.value, "limit": event.limit,
+            "latched": event.latched, "started_at": at, "acked": False, "phase": "active",
+        }  # fmt: skip
+        return [self._event_transition(alarm_id, "active", at)]
+
+    def resolve_event(self, rule: str, at: float) -> list[Transition]:
+        """What the active, unlatched event of ``rule`` is about has been put right: clear it."""
+        for alarm_id, event in list(self._events.items()):
+            if event["rule"] == rule and event["phase"] == "active" and not event["latched"]:
+                event["phase"] = "cleared"
+                return [self._event_transition(alarm_id, "cleared", at)]
+        return []
+
+    def settle(self, alarm_id: str, at: float) -> list[Transition]:
+        """After an acknowledgement: a latched event is over (its ``cleared``)."""
+        event = self._events.get(alarm_id)
+        if event is None or not event["latched"] or not event["acked"]:
+            return []
+        event["phase"] = "cleared"
+        return [self._event_transition(alarm_id, "cleared", at)]
+
+    def _ack_event(
+        self, alarm_id: str, by: str, comment: str, now: float, os_user: str | None
+    ) -> Transition:
+        event = self._events[alarm_id]
+        if event["acked"]:
+            raise RuleError(f"alarm {alarm_id} is already acknowledged")
+        event["acked"] = True
+        return self._event_transition(
+            alarm_id, "acknowledged", now, by=by, comment=comment, os_user=os_user
+        )
+
+    def _event_transition(
+        self, alarm_id: str, state: State, at: float,
+        *, by: str | None = None, comment: str | None = None, os_user: str | None = None,
+    ) -> Transition:  # fmt: skip
+        event = self._events[alarm_id]
+        condition: Literal["active", "normal"] = (
+            "normal" if event["phase"] == "cleared" else "active"
+        )
+        transition = Transition(
+            alarm_id=alarm_id, rule=event["rule"], kind=event["kind"],
+            severity=event["severity"], state=state, zone=event["zone"],
+            device=event["device"], point="", unit=None, started_at=event["started_at"],
+            at=at, value=event["value"], limit=event["limit"], extreme=None,
+            lots=list(event["lots"]), condition=condition, by=by, comment=comment,
+            os_user=os_user, detail=event["detail"],
+        )  # fmt: skip
+        if event["phase"] == "cleared" and event["acked"]:
+            del self._events[alarm_id]  # over
+        transition.entries = self._event_entries()
+        return transition
+
+    def _event_entries(self) -> dict[str, str]:
+        return {
+            _key("events"): _dumps(self._events),
+            _key("fired"): _dumps(list(self._fired)),
+            _key("events_through"): _dumps([self.events_through, self._through_rules]),
+            _key("next"): str(self.next_id),
+        }
 
     # -- transitions -------------------------------------------------------------------------
 
@@ -676,6 +814,15 @@ class Engine:
                     machine.limit,
                 )
             )
+        for alarm_id, event in self._events.items():
+            state = "cleared" if event["phase"] == "cleared" else (
+                "acknowledged" if event["acked"] else "active"
+            )  # fmt: skip
+            view = AlarmView(
+                alarm_id, event["rule"], event["zone"], event["severity"], state,
+                event["started_at"], event["value"], event["limit"],
+            )  # fmt: skip
+            views.append(view)
         for alarm_id, cleared in self._unacked.items():
             found = self._points.get((cleared["device"], cleared["point"]))
             zone = found.spec.zone if found else "?"
@@ -696,6 +843,18 @@ class Engine:
     def active(self) -> list[tuple[PointRules, Machine]]:
         return [(p.spec, m) for p, m in self.machines if m.phase == "active"]
 
+    def watched_events(self, kind: str) -> list[tuple[str, dict[str, Any], str]]:
+        """Active unlatched events of ``kind``: (rule, detail, zone)."""
+        return [
+            (e["rule"], e["detail"], e["zone"])
+            for e in self._events.values()
+            if e["kind"] == kind and e["phase"] == "active" and not e["latched"]
+        ]
+
+    def active_events(self) -> list[dict[str, Any]]:
+        """Active events: ``rule``, ``zone``, ``severity``, ``acked``…"""
+        return [e for e in self._events.values() if e["phase"] == "active"]
+
     def checkpoint(self) -> dict[str, str]:
         """Entries that bring a stored checkpoint up to now (only what changed, plus the
         through-``seq`` that every entry not rewritten is valid at)."""
@@ -715,6 +874,8 @@ class Engine:
         entries[_key("next")] = str(self.next_id)
         entries[_key("unacked")] = _dumps(self._unacked)
         entries[_key("through")] = str(self.through)
+        entries.update(self._event_entries())
+        entries[_key("judged_through")] = str(self.judged_through)
         return entries
 
     def load(self, entries: dict[str, str]) -> int:
@@ -723,6 +884,12 @@ class Engine:
         through = int(entries.get("through", "0"))
         self.next_id = int(entries.get("next", "1"))
         self._unacked = orjson.loads(entries.get("unacked", "{}"))
+        self._events = orjson.loads(entries.get("events", "{}"))
+        self._fired = dict.fromkeys(orjson.loads(entries.get("fired", "[]")))
+        self.events_through, self._through_rules = orjson.loads(
+            entries.get("events_through", "[0, []]")
+        )
+        self.judged_through = int(entries.get("judged_through", str(through)))
         for _point, machine in self.machines:
             text = entries.get(f"m:{machine.rule}")
             if text is not None:

@@ -40,6 +40,8 @@ from .control import ControlError, ControlServer
 from .custody import CustodyStreamer
 from .devices import DevicePoller, DeviceStreamer, cursor_prefix
 from .evidence import ChainVerifier, RecordInvalid, key_id
+from .exceptions import ExceptionJudge
+from .exposure import ExposureBook
 from .forwarder import Forwarder
 from .identity import ZoneMap
 from .keys import KeyFileError, key_path_for, load_private_key
@@ -275,14 +277,18 @@ class Agent:
             raise AgentStartError(
                 f"{exc}; the lot register is rebuilt from the buffer if {lots_path} is removed"
             ) from exc
+        book = ExposureBook(cfg, lambda: policy.current, clock=time.time)
+        await asyncio.to_thread(register.attach, book)
+        judge = ExceptionJudge(cfg, lambda: policy.current, register)
         async with AsyncExitStack() as stack, asyncio.TaskGroup() as core:
             # Entered first, so it is synced before the recorder commits and closed after it.
-            self.lots = await stack.enter_async_context(LotFeed(register, outbox))
+            feed = LotFeed(register, outbox, judge=judge, points=book.points)
+            self.lots = await stack.enter_async_context(feed)
             recorder.listeners.append(self.lots.on_commit)
             alarms = AlarmService(cfg, recorder, lots=register.present_between)
-            await asyncio.to_thread(alarms.restore, outbox)
+            await asyncio.to_thread(alarms.restore, outbox, judge)
             recorder.listeners.append(alarms.on_commit)
-            self.alarms = alarms
+            feed.sink = self.alarms = alarms
             guard = BufferGuard(outbox, cfg.buffer, alarms, recorder.put)
             clock = ClockMonitor(
                 cfg.clock, recorder.put, wall=self.wall_clock, probe=self.sync_probe

@@ -28,6 +28,7 @@ from drivers.modbus_model import ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
 from drivers.opcua_model import OpcUaDevice
 from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
+from .exceptions_model import ExceptionsConfig
 from .mqtt_model import MqttUplinkConfig
 from .products import HoldListConfig, ProductsConfig
 from .profiles import BUILTIN_PROFILES, resolve_profile
@@ -223,6 +224,8 @@ class GatewayConfig(_Strict):
     """The product master: the storage profile each product requires, by GTIN or prefix."""
     hold_list: HoldListConfig = Field(default_factory=HoldListConfig)
     """Lots and SSCCs the site has put on hold."""
+    exceptions: ExceptionsConfig = Field(default_factory=ExceptionsConfig)
+    """Thresholds of the custody exceptions and of time out of storage."""
     clock: ClockConfig = Field(default_factory=ClockConfig)
     """Wall-clock integrity: steps and NTP synchronisation."""
     alarms: AlarmsConfig = Field(default_factory=AlarmsConfig)

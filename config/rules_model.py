@@ -197,6 +197,22 @@ class AlarmRoutes(_Strict):
     """The gateway's buffer reached its high-water mark (evidence at risk)."""
     full: Team = "compliance"
     """The gateway's buffer reached its quota."""
+    wrong_zone: Team = "warehouse"
+    """A product put away in a zone whose profile does not keep its required condition."""
+    expired: Team = "quality"
+    """An expired lot scanned at receiving or put-away."""
+    expiring: Team = "logistics"
+    """A lot received or put away that expires within ``exceptions.expiry_horizon_days``."""
+    on_hold: Team = "release"
+    """A lot or SSCC on the hold list scanned at picking or shipping."""
+    not_received: Team = "logistics"
+    """An SSCC shipped that was never received on this site."""
+    tos_warning: Team = "quality"
+    """A lot has used ``exceptions.tos_warn_share`` of its time-out-of-storage allowance."""
+    tos_exhausted: Team = "release"
+    """A lot has used its allowance (``exceptions.tos_alarm_share``): a disposition decision."""
+    freezing: Team = "quality"
+    """A do-not-freeze lot's zone read at or below 0 °C."""
 
 
 class AlarmsConfig(_Strict):

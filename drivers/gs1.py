@@ -84,6 +84,7 @@ __all__ = [
     "ScanResult",
     "escape_text",
     "gs1_check_digit",
+    "gs1_date",
     "parse_scan",
 ]
 
@@ -452,6 +453,15 @@ def _resolve_date(ai: str, value: str, ref: date) -> tuple[date | None, bool]:
     ):
         _time(ai, rest)
     return first, day_omitted
+
+
+def gs1_date(ai: str, value: str, reference_date: date) -> date | None:
+    """The date a date AI's value (e.g. ``("17", "261200")``) names, century per §7.12 against
+    ``reference_date``, day ``00`` as the month's last day; None when it names none."""
+    try:
+        return _resolve_date(ai, value, reference_date)[0]
+    except (_Invalid, ValueError):
+        return None
 
 
 def _yymmdd(ai: str, text: str, ref: date, day_00_allowed: bool) -> tuple[date, bool]:

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from agent.cli import app
 from config import example_config_text, load_config
+from config.exceptions_model import ExceptionsConfig
 from config.model import ClockConfig, GatewayConfig, MetricsConfig, UplinkConfig, ZoneConfig
 from config.mqtt_model import MqttUplinkConfig
 from config.products import HoldItem, HoldListConfig, ProductItem, ProductsConfig
@@ -95,6 +96,7 @@ def _field_names(model: type[BaseModel]) -> set[str]:
         ProductItem,
         HoldListConfig,
         HoldItem,
+        ExceptionsConfig,
     ],
 )
 def test_example_documents_every_field(model: type[BaseModel]) -> None:

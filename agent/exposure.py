@@ -1,0 +1,426 @@
+"""Time out of storage per lot: how long each lot has spent outside its required condition.
+
+Part of the lot register's projection of the chain (agent/lots.py): applied in ``seq`` order
+in the same transactions as the presences, so it is durable, survives restarts and is rebuilt
+with the register. For a lot whose product is in the product master:
+
+- a *stay* (the lot present in a zone) in a zone whose profile does not keep the product's
+  required profile (a receiving dock, config/conditions.py) counts whole, from arrival to
+  departure, whatever the readings say and whether or not the agent was running;
+- a stay in a zone that keeps it counts while the zone's temperature is outside the product's
+  condition band: each good reading of a temperature point of the zone stands for the zone
+  until the zone's next reading (for at most :data:`HOLD_INTERVALS` of its device's
+  interval), and the zone is outside when any of its points is. Time the agent was down is
+  not counted for these: no reading says what happened (a data logger's back-fill does not
+  re-open the past either).
+
+Times are the records' ``at``. Time counted is kept as intervals (``exposure`` table); a lot's
+total is their union, so parts of one lot in two bad places at once count once. Every stay
+also keeps the temperature readings' count, minimum, maximum and the sum of their kinetic
+terms (``stay_stats``) for the mean kinetic temperature.
+
+:meth:`ExposureBook.check` (the lot feed calls it every second) returns the events to raise:
+``tos_warning`` at ``exceptions.tos_warn_share`` of the product's ``tos_allowance_hours``,
+``tos_exhausted`` at ``tos_alarm_share``, each once per lot; ``freezing`` at once when a
+``do_not_freeze`` lot's zone reads at or below 0 °C (such time counts in any zone).
+
+The product rule of a stay is looked up when the stay starts; a product master reloaded later
+applies to stays that start after it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from config.conditions import FREEZING_C, Band, condition, unmet
+from config.model import GatewayConfig
+from config.products import Policy
+from config.profiles import resolve_profile
+from config.rules_model import QUANTITY_UNITS
+
+from .exceptions import rule_id
+from .mkt import kinetic_term
+from .rules import Event
+from .sealing import format_time
+
+__all__ = ["HOLD_INTERVALS", "ExposureBook", "union_secs"]
+
+HOLD_INTERVALS: Final = 3
+"""A reading stands for its point for at most this many of its device's intervals."""
+_CONTIGUOUS_SECS: Final = 1e-3
+
+
+def epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def union_secs(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of ``(start, end)`` intervals."""
+    total = 0.0
+    current_start: float | None = None
+    current_end = 0.0
+    for start, end in sorted(intervals):
+        if current_start is None or start > current_end:
+            if current_start is not None:
+                total += current_end - current_start
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    if current_start is not None:
+        total += current_end - current_start
+    return total
+
+
+@dataclass(slots=True)
+class _Stay:
+    presence: int
+    lot: str
+    zone: str
+    since: float
+    band: Band | None
+    """The product's temperature condition; None: no product rule or no band (not judged)."""
+    wrong: bool
+    """The zone does not keep the product's profile: the whole stay counts."""
+    freeze: bool
+    allowance: float | None
+    """Seconds; None: the product has no allowance on record."""
+    product: str | None
+    required: str | None
+    stats: list[float] = field(default_factory=lambda: [0, 0.0, 0.0, 0.0])
+    """count, min, max, sum of kinetic terms."""
+    excursion: _Interval | None = None
+    """The excursion interval this stay extends while contiguous."""
+
+
+@dataclass(slots=True)
+class _Interval:
+    """An excursion interval, written at the next :meth:`ExposureBook.flush`."""
+
+    lot: str
+    zone: str
+    presence: int
+    start: float
+    end: float
+    row: int | None = None
+
+
+class ExposureBook:
+    """The exposure projection; called by :class:`~agent.lots.LotRegister` under its lock."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        policy: Callable[[], Policy],
+        *,
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.policy = policy
+        self.clock = clock
+        self._db: sqlite3.Connection | None = None
+        self._lock: threading.Lock | None = None
+        self._points: dict[tuple[str, str], tuple[str, float]] = {}
+        """Temperature points → (zone, longest a reading stands for it)."""
+        for dev_id, dev in config.devices.items():
+            for name, point in (getattr(dev, "points", None) or {}).items():
+                if QUANTITY_UNITS.get(getattr(point, "unit", None) or "") != "temperature":
+                    continue
+                zone = getattr(point, "zone", None) or dev.zone
+                interval = float(
+                    getattr(dev, "poll_interval_secs", None)
+                    or getattr(dev, "publishing_interval_ms", 60_000) / 1000
+                )
+                self._points[(dev_id, name)] = (zone, HOLD_INTERVALS * interval)
+        self._stays: dict[str, dict[int, _Stay]] = {}
+        """Open stays by zone, then presence id."""
+        self._held: dict[str, dict[tuple[str, str], tuple[float, float, float]]] = {}
+        """Per zone, per point: the last good reading (at, value, stands until)."""
+        self._zone_t: dict[str, float] = {}
+        self._dirty_stats: set[int] = set()
+        self._dirty: list[_Interval] = []
+        """Excursion intervals changed since the last flush."""
+        self._touched: set[str] = set()
+        """Lots whose exposure changed since the last :meth:`check`."""
+        self._reported: dict[str, int] = {}
+        """Lot → highest level reported (1 warning, 2 exhausted) since the agent started."""
+        self._events: list[Event] = []
+
+    @property
+    def points(self) -> frozenset[tuple[str, str]]:
+        """The temperature points (device, point) whose good readings it needs."""
+        return frozenset(self._points)
+
+    # -- called by the register, under its lock -------------------------------------------------
+
+    def attach(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
+        """Load the open stays from the register's tables (its lock held by the caller)."""
+        self._db, self._lock = conn, lock
+        self._stays.clear()
+        rows = conn.execute(
+            "SELECT p.id, p.identifier, p.zone, p.since, s.n, s.min, s.max, s.sum_exp "
+            "FROM presence p LEFT JOIN stay_stats s ON s.presence = p.id "
+            "WHERE p.kind = 'lot' AND p.until IS NULL"
+        ).fetchall()
+        for pid, lot, zone, since, n, lo, hi, total in rows:
+            stay = self._stay(pid, lot, zone, since)
+            if n:
+                stay.stats = [n, lo, hi, total]
+        for stays in self._stays.values():
+            for stay in stays.values():
+                if stay.allowance is not None or stay.wrong:
+                    self._touched.add(stay.lot)
+
+    def stay_started(self, presence: int, lot: str, zone: str, at: str) -> None:
+        self._stay(presence, lot, zone, at)
+        self._touched.add(lot)
+
+    def stay_ended(self, presence: int, zone: str, at: str) -> None:
+        stay = self._stays.get(zone, {}).pop(presence, None)
+        if stay is None:
+            return
+        assert self._db is not None
+        self._db.execute(
+            "UPDATE exposure SET end_at = max(?, start_at) WHERE presence = ? AND end_at IS NULL",
+            (at, presence),
+        )
+        self._write_stats(stay)
+        self._dirty_stats.discard(presence)
+        self._touched.add(stay.lot)
+
+    def reading(self, device: str, point: str, value: Any, at: str) -> None:
+        """A good temperature reading (others are ignored by the caller)."""
+        found = self._points.get((device, point))
+        if found is None or not isinstance(value, int | float):
+            return
+        zone, hold = found
+        t = epoch(at)
+        previous = self._zone_t.get(zone)
+        stays = self._stays.get(zone)
+        if stays and previous is not None and t > previous:
+            self._accrue(zone, stays, previous, t)
+        held = self._held.setdefault(zone, {})
+        held[(device, point)] = (t, float(value), t + hold)
+        self._zone_t[zone] = max(t, previous or t)
+        if not stays:
+            return
+        term = kinetic_term(float(value))
+        for stay in stays.values():
+            stats = stay.stats
+            if stats[0]:
+                stats[1], stats[2] = min(stats[1], value), max(stats[2], value)
+            else:
+                stats[1] = stats[2] = float(value)
+            stats[0] += 1
+            stats[3] += term
+            self._dirty_stats.add(stay.presence)
+            if stay.freeze and value <= FREEZING_C:
+                self._events.append(self._freezing(stay, float(value)))
+
+    @property
+    def wants_write(self) -> bool:
+        """Excursion time is waiting to be written (statistics alone can wait)."""
+        return bool(self._dirty)
+
+    def flush(self) -> None:
+        """Write the excursion intervals and the stays' statistics (inside the register's
+        transaction)."""
+        assert self._db is not None
+        for interval in self._dirty:
+            start, end = format_time(_utc(interval.start)), format_time(_utc(interval.end))
+            if interval.row is None:
+                cursor = self._db.execute(
+                    "INSERT INTO exposure(lot, zone, cause, start_at, end_at, presence) "
+                    "VALUES (?, ?, 'excursion', ?, ?, ?)",
+                    (interval.lot, interval.zone, start, end, interval.presence),
+                )
+                interval.row = cursor.lastrowid
+            else:
+                self._db.execute("UPDATE exposure SET end_at = ? WHERE id = ?", (end, interval.row))
+        self._dirty.clear()
+        for stays in self._stays.values():
+            for stay in stays.values():
+                if stay.presence in self._dirty_stats:
+                    self._write_stats(stay)
+        self._dirty_stats.clear()
+
+    def reset(self) -> None:
+        assert self._db is not None
+        self._db.execute("DELETE FROM exposure")
+        self._db.execute("DELETE FROM stay_stats")
+        self._stays.clear()
+        self._held.clear()
+        self._zone_t.clear()
+        self._dirty_stats.clear()
+        self._dirty.clear()
+        self._touched.clear()
+
+    # -- called by the lot feed's worker ------------------------------------------------------
+
+    def check(self, now: float | None = None) -> list[Event]:
+        """Events to raise: freezing seen since the last call, and allowance shares crossed."""
+        assert self._lock is not None
+        now = self.clock() if now is None else now
+        with self._lock:
+            events, self._events = self._events, []
+            lots = set(self._touched)
+            self._touched.clear()
+            for stays in self._stays.values():
+                lots.update(s.lot for s in stays.values() if s.wrong)
+            for lot in sorted(lots):
+                stay = self._latest_stay(lot)
+                if stay is None or not stay.allowance:
+                    continue
+                share = self._used(lot, now) / stay.allowance
+                events += self._crossings(stay, share)
+        return events
+
+    def used_secs(self, lot: str, now: float) -> float:
+        assert self._lock is not None
+        with self._lock:
+            return self._used(lot, now)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _stay(self, presence: int, lot: str, zone: str, since: str) -> _Stay:
+        policy = self.policy()
+        product = policy.product(lot[4:18])
+        band: Band | None = None
+        wrong = freeze = False
+        allowance: float | None = None
+        if product is not None:
+            profiles = self.config.profiles
+            required = resolve_profile(product.profile, profiles)
+            band = condition(required)
+            zone_profile = resolve_profile(self.config.zones[zone].profile, profiles)
+            wrong = unmet(zone_profile, required, product.flags) is not None
+            freeze = "do_not_freeze" in product.flags
+            if product.tos_allowance_hours is not None:
+                allowance = product.tos_allowance_hours * 3600
+        stay = _Stay(
+            presence, lot, zone, epoch(since), band, wrong, freeze, allowance,
+            product.name if product else None, product.profile if product else None,
+        )  # fmt: skip
+        self._stays.setdefault(zone, {})[presence] = stay
+        if wrong:
+            assert self._db is not None
+            exists = self._db.execute(
+                "SELECT 1 FROM exposure WHERE presence = ? AND cause = 'zone'", (presence,)
+            ).fetchone()
+            if exists is None:
+                self._db.execute(
+                    "INSERT INTO exposure(lot, zone, cause, start_at, end_at, presence) "
+                    "VALUES (?, ?, 'zone', ?, NULL, ?)",
+                    (lot, zone, since, presence),
+                )
+        return stay
+
+    def _accrue(self, zone: str, stays: dict[int, _Stay], t0: float, t1: float) -> None:
+        held = [(v, until) for _at, v, until in self._held.get(zone, {}).values()]
+        for stay in stays.values():
+            if stay.wrong or (stay.band is None and not stay.freeze):
+                continue
+            start = max(t0, stay.since)
+            if start >= t1:
+                continue
+            outside = any(until >= t1 and self._outside(stay, v) for v, until in held)
+            if outside:
+                self._extend(stay, start, t1)
+            else:
+                stay.excursion = None
+
+    @staticmethod
+    def _outside(stay: _Stay, value: float) -> bool:
+        if stay.freeze and value <= FREEZING_C:
+            return True  # wherever it is, even where its profile would allow it
+        return stay.band is not None and not stay.band.holds(value)
+
+    def _extend(self, stay: _Stay, start: float, end: float) -> None:
+        interval = stay.excursion
+        if interval is not None and start <= interval.end + _CONTIGUOUS_SECS:
+            interval.end = end
+        else:
+            interval = stay.excursion = _Interval(stay.lot, stay.zone, stay.presence, start, end)
+        if not any(i is interval for i in self._dirty):
+            self._dirty.append(interval)
+        self._touched.add(stay.lot)
+
+    def _write_stats(self, stay: _Stay) -> None:
+        assert self._db is not None
+        n, lo, hi, total = stay.stats
+        if not n:
+            return
+        self._db.execute(
+            "INSERT OR REPLACE INTO stay_stats(presence, n, min, max, sum_exp) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (stay.presence, int(n), lo, hi, total),
+        )
+
+    def _used(self, lot: str, now: float) -> float:
+        assert self._db is not None
+        rows = self._db.execute(
+            "SELECT id, start_at, end_at FROM exposure WHERE lot = ?", (lot,)
+        ).fetchall()
+        found = {row: (epoch(s), epoch(e) if e else now) for row, s, e in rows}
+        for n, interval in enumerate(i for i in self._dirty if i.lot == lot):
+            found[interval.row if interval.row is not None else -1 - n] = (
+                interval.start,
+                interval.end,
+            )
+        return union_secs([(s, max(s, e)) for s, e in found.values()])
+
+    def _latest_stay(self, lot: str) -> _Stay | None:
+        found = [s for stays in self._stays.values() for s in stays.values() if s.lot == lot]
+        return max(found, key=lambda s: s.since) if found else None
+
+    def _crossings(self, stay: _Stay, share: float) -> list[Event]:
+        cfg = self.config.exceptions
+        level = 2 if share >= cfg.tos_alarm_share else 1 if share >= cfg.tos_warn_share else 0
+        reported = self._reported.get(stay.lot, 0)
+        if level <= reported:
+            return []
+        self._reported[stay.lot] = level
+        out = []
+        assert stay.allowance is not None
+        for lvl, kind, severity, limit in (
+            (1, "tos_warning", "warning", cfg.tos_warn_share),
+            (2, "tos_exhausted", "alarm", cfg.tos_alarm_share),
+        ):
+            if reported < lvl <= level:
+                detail = self._detail(stay)
+                detail.update(
+                    allowance_hours=round(stay.allowance / 3600, 4),
+                    used_hours=round(share * stay.allowance / 3600, 4),
+                    share=round(share, 4),
+                )
+                event = Event(
+                    rule=rule_id(kind, stay.lot, area="exposure"), kind=kind,
+                    severity=severity, zone=stay.zone, device="", lots=(stay.lot,),
+                    detail=detail, value=round(share, 4), limit=limit, once=True,
+                )  # fmt: skip
+                out.append(event)
+        return out
+
+    def _freezing(self, stay: _Stay, value: float) -> Event:
+        return Event(
+            rule=rule_id("freezing", stay.lot, area="exposure"), kind="freezing",
+            severity="alarm", zone=stay.zone, device="", lots=(stay.lot,),
+            detail=self._detail(stay), value=value, limit=FREEZING_C,
+        )  # fmt: skip
+
+    def _detail(self, stay: _Stay) -> dict[str, Any]:
+        return {
+            "lot": stay.lot,
+            "gtin": stay.lot[4:18],
+            "product": stay.product,
+            "required_profile": stay.required,
+            "zone": stay.zone,
+        }
+
+
+def _utc(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)

@@ -96,8 +96,43 @@ class _Stay:
     excursion: _Interval | None = None
     """The excursion interval this stay extends while contiguous."""
 
+    @property
+    def group(self) -> tuple[Band | None, bool] | None:
+        """What decides whether a reading is outside for this stay; None: readings do not
+        count for it (a zone of another profile counts whole, no product counts nothing)."""
+        if self.wrong or (self.band is None and not self.freeze):
+            return None
+        return (self.band, self.freeze)
+
 
 @dataclass(slots=True)
+class _Group:
+    """The excursions of one zone for the stays that share a band (and freeze flag), kept once
+    per reading and handed to those stays only when a stay starts or ends or at a flush."""
+
+    current: list[float] | None = None
+    closed: list[tuple[float, float]] = field(default_factory=list)
+
+    def extend(self, start: float, end: float) -> None:
+        if self.current is not None and start <= self.current[1] + _CONTIGUOUS_SECS:
+            self.current[1] = end
+            return
+        self.close()
+        self.current = [start, end]
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.closed.append((self.current[0], self.current[1]))
+            self.current = None
+
+    def intervals(self) -> list[tuple[float, float]]:
+        found = list(self.closed)
+        if self.current is not None:
+            found.append((self.current[0], self.current[1]))
+        return found
+
+
+@dataclass(slots=True, eq=False)
 class _Interval:
     """An excursion interval, written at the next :meth:`ExposureBook.flush`."""
 
@@ -142,8 +177,13 @@ class ExposureBook:
         """Per zone, per point: the last good reading (at, value, stands until)."""
         self._zone_t: dict[str, float] = {}
         self._dirty_stats: set[int] = set()
-        self._dirty: list[_Interval] = []
+        self._dirty: set[_Interval] = set()
         """Excursion intervals changed since the last flush."""
+        self._groups: dict[str, dict[tuple[Band | None, bool], _Group]] = {}
+        self._segment: dict[str, list[float]] = {}
+        """Per zone, the readings' statistics not yet handed to its stays."""
+        self._pending: set[str] = set()
+        """Zones whose groups hold excursion time not yet handed to their stays."""
         self._touched: set[str] = set()
         """Lots whose exposure changed since the last :meth:`check`."""
         self._reported: dict[str, int] = {}
@@ -176,13 +216,22 @@ class ExposureBook:
                     self._touched.add(stay.lot)
 
     def stay_started(self, presence: int, lot: str, zone: str, at: str) -> None:
-        self._stay(presence, lot, zone, at)
+        self._hand_over(zone)  # what came before belongs to the stays already there
+        stay = self._stay(presence, lot, zone, at)
+        if stay.group is not None:
+            self._groups.setdefault(zone, {}).setdefault(stay.group, _Group())
         self._touched.add(lot)
 
     def stay_ended(self, presence: int, zone: str, at: str) -> None:
+        self._hand_over(zone)
         stay = self._stays.get(zone, {}).pop(presence, None)
         if stay is None:
             return
+        groups = self._groups.get(zone, {})
+        if stay.group is not None and not any(
+            s.group == stay.group for s in self._stays.get(zone, {}).values()
+        ):
+            groups.pop(stay.group, None)
         assert self._db is not None
         self._db.execute(
             "UPDATE exposure SET end_at = max(?, start_at) WHERE presence = ? AND end_at IS NULL",
@@ -198,38 +247,73 @@ class ExposureBook:
         if found is None or not isinstance(value, int | float):
             return
         zone, hold = found
+        value = float(value)
         t = epoch(at)
         previous = self._zone_t.get(zone)
-        stays = self._stays.get(zone)
-        if stays and previous is not None and t > previous:
-            self._accrue(zone, stays, previous, t)
-        held = self._held.setdefault(zone, {})
-        held[(device, point)] = (t, float(value), t + hold)
+        groups = self._groups.get(zone)
+        if groups and previous is not None and t > previous:
+            # The interval since the zone's last reading, judged on what stood for it then.
+            held = [(v, until) for _t, v, until in self._held.get(zone, {}).values()]
+            for (band, freeze), group in groups.items():
+                if any(until >= t and _outside(band, freeze, v) for v, until in held):
+                    group.extend(previous, t)
+                    self._pending.add(zone)
+                else:
+                    group.close()
+        self._held.setdefault(zone, {})[(device, point)] = (t, value, t + hold)
         self._zone_t[zone] = max(t, previous or t)
+        stays = self._stays.get(zone)
         if not stays:
             return
-        term = kinetic_term(float(value))
+        segment = self._segment.get(zone)
+        if segment is None:
+            self._segment[zone] = [1, value, value, kinetic_term(value)]
+        else:
+            segment[0] += 1
+            segment[1], segment[2] = min(segment[1], value), max(segment[2], value)
+            segment[3] += kinetic_term(value)
+        if value <= FREEZING_C:
+            self._events += [self._freezing(s, value) for s in stays.values() if s.freeze]
+
+    def _hand_over(self, zone: str) -> None:
+        """Give the zone's stays the statistics and excursion time gathered since the last
+        hand-over."""
+        stays = self._stays.get(zone, {})
+        segment = self._segment.pop(zone, None)
+        groups = self._groups.get(zone, {})
+        self._pending.discard(zone)
         for stay in stays.values():
-            stats = stay.stats
-            if stats[0]:
-                stats[1], stats[2] = min(stats[1], value), max(stats[2], value)
-            else:
-                stats[1] = stats[2] = float(value)
-            stats[0] += 1
-            stats[3] += term
-            self._dirty_stats.add(stay.presence)
-            if stay.freeze and value <= FREEZING_C:
-                self._events.append(self._freezing(stay, float(value)))
+            if segment is not None:
+                stats = stay.stats
+                if stats[0]:
+                    stats[1], stats[2] = min(stats[1], segment[1]), max(stats[2], segment[2])
+                else:
+                    stats[1], stats[2] = segment[1], segment[2]
+                stats[0] += segment[0]
+                stats[3] += segment[3]
+                self._dirty_stats.add(stay.presence)
+            group = groups.get(stay.group) if stay.group is not None else None
+            if group is not None:
+                for start, end in group.intervals():
+                    if max(start, stay.since) < end:
+                        self._extend(stay, max(start, stay.since), end)
+        for group in groups.values():
+            group.closed.clear()
+
+    def _hand_over_all(self) -> None:
+        for zone in list(self._stays):
+            self._hand_over(zone)
 
     @property
     def wants_write(self) -> bool:
         """Excursion time is waiting to be written (statistics alone can wait)."""
-        return bool(self._dirty)
+        return bool(self._dirty or self._pending)
 
     def flush(self) -> None:
         """Write the excursion intervals and the stays' statistics (inside the register's
         transaction)."""
         assert self._db is not None
+        self._hand_over_all()
         for interval in self._dirty:
             start, end = format_time(_utc(interval.start)), format_time(_utc(interval.end))
             if interval.row is None:
@@ -257,6 +341,9 @@ class ExposureBook:
         self._zone_t.clear()
         self._dirty_stats.clear()
         self._dirty.clear()
+        self._groups.clear()
+        self._segment.clear()
+        self._pending.clear()
         self._touched.clear()
 
     # -- called by the lot feed's worker ------------------------------------------------------
@@ -266,6 +353,8 @@ class ExposureBook:
         assert self._lock is not None
         now = self.clock() if now is None else now
         with self._lock:
+            for zone in list(self._pending):
+                self._hand_over(zone)
             events, self._events = self._events, []
             lots = set(self._touched)
             self._touched.clear()
@@ -282,6 +371,8 @@ class ExposureBook:
     def used_secs(self, lot: str, now: float) -> float:
         assert self._lock is not None
         with self._lock:
+            for zone in list(self._pending):
+                self._hand_over(zone)
             return self._used(lot, now)
 
     # -- internals ----------------------------------------------------------------------------
@@ -319,34 +410,15 @@ class ExposureBook:
                 )
         return stay
 
-    def _accrue(self, zone: str, stays: dict[int, _Stay], t0: float, t1: float) -> None:
-        held = [(v, until) for _at, v, until in self._held.get(zone, {}).values()]
-        for stay in stays.values():
-            if stay.wrong or (stay.band is None and not stay.freeze):
-                continue
-            start = max(t0, stay.since)
-            if start >= t1:
-                continue
-            outside = any(until >= t1 and self._outside(stay, v) for v, until in held)
-            if outside:
-                self._extend(stay, start, t1)
-            else:
-                stay.excursion = None
-
-    @staticmethod
-    def _outside(stay: _Stay, value: float) -> bool:
-        if stay.freeze and value <= FREEZING_C:
-            return True  # wherever it is, even where its profile would allow it
-        return stay.band is not None and not stay.band.holds(value)
-
     def _extend(self, stay: _Stay, start: float, end: float) -> None:
         interval = stay.excursion
         if interval is not None and start <= interval.end + _CONTIGUOUS_SECS:
+            if end <= interval.end:
+                return  # handed over before
             interval.end = end
         else:
             interval = stay.excursion = _Interval(stay.lot, stay.zone, stay.presence, start, end)
-        if not any(i is interval for i in self._dirty):
-            self._dirty.append(interval)
+        self._dirty.add(interval)
         self._touched.add(stay.lot)
 
     def _write_stats(self, stay: _Stay) -> None:
@@ -365,12 +437,15 @@ class ExposureBook:
         rows = self._db.execute(
             "SELECT id, start_at, end_at FROM exposure WHERE lot = ?", (lot,)
         ).fetchall()
-        found = {row: (epoch(s), epoch(e) if e else now) for row, s, e in rows}
-        for n, interval in enumerate(i for i in self._dirty if i.lot == lot):
-            found[interval.row if interval.row is not None else -1 - n] = (
-                interval.start,
-                interval.end,
-            )
+        found: dict[object, tuple[float, float]] = {
+            row: (epoch(s), epoch(e) if e else now) for row, s, e in rows
+        }
+        for interval in self._dirty:  # written or not, the interval in memory is the latest
+            if interval.lot == lot:
+                found[interval.row if interval.row is not None else interval] = (
+                    interval.start,
+                    interval.end,
+                )
         return union_secs([(s, max(s, e)) for s, e in found.values()])
 
     def _latest_stay(self, lot: str) -> _Stay | None:
@@ -420,6 +495,12 @@ class ExposureBook:
             "required_profile": stay.required,
             "zone": stay.zone,
         }
+
+
+def _outside(band: Band | None, freeze: bool, value: float) -> bool:
+    if freeze and value <= FREEZING_C:
+        return True  # wherever it is, even where its profile would allow it
+    return band is not None and not band.holds(value)
 
 
 def _utc(t: float) -> datetime:

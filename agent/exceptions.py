@@ -5,7 +5,8 @@ For each sealed ``custody`` record, against the product master and hold list in 
 ``wrong_zone`` (alarm)
     A put-away (:data:`PUT_AWAY_STEPS`) of a product into a zone whose profile does not keep the
     product's required condition (config/conditions.py, flags included). It stays active while
-    the lot (or the SSCC or item scanned) is still in that zone, and clears once it has left.
+    any of the lot (or, without a lot, the item scanned) is still in that zone, and clears once
+    all of it has left.
 ``expired`` (alarm) / ``expiring`` (warning)
     At receiving or put-away, a lot whose expiry date (AI 17) is before the scan's day, or within
     ``exceptions.expiry_horizon_days`` of it.
@@ -108,8 +109,12 @@ class ExceptionJudge:
         """Active ``wrong_zone`` rules → (identifier, kind, zone) to watch for leaving."""
 
     def watch(self, rule: str, detail: Mapping[str, Any], zone: str) -> None:
-        """Follow an active ``wrong_zone`` exception (at start: those the checkpoint holds)."""
-        self.watched[rule] = (str(detail["identifier"]), str(detail["identifier_kind"]), zone)
+        """Follow an active ``wrong_zone`` exception (at start: those the checkpoint holds):
+        the lot while any of it is in the zone, else what was scanned."""
+        if detail.get("lot"):
+            self.watched[rule] = (str(detail["lot"]), "lot", zone)
+        else:
+            self.watched[rule] = (str(detail["identifier"]), str(detail["identifier_kind"]), zone)
 
     def judge(self, records: Sequence[Mapping[str, Any]]) -> Judged:
         """Judge ``records`` (custody records the register has applied, ascending ``seq``)."""
@@ -192,7 +197,7 @@ class ExceptionJudge:
             "identifier_kind": kind,
         }
         event = ctx.event("wrong_zone", ctx.lot or identifier, "alarm", detail, latched=False)
-        self.watch(event.rule, detail, ctx.zone)
+        self.watch(event.rule, event.detail, ctx.zone)
         return [event]
 
     def _expiry(self, ctx: _Context) -> list[Event]:

@@ -20,6 +20,7 @@ WAIT = 20.0
 GTIN_A, LOT_A = "10614141000019", "(01)10614141000019(10)LOT-A1"
 GTIN_B, LOT_B = "10614141000026", "(01)10614141000026(10)LOT-B7"
 CASE_A = next(s for s in DOCK_RECEIVING if s.name == "case-a1-1001")
+CASE_A2 = next(s for s in DOCK_RECEIVING if s.name == "case-a1-1002")
 CASE_B = next(s for s in DOCK_RECEIVING if s.name == "case-b7-2001")
 PALLET_1 = next(s for s in DOCK_RECEIVING if s.name == "pallet-1")
 PALLET_2 = next(s for s in DOCK_RECEIVING if s.name == "pallet-2")
@@ -100,7 +101,15 @@ def test_wrong_zone_put_away_alarms_within_a_second_and_clears_when_moved(
                 assert service.sealed_alarms == 0  # receiving at the dock is no exception
                 await room_door.play([CASE_A])  # a 2–8 °C product into a 15–30 °C room
                 await until(lambda: service.sealed_alarms >= 1, WAIT, "wrong-zone alarm")
-                await cold_door.play([CASE_A])  # put right
+                await dock.play([CASE_A2])
+                await room_door.play([CASE_A2])  # more of the lot: the same alarm goes on
+                await cold_door.play([CASE_A2])  # part of it put right
+                assert agent.lots is not None
+                register = agent.lots.register
+                await until(lambda: len(register.in_zone("cold-1")) == 2, WAIT, "one case moved")
+                await asyncio.sleep(0.5)
+                assert service.sealed_alarms == 1  # the rest of the lot is still in the room
+                await cold_door.play([CASE_A])
                 await until(lambda: service.sealed_alarms >= 2, WAIT, "wrong-zone cleared")
             return config
 

@@ -319,3 +319,30 @@ def test_agent_counts_a_dock_dwell_across_its_restart_and_an_excursion(
     assert "of 0:00:09" in text.stdout
     assert "ambient" in text.stdout
     assert "(not kept)" in text.stdout
+
+
+def test_exposure_cli_says_what_it_cannot_answer(gateway: Gateway, write_config: Any) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    config = write_config(modbus=False, extra_devices=PROBES, name="cli.toml")
+    gateway.site.scan("dock", CASE_LINE, at(10, 0))
+    gateway.apply_new()
+    gateway.register.flush_book(force=True)
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(app, ["lots", "exposure", *args, "--config", str(config)])
+
+    sscc = run("306141410000001010")
+    assert sscc.exit_code == 2
+    assert "names a sscc, not a lot" in sscc.output
+    unknown = run("(01)10614141000019(10)NEVER")
+    assert unknown.exit_code == 0, unknown.output
+    assert "never seen in a zone" in unknown.stdout
+    untracked = run("(01)10614141000026(10)LOT-B7")
+    assert "not in the product master" in untracked.stdout
+    item = run("(01)10614141000019(21)1001")  # the case of LOT-A1 scanned at the dock
+    assert item.exit_code == 0, item.output
+    assert item.stdout.startswith(f"{LOT_A}: Vaccine A")
+    assert "dock" in item.stdout

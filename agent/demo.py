@@ -1,12 +1,16 @@
 """``gxpgate demo``: the bundled simulators, the quality-service simulator and the agent, live.
 
 It is the product running for real on loopback: real Modbus TCP, OPC UA, a serial data logger
-and a barcode scanner on pseudo-terminals, a fixed-mount scanner over TCP, real HTTP, the real
+and a barcode scanner on pseudo-terminals, fixed-mount scanners over TCP, real HTTP, the real
 buffer and signatures. A script plays pallets received at the dock door and their cases put
-away into a cold room, a temperature excursion, a network outage, a sensor that stops
-answering and a logger cable pulled (its memory is read back when it is plugged in again); the
-live view shows what is read, sealed, buffered and delivered; the summary says where the lots
-are and ends with the verification of what the quality service holds.
+away into a cold room — one case first into a room-temperature zone by mistake (a ``wrong_zone``
+exception until it is moved), and one lot's cases left waiting at the dock until the time out
+of storage they use there raises a ``tos_warning`` — a temperature excursion, a network outage,
+a sensor that stops answering and a logger cable pulled (its memory is read back when it is
+plugged in again); the live view shows what is read, sealed, buffered and delivered and tells
+the custody exceptions as they are sealed; the summary says where the lots are, how much of
+their allowance they have used, and ends with the verification of what the quality service
+holds.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shlex
 import signal
 import socket
 import tempfile
@@ -26,19 +31,22 @@ from typing import Any
 import orjson
 
 from buffer import Outbox, Row
-from config import load_config
+from config import LoadedConfig, load_config
+from config.policy_files import load_policy
+from config.products import PolicyError
 from simulators.logger_sim import LoggerSimulator
 from simulators.modbus_sim import ModbusSimulator
 from simulators.opcua_sim import OpcUaSimulator, ZoneSpec
 from simulators.quality_service import QualityServiceSimulator
-from simulators.scanner_sim import DOCK_RECEIVING, PUT_AWAY, BarcodeScannerSimulator
+from simulators.scanner_sim import DOCK_RECEIVING, PUT_AWAY, BarcodeScannerSimulator, Scan
 
 from .alarms import control_socket_path
 from .control import request as control_request
 from .custody import CustodyStreamer
 from .evidence import public_key_pem
+from .exposure_report import lot_history
 from .keys import generate_key_file, load_private_key
-from .lots import LotRegister, LotRegisterError, lots_path_for
+from .lots import LotRegister, LotRegisterError, lot_id, lots_path_for
 from .runtime import Agent, AgentStartError
 from .sealing import Fact
 from .verify import Verdict, verify_lines
@@ -58,6 +66,66 @@ ALL_ZONES = (*((zone, profile) for zone, _unit, profile in ZONES), OPCUA_ZONE)
 DOCK_ZONE = ("dock-1", "unclassified")
 BEACON_COIL = 0
 PUT_AWAY_ZONE = "cold-room-2"
+ROOM_ZONE = "ambient-a"
+"""Room temperature (controlled-room, 15–30 °C): where a 2–8 °C case is put away by mistake."""
+CUSTODY_KINDS = ("wrong_zone", "expired", "expiring", "on_hold", "not_received")
+TOS_KINDS = ("tos_warning", "tos_exhausted")
+
+
+@dataclass(frozen=True)
+class _Product:
+    """A product of the scanner scripts (simulators/scanner_sim.py) and its one lot there."""
+
+    gtin: str
+    lot_number: str
+    name: str
+    allowance_units: float
+    """Its time-out-of-storage allowance, in units of :meth:`_Plan.allowance_unit_secs`."""
+    flags: tuple[str, ...] = ()
+
+    @property
+    def lot(self) -> str:
+        return lot_id(self.gtin, self.lot_number)
+
+    def cases(self) -> list[Scan]:
+        return [s for s in PUT_AWAY if f"(01){self.gtin}" in (s.hri or "")]
+
+
+VACCINE_A = _Product("10614141000019", "LOT-A1", "Vaccine A", 1.0, ("do_not_freeze",))
+"""Its three cases wait at the dock until they have used 80 % of the allowance."""
+INSULIN_B = _Product("10614141000026", "LOT-B7", "Insulin B", 4.0)
+"""One of its two cases is put away into :data:`ROOM_ZONE` first."""
+PRODUCTS = (VACCINE_A, INSULIN_B)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The script's 60-second timeline, scaled down to a shorter ``--seconds``."""
+
+    seconds: float | None
+
+    @property
+    def scale(self) -> float:
+        return min(1.0, (self.seconds or 60.0) / 60.0)
+
+    @property
+    def allowance_unit_secs(self) -> float:
+        # Vaccine A's allowance: its cases reach the warning (80 %) at the dock before the
+        # cold-room excursion starts (12 s into the timeline). Never below 8 s: the lot feed
+        # checks the allowance once a second, and the 20 % left must cover that and the put-away,
+        # so that the dock alone does not use it all.
+        return max(8.0, 10.0 * self.scale)
+
+    def allowance_secs(self, product: _Product) -> float:
+        return product.allowance_units * self.allowance_unit_secs
+
+    def deadline(self, started: float) -> float:
+        """Monotonic time by which a scripted wait gives up, so the acts end within the run."""
+        return started + (max(0.5, self.seconds - 1.0) if self.seconds else 3600.0)
+
+
+def _seconds(plan: _Plan, product: _Product) -> str:
+    return f"{plan.allowance_secs(product):g} s"
 
 
 def demo_config(
@@ -67,12 +135,28 @@ def demo_config(
     scanners: _Scanners,
     uplink_url: str,
     metrics_port: int,
+    plan: _Plan,
 ) -> str:
     """The demo's site config: the example's shape, pointed at the simulators."""
     zones = "".join(
         f'[zones.{zone}]\nprofile = "{profile}"\n\n' for zone, profile in (*ALL_ZONES, DOCK_ZONE)
     )
-    dock, door = scanners.dock, scanners.cold_door
+    dock, door, room_door = scanners.dock, scanners.cold_door, scanners.room_door
+    products = "".join(
+        f"""[[products.items]]
+gtin = "{product.gtin}"
+profile = "refrigerated"
+name = "{product.name}"
+tos_allowance_hours = {plan.allowance_secs(product) / 3600:.8f}  # {_seconds(plan, product)}
+flags = [{", ".join(f'"{flag}"' for flag in product.flags)}]
+
+"""
+        for product in PRODUCTS
+    )
+    products = f"""# The product master: both products are kept at 2–8 °C. The time-out-of-storage
+# allowances are shortened to seconds for the demo (real products have tens of hours, e.g.
+# 72), so that the wait at the dock shows.
+{products}"""
     alarms = f"""# The demo shortens {PUT_AWAY_ZONE}'s on-delay (the profile's: 15 min) to two
 # readings in a row, so that its excursion alarms within the run.
 [zones.{PUT_AWAY_ZONE}.rules.temperature]
@@ -106,6 +190,16 @@ type = "barcode_scanner"
 transport = "serial"
 serial = {{ port = "{door.device_path}", baudrate = 9600 }}
 zone = "{PUT_AWAY_ZONE}"
+biz_step = "storing"
+disposition = "in_progress"
+reconnect_max_secs = 2
+
+[devices.{ROOM_ZONE}-door]
+type = "barcode_scanner"
+transport = "tcp"
+host = "{room_door.host}"
+port = {room_door.port}
+zone = "{ROOM_ZONE}"
 biz_step = "storing"
 disposition = "in_progress"
 reconnect_max_secs = 2
@@ -177,7 +271,7 @@ backoff_max_secs = 4
 [metrics]
 port = {metrics_port}
 
-{zones}{alarms}{devices}{opcua_device}{logger_device}{scanner_devices}"""
+{zones}{products}{alarms}{devices}{opcua_device}{logger_device}{scanner_devices}"""
 
 
 @dataclass
@@ -191,13 +285,24 @@ class LiveState:
     audits: list[str] = field(default_factory=list)
     alarms: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each alarm's latest sealed transition, by id, in the order they were raised."""
+    echo: Echo | None = None
+    """Where custody exceptions and time-out-of-storage alarms are told as they are sealed."""
+    started: float = 0.0
+    sealed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set at each alarm transition sealed; the script waits on it (:meth:`wait_for`)."""
 
     def on_commit(self, facts: Sequence[Fact], _rows: Sequence[Row]) -> None:
         for fact in facts:
             if fact.kind == "alarm":
                 alarm_id = fact.data["alarm_id"]
-                states = [*self.alarms.get(alarm_id, {}).get("states", []), fact.data["state"]]
-                self.alarms[alarm_id] = {**fact.data, "zone": fact.zone, "states": states}
+                before = self.alarms.get(alarm_id, {})
+                states = [*before.get("states", []), fact.data["state"]]
+                # Only the raising transition of an event is sure to carry its detail.
+                detail = fact.data.get("detail") or before.get("detail")
+                alarm = {**fact.data, "zone": fact.zone, "states": states, "detail": detail}
+                self.alarms[alarm_id] = alarm
+                self._tell(alarm)
+                self.sealed.set()
             elif fact.kind == "audit":
                 self.audits.append(str(fact.data.get("event")))
             elif fact.data.get("backfill"):
@@ -214,6 +319,48 @@ class LiveState:
                 self.latest[fact.zone] = fact.value
                 low, high = self.extremes.get(fact.zone, (fact.value, fact.value))
                 self.extremes[fact.zone] = (min(low, fact.value), max(high, fact.value))
+
+    def raised(self, kinds: Sequence[str], lot: str) -> bool:
+        """Has an alarm of one of ``kinds`` naming ``lot`` been sealed in this run?"""
+        return any(a["kind"] in kinds and lot in a["lots"] for a in self.alarms.values())
+
+    async def wait_for(self, found: Callable[[], bool], deadline: float) -> bool:
+        """Wait until ``found()`` (checked as alarms are sealed) or the monotonic ``deadline``."""
+        while not found():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.sealed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self.sealed.wait()
+        return True
+
+    def _tell(self, alarm: dict[str, Any]) -> None:
+        kind, state, detail = alarm["kind"], alarm["state"], alarm["detail"] or {}
+        if self.echo is None or kind not in (*CUSTODY_KINDS, *TOS_KINDS):
+            return
+        t = f"{time.monotonic() - self.started:5.0f}s"
+        what = f"{detail.get('product') or 'unknown product'} lot {detail.get('lot')}"
+        alarm_id, zone = alarm["alarm_id"], alarm["zone"]
+        if kind == "wrong_zone" and state == "active":
+            self.echo(
+                f"{t}  ⚠ wrong zone: {what} put away in {zone} ({detail.get('zone_profile')}); "
+                f"it requires {detail.get('required_profile')} — alarm {alarm_id}"
+            )
+        elif kind == "wrong_zone" and state == "cleared":
+            self.echo(f"{t}  ✔ wrong zone put right: {what} has left {zone} — {alarm_id} cleared")
+        elif kind in TOS_KINDS and state == "active":
+            share = float(detail.get("share") or 0)
+            used = float(detail.get("used_hours") or 0) * 3600
+            allowed = float(detail.get("allowance_hours") or 0) * 3600
+            level = "warning" if kind == "tos_warning" else "used up, alarm"
+            self.echo(
+                f"{t}  ⚠ time out of storage: {what} has used {share:.0%} of its allowance "
+                f"({used:.1f} of {allowed:.0f} s), now in {zone} — {level} {alarm_id}"
+            )
+        elif state == "active":
+            self.echo(f"{t}  ⚠ {kind}: {what} in {zone} — alarm {alarm_id}")
 
 
 class _EventLines(logging.Handler):
@@ -268,8 +415,10 @@ async def _demo(
         logger_sim as logger,
         BarcodeScannerSimulator("tcp") as dock,
         BarcodeScannerSimulator("pty") as cold_door,
+        BarcodeScannerSimulator("tcp") as room_door,
     ):
-        scanners = _Scanners(dock, cold_door)
+        scanners = _Scanners(dock, cold_door, room_door)
+        plan = _Plan(seconds)
         service = None
         if uplink is None:
             service = QualityServiceSimulator(workdir / "quality-service.db", [key.public_key()])
@@ -279,7 +428,9 @@ async def _demo(
             config_path = workdir / "gxpgate.toml"
             metrics_port = _free_port()
             config_path.write_text(
-                demo_config(modbus.port, opcua, logger.device_path, scanners, url, metrics_port)
+                demo_config(
+                    modbus.port, opcua, logger.device_path, scanners, url, metrics_port, plan
+                )
             )
             echo(f"gxpgate demo — files in {workdir}{'' if keep else ' (temporary)'}")
             echo(f"  Modbus TCP simulator  127.0.0.1:{modbus.port}  (3 sensors, units 1-3)")
@@ -289,6 +440,7 @@ async def _demo(
             )
             echo(f"  dock-door-1 scanner   {dock.address}  (TCP, receiving at {DOCK_ZONE[0]})")
             echo(f"  {PUT_AWAY_ZONE}-door      {cold_door.address}  (serial, put-away: storing)")
+            echo(f"  {ROOM_ZONE}-door        {room_door.address}  (TCP, put-away: storing)")
             echo(f"  quality service       {url}{'  (simulator)' if service else ''}")
             echo(f"  config                {config_path}")
             echo(
@@ -296,7 +448,7 @@ async def _demo(
                 f"(gxpgate status --config {config_path})"
             )
             sims = _Sims(modbus, opcua, logger, scanners, service)
-            code = await _run_agent(config_path, sims, seconds, echo, keep=keep)
+            code = await _run_agent(config_path, sims, plan, echo, keep=keep)
         finally:
             if service is not None:
                 service.stop()
@@ -316,6 +468,8 @@ class _Scanners:
     """Fixed-mount scanner at the dock door (TCP): pallets and cases received."""
     cold_door: BarcodeScannerSimulator
     """Handheld at the cold-room door (serial): the cases put away."""
+    room_door: BarcodeScannerSimulator
+    """Fixed-mount at the room-temperature zone's door (TCP): one case put away there by mistake."""
 
 
 @dataclass
@@ -327,14 +481,17 @@ class _Sims:
     service: QualityServiceSimulator | None
 
 
-def _script(sims: _Sims, agent: Agent, seconds: float | None, echo: Echo) -> list[Step]:
+def _script(
+    sims: _Sims, agent: Agent, state: LiveState, plan: _Plan, echo: Echo, started: float
+) -> list[Step]:
     # The timeline fits into a short --seconds run; without --seconds it plays once.
-    scale = min(1.0, (seconds or 60.0) / 60.0)
+    scale = plan.scale
     modbus, opcua, logger, service = sims.modbus, sims.opcua, sims.logger, sims.service
+    custody = _Custody(agent, sims.scanners, state, plan, echo, started)
     steps = [
-        Step(2 * scale, f"dock-door-1 receives 2 pallets, 5 cases (LOT-A1, LOT-B7); "
-             f"{PUT_AWAY_ZONE}-door scans the cases in",
-             lambda: _receive_and_put_away(agent, sims.scanners, 2 * scale), background=True),
+        Step(2 * scale, f"dock-door-1 receives 2 pallets, 5 cases ({VACCINE_A.lot_number} of "
+             f"{VACCINE_A.name}, {INSULIN_B.lot_number} of {INSULIN_B.name})",
+             custody.run, background=True),
         Step(12 * scale, f"excursion: {PUT_AWAY_ZONE} rises to 9.5 °C for {12 * scale:.0f} s "
              "(profile 2–8 °C)", lambda: modbus.excursion(2, "temperature", 9.5, 12 * scale)),
         Step(12 * scale, "QA acknowledges the alarm (gxpgate alarms ack) once it is raised",
@@ -364,11 +521,12 @@ def _script(sims: _Sims, agent: Agent, seconds: float | None, echo: Echo) -> lis
 async def _run_agent(
     config_path: Path,
     sims: _Sims,
-    seconds: float | None,
+    plan: _Plan,
     echo: Echo,
     *,
     keep: bool,
 ) -> int:
+    seconds = plan.seconds
     loaded = load_config(config_path)
     state = LiveState()
     ready = asyncio.Event()
@@ -381,6 +539,7 @@ async def _run_agent(
 
     quiet_libraries()
     started = time.monotonic()
+    state.echo, state.started = echo, started
     handler = _EventLines(echo, started)
     logger = logging.getLogger("agent")
     logger.addHandler(handler)
@@ -399,7 +558,7 @@ async def _run_agent(
         echo(f"  gateway gw-demo, chain {chain}, key {agent.key_id}")
         echo("" if seconds is None else f"  running for {seconds:g} s (Ctrl-C stops early)")
         echo(_header())
-        steps = _script(sims, agent, seconds, echo)
+        steps = _script(sims, agent, state, plan, echo, started)
         acts: set[asyncio.Future[object]] = set()
         while not stop.is_set():
             elapsed = time.monotonic() - started
@@ -433,18 +592,69 @@ async def _run_agent(
             stop.set()
             await task
     beacon = sims.modbus.coil(2, BEACON_COIL)
-    return _summary(
-        loaded.config.buffer.path, config_path.parent, sims.service, state, beacon, echo, keep
-    )
+    return _summary(loaded, sims.service, state, beacon, echo, keep)
 
 
-async def _receive_and_put_away(agent: Agent, scanners: _Scanners, pause: float) -> None:
-    # A scan sent before the gateway has the port open is lost, as with a real scanner.
-    await _listening(agent, "dock-door-1")
-    await scanners.dock.play(DOCK_RECEIVING, interval_secs=0.2 * pause)
-    await asyncio.sleep(pause)
-    await _listening(agent, f"{PUT_AWAY_ZONE}-door")
-    await scanners.cold_door.play(PUT_AWAY, interval_secs=0.2 * pause)
+@dataclass
+class _Custody:
+    """The scanners' part of the script: receiving at the dock, then the put-away of each lot.
+
+    Insulin B goes in at once, but one of its cases first into :data:`ROOM_ZONE` (a
+    ``wrong_zone`` exception, cleared when the case is taken on to the cold room); Vaccine A's
+    cases wait at the dock, where the time counts against the lot's allowance, until its
+    ``tos_warning`` is sealed. Each wait ends at the run's end at the latest.
+    """
+
+    agent: Agent
+    scanners: _Scanners
+    state: LiveState
+    plan: _Plan
+    echo: Echo
+    started: float
+    door: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One handheld at the cold-room door: the two lots' put-aways take turns."""
+
+    async def run(self) -> None:
+        pause = 2 * self.plan.scale
+        # A scan sent before the gateway has the port open is lost, as with a real scanner.
+        await _listening(self.agent, "dock-door-1")
+        await self.scanners.dock.play(DOCK_RECEIVING, interval_secs=0.2 * pause)
+        await asyncio.sleep(pause)
+        await _listening(self.agent, f"{PUT_AWAY_ZONE}-door")
+        await _listening(self.agent, f"{ROOM_ZONE}-door")
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._misplaced_case(pause))
+            group.create_task(self._dock_dwell(pause))
+
+    async def _misplaced_case(self, pause: float) -> None:
+        right, wrong = INSULIN_B.cases()
+        self._say(f"{INSULIN_B.lot_number}: one case put away into {PUT_AWAY_ZONE}, the other "
+                  f"by mistake into {ROOM_ZONE} (room temperature, 15–30 °C)")  # fmt: skip
+        async with self.door:
+            await self.scanners.cold_door.play([right])
+        await self.scanners.room_door.play([wrong])
+        deadline = self.plan.deadline(self.started)
+        await self.state.wait_for(
+            lambda: self.state.raised(["wrong_zone"], INSULIN_B.lot), deadline
+        )
+        await asyncio.sleep(pause)
+        self._say(f"the case is taken from {ROOM_ZONE} on to {PUT_AWAY_ZONE}")
+        async with self.door:
+            await self.scanners.cold_door.play([wrong])
+
+    async def _dock_dwell(self, pause: float) -> None:
+        allowance = self.plan.allowance_secs(VACCINE_A)
+        self._say(f"{VACCINE_A.lot_number}'s cases wait at {DOCK_ZONE[0]}: the time counts "
+                  f"against its allowance ({allowance:g} s, shortened for the demo)")  # fmt: skip
+        deadline = min(self.plan.deadline(self.started), time.monotonic() + 3 * allowance)
+        await self.state.wait_for(lambda: self.state.raised(TOS_KINDS, VACCINE_A.lot), deadline)
+        self._say(f"{VACCINE_A.lot_number}'s cases are put away into {PUT_AWAY_ZONE}")
+        async with self.door:
+            # Quickly: the lot is at the dock until its last case has left.
+            await self.scanners.cold_door.play(VACCINE_A.cases(), interval_secs=min(0.1, pause))
+
+    def _say(self, text: str) -> None:
+        self.echo(f"{time.monotonic() - self.started:5.0f}s  ▶ {text}")
 
 
 async def _acknowledge(agent: Agent, echo: Echo, timeout_secs: float = 20.0) -> None:
@@ -496,7 +706,7 @@ def _alarm_lines(state: LiveState, beacon: bool | None) -> list[str]:
     for alarm_id, alarm in state.alarms.items():
         lots = f"; lots {', '.join(alarm['lots'])}" if alarm["lots"] else ""
         lines.append(
-            f"    {alarm_id:<5} {alarm['zone']:<12} {alarm['rule']:<44} {alarm['severity']:<8}"
+            f"    {alarm_id:<5} {alarm['zone']:<12} {alarm['rule']:<51} {alarm['severity']:<8}"
             f"{' → '.join(alarm['states'])}{lots}"
         )
     if beacon is not None:
@@ -504,12 +714,19 @@ def _alarm_lines(state: LiveState, beacon: bool | None) -> list[str]:
     return lines
 
 
-def _lots_lines(path: Path) -> list[str]:
-    """Where the received lots ended up, from the lot register (``gxpgate lots in ZONE``)."""
+def _lots_lines(loaded: LoadedConfig) -> list[str]:
+    """Where the received lots ended up and how much of their allowance they have used, from
+    the lot register (``gxpgate lots in ZONE``, ``gxpgate lots exposure ID``)."""
+    config = loaded.config
     try:
-        with LotRegister.open_existing(path) as register:
+        policy = load_policy(config, loaded.path)
+        with LotRegister.open_existing(lots_path_for(config.buffer.path)) as register:
             held = {zone: register.in_zone(zone) for zone in (DOCK_ZONE[0], PUT_AWAY_ZONE)}
-    except LotRegisterError as exc:
+            now = time.time()
+            histories = [
+                lot_history(register, p.lot, config, policy.product(p.gtin), now) for p in PRODUCTS
+            ]
+    except (LotRegisterError, PolicyError) as exc:
         return [f"  lots                  unknown: {exc}"]
     lines = []
     for zone, presences in held.items():
@@ -517,6 +734,13 @@ def _lots_lines(path: Path) -> list[str]:
         others = len(presences) - len(lots)
         what = ", ".join(lots) or "no lots"
         lines.append(f"  lots in {zone:<13} {what} (+{others} SSCCs/items)")
+    lines.append("  time out of storage   (allowances shortened for the demo)")
+    for h in histories:
+        allowed = (h.allowance_hours or 0) * 3600
+        lines.append(
+            f"    {h.lot:<31} {h.product or '?':<10} {h.used_secs:6.1f} s of {allowed:.0f} s "
+            f"({(h.share or 0):.0%})"
+        )
     return lines
 
 
@@ -539,14 +763,14 @@ def _line(elapsed: float, agent: Agent, state: LiveState) -> str:
 
 
 def _summary(
-    db: Path,
-    workdir: Path,
+    loaded: LoadedConfig,
     service: QualityServiceSimulator | None,
     state: LiveState,
     beacon: bool | None,
     echo: Echo,
     keep: bool,
 ) -> int:
+    db, workdir = loaded.config.buffer.path, loaded.path.parent
     key = load_private_key(workdir / "signing.key")
     outbox = Outbox(db, "gw-demo")
     try:
@@ -569,8 +793,11 @@ def _summary(
             echo(f"  {zone:<21} {low:.2f} … {high:.2f} °C  (profile {profile})")
     echo(f"  bad readings          {state.bad_readings} (each with its error on record)")
     echo(f"  back-filled readings  {state.backfilled} (read back from the data logger's memory)")
-    for line in _lots_lines(lots_path_for(db)):
+    for line in _lots_lines(loaded):
         echo(line)
+    custody = [a["kind"] for a in state.alarms.values() if a["kind"] in CUSTODY_KINDS]
+    counts = ", ".join(f"{custody.count(k)} {k}" for k in CUSTODY_KINDS if k in custody)
+    echo(f"  custody exceptions    {len(custody)}{f' ({counts})' if counts else ''}")
     interesting = [e for e in state.audits if e not in ("agent_started", "agent_stopped")]
     echo(f"  audit events          {', '.join(interesting) or 'none'}")
     for line in _alarm_lines(state, beacon):
@@ -584,7 +811,10 @@ def _summary(
         echo(f"  quality service copy  {remote.summary()}")
         ok = ok and remote.ok and complete
     echo(f"  public key            {workdir / 'signing.pub.pem'}")
-    if not keep:
+    if keep:
+        lot, config = shlex.quote(VACCINE_A.lot), shlex.quote(str(loaded.path))
+        echo(f"  a lot's history       gxpgate lots exposure {lot} --config {config}")
+    else:
         echo("  (files are in a temporary folder, removed now; --workdir DIR keeps them)")
     echo(f"verification: {'PASSED' if ok else 'FAILED'}")
     return 0 if ok else 1

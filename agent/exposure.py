@@ -468,8 +468,8 @@ class ExposureBook:
             if reported < lvl <= level:
                 detail = self._detail(stay)
                 detail.update(
-                    allowance_hours=round(stay.allowance / 3600, 4),
-                    used_hours=round(share * stay.allowance / 3600, 4),
+                    allowance_hours=round(stay.allowance / 3600, 6),
+                    used_hours=round(share * stay.allowance / 3600, 6),
                     share=round(share, 4),
                 )
                 event = Event(

@@ -6,6 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
+
+LOT_A = "(01)10614141000019(10)LOT-A1"
+LOT_B = "(01)10614141000026(10)LOT-B7"
+
 
 def test_demo_runs_scripted_outage_and_verifies(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
@@ -31,6 +36,18 @@ def test_demo_runs_scripted_outage_and_verifies(tmp_path: Path) -> None:
     lots_line = next(line for line in out.splitlines() if "lots in cold-room-2" in line)
     assert "(10)LOT-A1" in lots_line, lots_line
     assert "(10)LOT-B7" in lots_line, lots_line
+    # A case of LOT-B7 put away into ambient-a first: told live, naming lot, product, zone and
+    # required profile, and put right when the case is taken on to the cold room.
+    live = out.split("\nsummary\n", 1)[0]
+    wrong = next(line for line in live.splitlines() if "⚠ wrong zone" in line)
+    for named in (LOT_B, "Insulin B", "ambient-a", "requires refrigerated"):
+        assert named in wrong, wrong
+    assert live.index("⚠ wrong zone") < live.index(f"✔ wrong zone put right: Insulin B lot {LOT_B}")
+    # LOT-A1 waits at the dock until it has used 80 % of its (demo-sized) allowance.
+    warning = next(line for line in live.splitlines() if "⚠ time out of storage" in line)
+    assert LOT_A in warning, warning
+    assert "now in dock-1 — warning" in warning, warning
+    assert live.index("⚠ time out of storage") < live.index("LOT-A1's cases are put away")
     # The excursion alarms (naming the lots put away there), is acknowledged through the
     # control socket, and clears.
     assert "acknowledged by demo.qa" in out
@@ -39,12 +56,31 @@ def test_demo_runs_scripted_outage_and_verifies(tmp_path: Path) -> None:
         line for line in summary.splitlines() if "cold-room-2-probe.temperature.high" in line
     )
     assert "active → acknowledged → cleared" in alarm, alarm
-    assert "(10)LOT-A1" in alarm, alarm
+    assert "(10)LOT-B7" in alarm, alarm
+    used = {line.split()[0]: line for line in summary.splitlines() if " s of " in line}
+    assert set(used) == {LOT_A, LOT_B}, summary
+    assert int(used[LOT_A].rsplit("(", 1)[1].split("%")[0]) >= 80, used[LOT_A]
+    custody = next(line for line in summary.splitlines() if "custody exceptions" in line)
+    assert "1 wrong_zone" in custody, custody
+    assert f"gxpgate lots exposure '{LOT_A}' --config {workdir / 'gxpgate.toml'}" in summary
     assert "verification: PASSED" in out
     assert "quality service copy  OK" in out
     for name in ("gxpgate.toml", "signing.key", "signing.pub.pem", "buffer.db", "evidence.jsonl"):
         assert (workdir / name).is_file(), name
     assert (workdir / "signing.key").stat().st_mode & 0o777 == 0o600
+    # The exceptions are on record, sealed and exported, naming the lot.
+    records = [
+        orjson.loads(line) for line in (workdir / "evidence.jsonl").read_bytes().splitlines()
+    ]
+    alarms = [r["data"] for r in records if r["kind"] == "alarm"]
+    wrong_zone = [a for a in alarms if a["kind"] == "wrong_zone"]
+    assert [a["state"] for a in wrong_zone] == ["active", "cleared"], wrong_zone
+    detail = wrong_zone[0]["detail"]
+    assert (detail["lot"], detail["product"], detail["zone"]) == (LOT_B, "Insulin B", "ambient-a")
+    assert detail["required_profile"] == "refrigerated"
+    tos = next(a for a in alarms if a["kind"] == "tos_warning")
+    assert (tos["detail"]["lot"], tos["detail"]["zone"]) == (LOT_A, "dock-1"), tos
+    assert tos["detail"]["share"] >= 0.8, tos
     check = subprocess.run(
         [sys.executable, "-m", "agent", "verify", str(workdir / "evidence.jsonl"),
          "--public-key", str(workdir / "signing.pub.pem")],

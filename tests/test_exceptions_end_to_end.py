@@ -96,7 +96,11 @@ def test_wrong_zone_put_away_alarms_within_a_second_and_clears_when_moved(
                     await sim.wait_for_clients(1, WAIT)
                 assert agent.alarms is not None
                 service = agent.alarms
+                judged = service.engine.judged_through
                 await dock.play([CASE_A])
+                # Judged (and any alarm queued) once judged_through passes the scan's record;
+                # the half second after is the window in which nothing may be sealed.
+                await until(lambda: service.engine.judged_through > judged, WAIT, "judged")
                 await asyncio.sleep(0.5)
                 assert service.sealed_alarms == 0  # receiving at the dock is no exception
                 await room_door.play([CASE_A])  # a 2–8 °C product into a 15–30 °C room
@@ -107,7 +111,7 @@ def test_wrong_zone_put_away_alarms_within_a_second_and_clears_when_moved(
                 assert agent.lots is not None
                 register = agent.lots.register
                 await until(lambda: len(register.in_zone("cold-1")) == 2, WAIT, "one case moved")
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5)  # the window in which a wrong clearing would be sealed
                 assert service.sealed_alarms == 1  # the rest of the lot is still in the room
                 await cold_door.play([CASE_A])
                 await until(lambda: service.sealed_alarms >= 2, WAIT, "wrong-zone cleared")

@@ -49,7 +49,7 @@ from .rules import (
     RuleError,
     Transition,
 )
-from .sealing import Fact
+from .sealing import Fact, parse_time
 
 __all__ = ["AlarmService", "control_socket_path", "point_rules"]
 
@@ -101,7 +101,7 @@ def point_rules(config: GatewayConfig) -> list[PointRules]:
 
 
 def _epoch(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return parse_time(text).timestamp()
 
 
 class AlarmService:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from typing import Any, Final
 
 from config.conditions import unmet
@@ -41,6 +41,7 @@ from drivers.gs1 import gs1_date
 
 from .lots import BadIdentifier, LotRegister, item_id, lot_id, parse_identifier, sscc_id
 from .rules import Event
+from .sealing import parse_time
 
 __all__ = [
     "OUTBOUND_STEPS",
@@ -258,4 +259,4 @@ class _Context:
 
 
 def _day(at: str) -> date:
-    return datetime.fromisoformat(at.replace("Z", "+00:00")).date()
+    return parse_time(at).date()

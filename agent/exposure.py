@@ -30,6 +30,7 @@ applies to stays that start after it.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -43,10 +44,11 @@ from config.products import Policy
 from config.profiles import resolve_profile
 from config.rules_model import QUANTITY_UNITS
 
+from .alarms import point_rules
 from .exceptions import rule_id
 from .mkt import kinetic_term
 from .rules import Event
-from .sealing import format_time
+from .sealing import format_time, parse_time
 
 __all__ = ["HOLD_INTERVALS", "ExposureBook", "union_secs"]
 
@@ -56,7 +58,7 @@ _CONTIGUOUS_SECS: Final = 1e-3
 
 
 def epoch(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    return parse_time(text).timestamp()
 
 
 def union_secs(intervals: list[tuple[float, float]]) -> float:
@@ -159,18 +161,16 @@ class ExposureBook:
         self.clock = clock
         self._db: sqlite3.Connection | None = None
         self._lock: threading.Lock | None = None
-        self._points: dict[tuple[str, str], tuple[str, float]] = {}
+        self._points: dict[tuple[str, str], tuple[str, float]] = {
+            # A subscription reports changes only: its last value stands until the next.
+            (p.device, p.point): (
+                p.zone,
+                math.inf if p.changes_only else HOLD_INTERVALS * p.interval_secs,
+            )
+            for p in point_rules(config)
+            if QUANTITY_UNITS.get(p.unit or "") == "temperature"
+        }
         """Temperature points → (zone, longest a reading stands for it)."""
-        for dev_id, dev in config.devices.items():
-            for name, point in (getattr(dev, "points", None) or {}).items():
-                if QUANTITY_UNITS.get(getattr(point, "unit", None) or "") != "temperature":
-                    continue
-                zone = getattr(point, "zone", None) or dev.zone
-                interval = float(
-                    getattr(dev, "poll_interval_secs", None)
-                    or getattr(dev, "publishing_interval_ms", 60_000) / 1000
-                )
-                self._points[(dev_id, name)] = (zone, HOLD_INTERVALS * interval)
         self._stays: dict[str, dict[int, _Stay]] = {}
         """Open stays by zone, then presence id."""
         self._held: dict[str, dict[tuple[str, str], tuple[float, float, float]]] = {}
@@ -358,12 +358,18 @@ class ExposureBook:
             events, self._events = self._events, []
             lots = set(self._touched)
             self._touched.clear()
+            latest: dict[str, _Stay] = {}
             for stays in self._stays.values():
-                lots.update(s.lot for s in stays.values() if s.wrong)
+                for open_stay in stays.values():
+                    if open_stay.wrong:
+                        lots.add(open_stay.lot)
+                    known = latest.get(open_stay.lot)
+                    if known is None or open_stay.since > known.since:
+                        latest[open_stay.lot] = open_stay
             for lot in sorted(lots):
-                stay = self._latest_stay(lot)
-                if stay is None or not stay.allowance:
-                    continue
+                stay = latest.get(lot)
+                if stay is None or not stay.allowance or self._reported.get(lot, 0) >= 2:
+                    continue  # no allowance, or every level reported already
                 share = self._used(lot, now) / stay.allowance
                 events += self._crossings(stay, share)
         return events
@@ -447,10 +453,6 @@ class ExposureBook:
                     interval.end,
                 )
         return union_secs([(s, max(s, e)) for s, e in found.values()])
-
-    def _latest_stay(self, lot: str) -> _Stay | None:
-        found = [s for stays in self._stays.values() for s in stays.values() if s.lot == lot]
-        return max(found, key=lambda s: s.since) if found else None
 
     def _crossings(self, stay: _Stay, share: float) -> list[Event]:
         cfg = self.config.exceptions

@@ -24,7 +24,7 @@ from buffer import Row
 
 from .evidence import FORMAT_VERSION, GENESIS_PREV, canonical_bytes, key_id
 
-__all__ = ["Fact", "Sealer", "format_time"]
+__all__ = ["Fact", "Sealer", "format_time", "parse_time"]
 
 _ZERO = timedelta(0)
 
@@ -34,6 +34,11 @@ def format_time(moment: datetime) -> str:
     if moment.utcoffset() != _ZERO:
         raise ValueError(f"{moment!r} is not an aware UTC time")
     return moment.isoformat(timespec="microseconds")[:-6] + "Z"  # drop "+00:00"
+
+
+def parse_time(text: str) -> datetime:
+    """The moment a record's time names (the inverse of :func:`format_time`)."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @dataclass(slots=True)

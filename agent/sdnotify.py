@@ -118,7 +118,10 @@ class Notifier:
             self._status = text
 
     def watchdog(self) -> None:
-        self.notify("WATCHDOG=1")
+        # Not after STOPPING: the keep-alive task is cancelled right after it, but a child of a
+        # task group whose sleep ended in the same loop turn still runs once before it sees that.
+        if not self._stopping:
+            self.notify("WATCHDOG=1")
 
     def stopping(self) -> None:
         """Say shutdown has begun (once; later calls do nothing)."""

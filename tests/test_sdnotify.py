@@ -186,6 +186,7 @@ def test_abstract_namespace_socket_and_no_repeated_status() -> None:
         notifier.watchdog()
         notifier.stopping()
         notifier.stopping()
+        notifier.watchdog()  # a keep-alive task not yet cancelled: nothing after STOPPING
         notifier.close()
         asyncio.run(until(lambda: "STOPPING=1" in inbox.assignments()))
     assert inbox.assignments() == [

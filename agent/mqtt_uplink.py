@@ -250,6 +250,11 @@ class MqttUplink:
     def connected(self) -> bool:
         return self._connected
 
+    @property
+    def published_through(self) -> int:
+        """The last ``seq`` published on this connection (acknowledged or not)."""
+        return self._next_after
+
     # -- the event-loop side -----------------------------------------------------------------
 
     async def _step(self, *, seal: bool) -> None:

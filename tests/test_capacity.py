@@ -25,7 +25,11 @@ thin_interval_secs = 2
 def _small_quota(config: Path, high_water: float = 40) -> Path:
     text = config.read_text(encoding="utf-8")
     text = text.replace("commit_interval_ms = 20\n", QUOTA.format(high_water=high_water), 1)
-    config.write_text(text + '\n[alarms.routes]\nhigh_water = "release"\n', encoding="utf-8")
+    # Comm loss after 1 s (20 polls), not the profile's 3 polls (0.15 s), which a loaded CI
+    # machine's stall can reach; thinning leaves a point out for thin_interval_secs (2 s).
+    rules = "\n[zones.cold-1.rules.temperature]\ncomm_loss = { intervals = 20 }\n"
+    routes = '\n[alarms.routes]\nhigh_water = "release"\n'
+    config.write_text(text + rules + routes, encoding="utf-8")
     return config
 
 

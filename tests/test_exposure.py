@@ -228,6 +228,11 @@ tos_alarm_share = 0.8          # 7.2 s
 """
 
 
+def raised(service: Any, kind: str) -> list[Any]:
+    """The lot's alarms of ``kind`` not over yet."""
+    return [v for v in service.engine.alarms() if v.rule.startswith(f"exposure.{kind}.")]
+
+
 def test_agent_counts_a_dock_dwell_across_its_restart_and_an_excursion(
     write_config: Any,
 ) -> None:
@@ -263,8 +268,8 @@ def test_agent_counts_a_dock_dwell_across_its_restart_and_an_excursion(
                 received = time.monotonic()
                 assert agent.alarms is not None
                 first = agent.alarms
-                await until(lambda: first.sealed_alarms >= 1, 20, "the warning")
-                (warning,) = first.engine.alarms()
+                await until(lambda: bool(raised(first, "tos_warning")), 20, "the warning")
+                (warning,) = raised(first, "tos_warning")
                 acked = await asyncio.to_thread(
                     CliRunner().invoke,
                     app,
@@ -272,7 +277,7 @@ def test_agent_counts_a_dock_dwell_across_its_restart_and_an_excursion(
                      "dock team told", "--config", str(config)],
                 )  # fmt: skip
                 assert acked.exit_code == 0, acked.output
-                await until(lambda: first.sealed_alarms >= 3, 20, "acknowledged, over")
+                await until(lambda: not raised(first, "tos_warning"), 20, "acknowledged, over")
             async with Running(config) as agent:  # restarted with the lot on the dock
                 await door.wait_for_clients(1, 20)
                 assert agent.alarms is not None
@@ -289,13 +294,18 @@ def test_agent_counts_a_dock_dwell_across_its_restart_and_an_excursion(
                 await asyncio.sleep(3.0)
                 modbus.set_value(1, "temperature", 5.0)
                 excursion = time.monotonic() - hot
-                await until(lambda: service.sealed_alarms >= 1, 20, "the alarm")
+                await until(lambda: bool(raised(service, "tos_exhausted")), 20, "the alarm")
                 await asyncio.sleep(1.0)
             return config, dwell, excursion
 
     config, dwell, excursion = asyncio.run(scenario())
     records = exported(config)
-    kinds = [(r["data"]["kind"], r["data"]["state"]) for r in records if r["kind"] == "alarm"]
+    # Only the lot's own alarms: at 0.1 s polls a loaded machine may also see a comm loss.
+    kinds = [
+        (r["data"]["kind"], r["data"]["state"])
+        for r in records
+        if r["kind"] == "alarm" and r["data"]["kind"].startswith("tos_")
+    ]
     # Each once: the restarted agent found the warning due again, and knew it had been raised
     # (and was over: acknowledged, which ends it).
     assert kinds == [
@@ -312,7 +322,9 @@ def test_agent_counts_a_dock_dwell_across_its_restart_and_an_excursion(
     assert dock["out_secs"] == pytest.approx(dwell, abs=0.5)
     assert cold["out_secs"] == pytest.approx(excursion, abs=0.6)  # ± the 0.1 s poll, and the
     assert cold["max"] == 9.5  # Modbus round trips either side
-    assert [(e["kind"], e["state"]) for e in history["exceptions"]] == kinds
+    assert [
+        (e["kind"], e["state"]) for e in history["exceptions"] if e["kind"].startswith("tos_")
+    ] == kinds
     text = CliRunner().invoke(app, ["lots", "exposure", LOT_A, "--config", str(config)])
     assert text.exit_code == 0, text.output
     assert "Vaccine A" in text.stdout

@@ -25,22 +25,68 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from buffer import Outbox
+from buffer import BufferWriteError, Outbox
 from config.model import UplinkConfig
 from drivers.base import utc_now
 
 from .backoff import Backoff
+from .redact import Redactor
 from .sealing import Fact
 
-__all__ = ["Batch", "Forwarder", "UplinkStats", "read_batch"]
+__all__ = [
+    "Batch",
+    "CursorAnswer",
+    "Forwarder",
+    "Reply",
+    "UplinkStats",
+    "read_batch",
+    "retry_delay",
+]
 
 log = logging.getLogger(__name__)
 
 _REJECTED = frozenset({400, 401, 403, 409, 413, 422})
+
+MAX_ANSWER_BYTES = 64 * 1024
+"""The service answers a few dozen bytes; anything much larger is not an answer to read whole."""
+
+CONNECT_RETRY_MAX_SECS = 10.0
+"""Cap on the wait after a connection failure (refused, timeout, TLS), whatever
+``backoff_max_secs`` says: the next attempt is a cheap cursor probe, and a service that returns
+should be refilled within seconds, not minutes. Rejections and 5xx keep the configured cap."""
+
+_CONNECTION_KINDS = frozenset({"connect", "timeout", "tls"})
+
+
+class CursorAnswer(BaseModel):
+    """What a ``200`` from either endpoint must hold (CONTRACT §3); other fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    # Strict: JSON true, 1.5 or "12" are not a sequence number (bool is an int in Python).
+    acked_through: StrictInt = Field(ge=0, le=2**63 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A service's answer, read whole but never more than :data:`MAX_ANSWER_BYTES`."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    reason: str
+
+    def json(self) -> object:
+        return orjson.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
 
 
 @dataclass
@@ -144,6 +190,14 @@ def _error_kind(exc: Exception) -> str:
 
 
 class Forwarder:
+    """Moves the cursor only on a valid answer, never past the last record a batch carried.
+
+    Every request (connect, send, answer) has one total deadline, ``timeout_secs``: a service
+    that drips its answer a byte at a time is a timeout, not a stall. Service text (error
+    bodies, exception messages) passes :class:`~agent.redact.Redactor` before it is logged,
+    sealed or shown, so a token or URL password echoed back goes nowhere.
+    """
+
     def __init__(
         self,
         outbox: Outbox,
@@ -161,7 +215,9 @@ class Forwarder:
         self._wake = asyncio.Event()
         self._limit = config.batch_max_records
         self._backoff = Backoff(config.backoff_initial_secs, config.backoff_max_secs)
-        self._rejection: int | None = None
+        self._rejection: str | None = None
+        self._claiming = False
+        self._redact = Redactor.for_uplink(config)
         self._cursor_known = False
         self._prepared: Batch | None = None
         self._gap_reported: tuple[int, int] | None = None
@@ -249,71 +305,140 @@ class Forwarder:
             answer = await self._post(batch.payload, key)
         finally:
             prepared = await upcoming  # a bounded read and gzip; never left running
-        if answer.status_code == 413 and batch.count > 1:
+        if answer.status == 413 and batch.count > 1:
             self._limit = max(1, batch.count // 2)
             log.warning("uplink.split batch=%d next=%d", batch.count, self._limit)
-            await self._rejected(answer)
+            await self._rejected(answer.status, self._error_text(answer), _seq_of(answer))
             return batch.count
-        if answer.status_code != 200:
+        if answer.status != 200:
             await self._classify(answer)
-        acked = _acked_through(answer)
-        await asyncio.to_thread(self.outbox.set_acked_through, acked)
+        acked = await self._acked_through(answer)
+        if acked > batch.last:
+            # The service claims records it was never sent: counting them delivered would let
+            # retention prune what it never received. Only what this answer covers counts.
+            await self._claim_beyond(acked, batch.last, "evidence")
+            acked = batch.last
+        else:
+            self._claiming = False
+        await self._set_cursor(acked)
         self._succeeded(acked, batch.count)
         self._prepared = prepared
         return batch.count
 
     async def _resync(self) -> None:
-        client = self._require_client()
         params = {"gw": self.outbox.gw, "chain": self.outbox.chain}
-        try:
-            answer = await client.get("/v1/evidence/cursor", params=params)
-        except (httpx.HTTPError, OSError) as exc:
-            # OSError: httpcore lets some TLS alerts through untranslated (ssl.SSLError), e.g.
-            # TLS 1.3's "certificate required", which arrives after the handshake.
-            raise _Retry(_describe(exc), kind=_error_kind(exc)) from exc
-        if answer.status_code != 200:
+        answer = await self._request("GET", "/v1/evidence/cursor", params=params)
+        if answer.status != 200:
             await self._classify(answer)
-        acked = _acked_through(answer)
-        if acked != self.outbox.acked_through:
-            log.warning("uplink.cursor local=%d service=%d", self.outbox.acked_through, acked)
-        await asyncio.to_thread(self.outbox.set_acked_through, acked)
+        acked = await self._acked_through(answer)
+        local = self.outbox.acked_through
+        if acked > self.outbox.last_seq:
+            # More than was ever sealed here: not this chain's truth. Keep what the last valid
+            # answer established; the next batch's answer moves the cursor on.
+            await self._claim_beyond(acked, self.outbox.last_seq, "cursor")
+            acked = local
+        else:
+            self._claiming = False
+        if acked != local:
+            log.warning("uplink.cursor local=%d service=%d", local, acked)
+        await self._set_cursor(acked)
         self._cursor_known = True
 
-    async def _post(self, payload: bytes, idempotency_key: str) -> httpx.Response:
-        client = self._require_client()
+    async def _set_cursor(self, acked: int) -> None:
+        try:
+            await asyncio.to_thread(self.outbox.set_acked_through, acked)
+        except BufferWriteError as exc:
+            # A full disk must not take the uplink down: the records stay pending, the service
+            # ignores what it holds when they are offered again.
+            raise _Retry(str(exc), kind="buffer") from exc
+
+    async def _post(self, payload: bytes, idempotency_key: str) -> Reply:
         headers = {
             "Content-Type": "application/json",
             "Content-Encoding": "gzip",
             "Idempotency-Key": idempotency_key,
         }
+        return await self._request("POST", "/v1/evidence", content=payload, headers=headers)
+
+    async def _request(self, method: str, url: str, **options: Any) -> Reply:
+        """One request under one total deadline; library errors become :class:`_Retry` here."""
+        client = self._require_client()
+        deadline = self.config.timeout_secs
         try:
-            return await client.post("/v1/evidence", content=payload, headers=headers)
+            async with asyncio.timeout(deadline):
+                response = await client.send(
+                    client.build_request(method, url, **options), stream=True
+                )
+                try:
+                    body = await _read_capped(response)
+                finally:
+                    await response.aclose()
+        except TimeoutError as exc:
+            raise _Retry(f"no complete answer within {deadline:g} s", kind="timeout") from exc
         except (httpx.HTTPError, OSError) as exc:
             # OSError: httpcore lets some TLS alerts through untranslated (ssl.SSLError), e.g.
             # TLS 1.3's "certificate required", which arrives after the handshake.
-            raise _Retry(_describe(exc), kind=_error_kind(exc)) from exc
+            raise _Retry(self._redact(_describe(exc)), kind=_error_kind(exc)) from exc
+        return Reply(response.status_code, response.headers, body, response.reason_phrase)
 
-    async def _classify(self, answer: httpx.Response) -> None:
-        status = answer.status_code
+    async def _classify(self, answer: Reply) -> None:
+        status = answer.status
+        error = self._error_text(answer)
         if status in _REJECTED:
-            await self._rejected(answer)
-            raise _Retry(f"rejected with {status}: {_error_text(answer)}", status)
+            await self._rejected(status, error, _seq_of(answer))
+            raise _Retry(f"rejected with {status}: {error}", status)
         retry_after = _retry_after(answer.headers.get("Retry-After"))
-        raise _Retry(f"HTTP {status}: {_error_text(answer)}", status, retry_after)
+        raise _Retry(f"HTTP {status}: {error}", status, retry_after)
 
-    async def _rejected(self, answer: httpx.Response) -> None:
-        """Seal one audit record per rejection episode (a status different from the last)."""
-        if self._rejection == answer.status_code:
+    async def _acked_through(self, answer: Reply) -> int:
+        """The answer's ``acked_through``; anything else is a rejected answer, sealed once."""
+        try:
+            return CursorAnswer.model_validate_json(answer.body).acked_through
+        except ValidationError as exc:
+            problem = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in problem["loc"]) or "body"
+            error = self._redact(
+                f"malformed answer ({where}: {problem['msg']}): {answer.text[:200]!r}"
+            )
+        await self._rejected(answer.status, error, None, kind="malformed")
+        raise _Retry(error, kind="malformed")
+
+    async def _rejected(
+        self, status: int, error: str, seq: object, *, kind: str = "rejected"
+    ) -> None:
+        """Seal one audit record per rejection episode (a status or kind different from the
+        last; a delivered batch ends the episode)."""
+        episode = f"{status}:{kind}"
+        if self._rejection == episode:
             return
-        self._rejection = answer.status_code
-        error = _error_text(answer)
-        log.error("uplink.rejected status=%d error=%s", answer.status_code, error)
-        data: dict[str, object] = {"event": "uplink_rejected", "status": answer.status_code}
-        data["error"] = error
-        with contextlib.suppress(ValueError, TypeError):
-            if "seq" in (parsed := answer.json()):
-                data["seq"] = parsed["seq"]
+        self._rejection = episode
+        log.error("uplink.rejected status=%d error=%s", status, error)
+        data: dict[str, object] = {"event": "uplink_rejected", "status": status, "error": error}
+        if kind != "rejected":
+            data["reason"] = kind
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            data["seq"] = seq
         await self.record(Fact("audit", utc_now(), data))
+
+    async def _claim_beyond(self, claimed: int, limit: int, endpoint: str) -> None:
+        """Seal once per episode a claim that the service holds more than this gateway sent or
+        sealed; an answer within bounds ends the episode."""
+        if self._claiming:
+            return
+        self._claiming = True
+        log.error("uplink.ack_beyond_sent claimed=%d sent_through=%d", claimed, limit)
+        data = {
+            "event": "uplink_ack_beyond_sent", "endpoint": endpoint,
+            "claimed_through": claimed, "sent_through": limit,
+        }  # fmt: skip
+        await self.record(Fact("audit", utc_now(), data))
+
+    def _error_text(self, answer: Reply) -> str:
+        with contextlib.suppress(ValueError, TypeError, KeyError):
+            parsed = answer.json()
+            if isinstance(parsed, dict) and "error" in parsed:
+                return self._redact(str(parsed["error"])[:500])
+        return self._redact(answer.text[:200] or answer.reason)
 
     async def _missing(self, first: int, last: int) -> None:
         """The service asks for records retention has already pruned (e.g. it was restored from
@@ -329,7 +454,7 @@ class Forwarder:
         if self.stats.failed(exc.kind, exc.reason):
             log.warning("uplink.failing kind=%s error=%s", exc.kind, exc.reason)
         self._cursor_known = False
-        await asyncio.sleep(max(self._backoff.next_delay(), exc.retry_after))
+        await asyncio.sleep(retry_delay(self._backoff, exc.kind, exc.retry_after))
 
     def _succeeded(self, acked: int, count: int) -> None:
         if self.stats.delivered(acked):
@@ -344,14 +469,35 @@ class Forwarder:
         return self._client
 
 
-def _acked_through(answer: httpx.Response) -> int:
-    try:
-        value = answer.json()["acked_through"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise _Retry(f"malformed answer from the service: {answer.text[:200]!r}") from exc
-    if not isinstance(value, int) or value < 0:
-        raise _Retry(f"malformed acked_through {value!r}")
-    return value
+async def _read_capped(response: httpx.Response) -> bytes:
+    length = response.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > MAX_ANSWER_BYTES:
+        raise _Retry(f"answer of {int(length)} bytes refused (at most {MAX_ANSWER_BYTES})")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise _Retry(f"answer longer than {MAX_ANSWER_BYTES} bytes refused")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _seq_of(answer: Reply) -> object:
+    with contextlib.suppress(ValueError, TypeError):
+        parsed = answer.json()
+        if isinstance(parsed, dict):
+            return parsed.get("seq")
+    return None
+
+
+def retry_delay(backoff: Backoff, kind: str, retry_after: float = 0.0) -> float:
+    """How long to wait after a failed attempt of ``kind``: the backoff's next delay, at most
+    :data:`CONNECT_RETRY_MAX_SECS` after a connection failure, at least ``Retry-After``."""
+    delay = backoff.next_delay()
+    if kind in _CONNECTION_KINDS:
+        delay = min(delay, CONNECT_RETRY_MAX_SECS)
+    return max(delay, retry_after)
 
 
 def _retry_after(header: str | None) -> float:
@@ -363,12 +509,6 @@ def _retry_after(header: str | None) -> float:
         moment = email.utils.parsedate_to_datetime(header)
         return max(0.0, moment.timestamp() - time.time())
     return 0.0
-
-
-def _error_text(answer: httpx.Response) -> str:
-    with contextlib.suppress(ValueError, TypeError, KeyError):
-        return str(answer.json()["error"])[:500]
-    return answer.text[:200] or answer.reason_phrase
 
 
 def _describe(exc: Exception) -> str:

@@ -269,6 +269,11 @@ class Agent:
             )
         )
         log.info("agent.started gw=%s chain=%s key=%s", cfg.gateway.id, outbox.chain, sealer.key_id)
+        for repair in outbox.repairs:
+            log.error("buffer.repaired what=%s", repair)
+            await recorder.put(
+                Fact("audit", utc_now(), {"event": "buffer_repaired", "what": repair})
+            )
         await policy.seal_loaded("start")
         lots_path = lots_path_for(cfg.buffer.path)
         try:

@@ -20,6 +20,11 @@ Schema
     logger record index kept, written in the same transaction as the records they cover, so
     that after a crash a source resumes exactly after what is stored: no hole, no duplicate.
     Schema 1 files gain the table when opened (a one-way migration).
+    Schema 3: triggers refuse any ``acked_through`` that is not a plain non-negative integer, so
+    no answer, however malformed, can be stored as the cursor. A schema 2 file gains them when
+    opened; a cursor an older version stored corrupt (e.g. ``True``) is reset to 0 then, which
+    only offers delivered records again (the service ignores what it holds), and is reported in
+    :attr:`Outbox.repairs`.
 
 PRAGMAs (read back and checked at open)
     ``journal_mode=WAL`` (the forwarder reads while the sealer writes), ``synchronous=FULL``
@@ -68,7 +73,14 @@ __all__ = [
     "Row",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+_CURSOR_GUARDS = tuple(
+    f"""CREATE TRIGGER IF NOT EXISTS cursor_is_a_seq_{event.lower()} BEFORE {event} ON meta
+    WHEN NEW.key = 'acked_through' AND (NEW.value = '' OR NEW.value GLOB '*[^0-9]*'
+        OR length(NEW.value) > 18)
+    BEGIN SELECT RAISE(ABORT, 'acked_through must be a non-negative integer'); END"""
+    for event in ("INSERT", "UPDATE")
+)
 _PRAGMAS = {"journal_mode": "wal", "synchronous": 2, "busy_timeout": 5000}
 
 
@@ -118,6 +130,8 @@ class Outbox:
     def __init__(self, path: Path, gw: str, *, quota_mb: float = 2048) -> None:
         self.path = path
         self.quota_bytes = int(quota_mb * 1024 * 1024)
+        self.repairs: list[str] = []
+        """What opening repaired (a corrupt cursor reset); the agent seals each."""
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -157,11 +171,13 @@ class Outbox:
         for key in ("schema_version", "chain", "gw", "acked_through"):
             if key not in meta:
                 raise BufferCorrupt(f"{self.path}: meta lacks {key!r}")
-        version = int(meta["schema_version"])
+        version = int(meta["schema_version"]) if str(meta["schema_version"]).isdigit() else -1
         if version == 1:
             self._migrate_to_2(db)
+        if version in (1, 2):
+            self._migrate_to_3(meta["acked_through"])
         elif version != SCHEMA_VERSION:
-            raise BufferCorrupt(f"{self.path}: schema version {version} unknown")
+            raise BufferCorrupt(f"{self.path}: schema version {meta['schema_version']} unknown")
         if meta["gw"] != gw:
             raise BufferMismatch(
                 f"{self.path}: buffer belongs to gateway {meta['gw']!r}, not {gw!r}; "
@@ -181,6 +197,8 @@ class Outbox:
             )
             db.table("acks").create({"through": int, "acked_at": float}, pk="through")
             db.table("state").create({"key": str, "value": str}, pk="key", not_null={"value"})
+            for guard in _CURSOR_GUARDS:
+                db.execute(guard)
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             db.table("meta").insert_all(
                 {"key": key, "value": value}
@@ -200,6 +218,26 @@ class Outbox:
                 db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
         except sqlite3.Error as exc:
             raise BufferWriteError(f"{self.path}: migration to schema 2 failed: {exc}") from exc
+
+    def _migrate_to_3(self, cursor: str) -> None:
+        valid = cursor.isascii() and cursor.isdigit() and len(cursor) <= 18
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            if not valid:
+                self._db.execute("UPDATE meta SET value = '0' WHERE key = 'acked_through'")
+            for guard in _CURSOR_GUARDS:
+                self._db.execute(guard)
+            self._db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise BufferWriteError(f"{self.path}: migration to schema 3 failed: {exc}") from exc
+        if not valid:
+            self.repairs.append(
+                f"the delivery cursor held {cursor[:40]!r}, not a sequence number; reset to 0 "
+                "(records the service holds are offered again and ignored by it)"
+            )
 
     def _check_sequence(self) -> None:
         first, last, count = self._db.execute(
@@ -298,6 +336,8 @@ class Outbox:
 
     def set_acked_through(self, through: int, now: float | None = None) -> None:
         """Move the cursor to the service's ``acked_through``, also backwards (service restored)."""
+        if type(through) is not int or through < 0:  # bool is an int; True is not a seq
+            raise ValueError(f"acked_through must be a non-negative int, not {through!r}")
         through = min(through, self.last_seq)
         now = time.time() if now is None else now
         with self._write_lock:

@@ -230,7 +230,8 @@ def devices_test(
     device: Annotated[str | None, typer.Argument(help="Only this device")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Connect to each configured device once and print what it reads."""
+    """Connect to each configured device once and print what it reads; exit 1 when any
+    device does not answer or answers with nothing but bad values."""
     from drivers.base import DriverError
 
     from .runtime import SourceFactory
@@ -261,6 +262,10 @@ def devices_test(
                 value = "-" if s.value is None else f"{s.value:g}"
                 extra = f"  ({s.data['error']})" if "error" in s.data else ""
                 typer.echo(f"  {s.point:<20} {value:>12} {s.unit or '':<4} {s.quality}{extra}")
+            if samples and all(s.quality == "bad" for s in samples):
+                # It answers, but nothing it says can be used: as good as unreachable.
+                failures += 1
+                typer.echo(f"  FAILING: {samples[0].data.get('error', 'every value bad')}")
         return failures
 
     if asyncio.run(probe()):

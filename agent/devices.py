@@ -7,7 +7,10 @@ looks fresh. A source with old data to catch up on (a data logger's memory after
 rest of each slot for it, chunk by chunk, so live values keep their rate during a long
 back-fill; each chunk's resume point is committed with it. A device that cannot be reached is
 retried with capped, jittered backoff; its offline and online transitions are each logged and
-sealed once as ``audit`` records.
+sealed once as ``audit`` records. A polled device that answers, but with nothing except ``bad``
+values (a Modbus exception for every request: a wrong unit id or address; malformed answers),
+is *failing*: reachable, yet monitoring nothing. That episode is logged and sealed once too
+(``device_failing`` with the error, ``device_recovered``).
 
 Each task keeps its health for metrics and ``gxpgate status`` (:mod:`agent.metrics`): whether
 the device is up (``None`` until the first attempt), the last error while it is down, and when
@@ -63,6 +66,8 @@ class _Device:
         self.up: bool | None = None
         """Health as last seen: None until the first attempt, then as :attr:`online`."""
         self.last_error: str | None = None
+        self.failing: str | None = None
+        """The error while the device answers with nothing but ``bad`` values; None: not."""
         self.last_data: float | None = None
         """``time.monotonic()`` of the last live good reading (or scan); None: none yet."""
         self._backoff = backoff
@@ -135,6 +140,23 @@ class _Device:
             log.warning("device.online device=%s", self.device)
             await self._audit({"event": "device_online"})
 
+    async def judge_answers(self, samples: list[Sample]) -> None:
+        """A poll that was answered: failing while every value is ``bad``, recovered once one
+        is not (an empty poll says nothing either way)."""
+        if not samples:
+            return
+        if all(s.quality == "bad" for s in samples):
+            error = str(samples[0].data.get("error") or "every value bad")
+            self.last_error = error
+            if self.failing is None:
+                log.warning("device.failing device=%s error=%s", self.device, error)
+                await self._audit({"event": "device_failing", "error": error})
+            self.failing = error
+        elif self.failing is not None:
+            self.failing = self.last_error = None
+            log.warning("device.recovered device=%s", self.device)
+            await self._audit({"event": "device_recovered"})
+
     async def _audit(self, data: dict[str, object]) -> None:
         zone = self.zones.zone_of(self.device)
         await self.recorder.put(Fact("audit", utc_now(), data, zone=zone, device=self.device))
@@ -187,6 +209,7 @@ class DevicePoller(_Device):
                     next_slot = loop.time()
                     continue
                 await self.came_online()
+                await self.judge_answers(samples)
                 next_slot += interval
                 now = loop.time()
                 if next_slot < now:

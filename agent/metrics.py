@@ -20,11 +20,11 @@ Threading
 Metrics (``device`` etc. are labels)
     ``gxpgate_info{version,gw,site,chain,key}``, ``gxpgate_start_time_seconds``,
     ``gxpgate_snapshot_age_seconds``;
-    ``gxpgate_device_info{device,type,zone}``, ``gxpgate_device_up{device}`` (absent until
-    the first attempt),
+    ``gxpgate_device_info{device,type,zone}``, ``gxpgate_device_up{device}`` and
+    ``gxpgate_device_failing{device}`` (absent until the first attempt),
     ``gxpgate_device_last_good_reading_age_seconds{device}`` (absent until the first live good
     reading), ``gxpgate_scanner_last_scan_age_seconds{device}``,
-    ``gxpgate_device_last_error_info{device,error}`` (while down);
+    ``gxpgate_device_last_error_info{device,error}`` (while down or failing);
     ``gxpgate_records_sealed_total`` (since start);
     ``gxpgate_buffer_backlog_records``, ``gxpgate_buffer_oldest_undelivered_age_seconds`` (0
     when nothing is pending), ``gxpgate_buffer_acked_through``, ``gxpgate_buffer_last_seq``,
@@ -101,6 +101,8 @@ class DeviceHealth:
     last_data: float | None
     """``time.monotonic()`` of the last live good reading or scan."""
     last_error: str | None
+    failing: bool = False
+    """Answering with nothing but bad values (see :mod:`agent.devices`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +140,15 @@ def take_snapshot(agent: Agent) -> Snapshot:
     for task in agent.pollers:
         dev = agent.config.devices[task.device]
         devices.append(
-            DeviceHealth(task.device, dev.type, dev.zone, task.up, task.last_data, task.last_error)
+            DeviceHealth(
+                task.device,
+                dev.type,
+                dev.zone,
+                task.up,
+                task.last_data,
+                task.last_error,
+                task.failing is not None,
+            )
         )
     uplink = None
     if agent.forwarder is not None:
@@ -218,6 +228,12 @@ def _devices(snap: Snapshot, now: float) -> Iterator[Metric]:
         "1 while the device answers, 0 while it is offline (absent before the first attempt).",
         labels=["device"],
     )
+    failing = GaugeMetricFamily(
+        "gxpgate_device_failing",
+        "1 while the device answers with nothing but bad values (exceptions, malformed "
+        "answers), else 0 (absent before the first attempt).",
+        labels=["device"],
+    )
     good = GaugeMetricFamily(
         "gxpgate_device_last_good_reading_age_seconds",
         "Seconds since the device's last live good-quality reading.",
@@ -230,19 +246,20 @@ def _devices(snap: Snapshot, now: float) -> Iterator[Metric]:
     )
     error = GaugeMetricFamily(
         "gxpgate_device_last_error_info",
-        "The error of an offline device (1 while it lasts).",
+        "The error of an offline or failing device (1 while it lasts).",
         labels=["device", "error"],
     )
     for dev in snap.devices:
         info.add_metric([dev.device, dev.type, dev.zone], 1.0)
         if dev.up is not None:
             up.add_metric([dev.device], 1.0 if dev.up else 0.0)
+            failing.add_metric([dev.device], 1.0 if dev.failing else 0.0)
         if dev.last_data is not None:
             family = scan if dev.type in SCANNER_TYPES else good
             family.add_metric([dev.device], max(0.0, now - dev.last_data))
         if dev.last_error is not None:
             error.add_metric([dev.device, dev.last_error], 1.0)
-    return iter((info, up, good, scan, error))
+    return iter((info, up, failing, good, scan, error))
 
 
 def _buffer(m: Metrics) -> Iterator[Metric]:

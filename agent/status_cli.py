@@ -41,6 +41,10 @@ class Unreachable(Exception):
     """The daemon's metrics cannot be read; the message says why."""
 
 
+_ALERT = ("down", "failing")
+"""Device states shown in capitals."""
+
+
 def metrics_url(config: MetricsConfig) -> str:
     """Where the daemon of this config serves its metrics, as seen from this host."""
     address = config.address
@@ -88,10 +92,13 @@ def gather(samples: dict[str, list[Sample]], now: float) -> dict[str, Any]:
     good = by("gxpgate_device_last_good_reading_age_seconds", "device")
     scans = by("gxpgate_scanner_last_scan_age_seconds", "device")
     errors = by("gxpgate_device_last_error_info", "device")
+    failing = by("gxpgate_device_failing", "device")
     devices = []
     for name, dev in by("gxpgate_device_info", "device").items():
         age = good.get(name) or scans.get(name)
         state = "starting" if name not in up else ("up" if up[name].value else "down")
+        if state == "up" and name in failing and failing[name].value:
+            state = "failing"
         devices.append(
             {
                 "device": name,
@@ -221,7 +228,7 @@ def _table(view: dict[str, Any]) -> Iterator[str]:
     yield ""
     rows = [
         (
-            d["device"], d["type"], d["zone"], d["state"].upper() if d["state"] == "down"
+            d["device"], d["type"], d["zone"], d["state"].upper() if d["state"] in _ALERT
             else d["state"], _ago(d["last_data_age_secs"]), d["last_error"] or "-",
         )
         for d in view["devices"]

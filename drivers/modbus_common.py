@@ -3,6 +3,10 @@
 The request plan (:mod:`drivers.modbus_model`) is transport-neutral; this module runs one of its
 requests on a connected pymodbus client and decodes the answer into samples. A Modbus exception
 response is an answer: it becomes ``bad`` samples with the exception named, never a raise.
+
+An answer that does not fit its request (another function code, fewer registers or bits than
+asked for: a rogue or broken server) raises :class:`MalformedAnswer` instead of decoding
+garbage or crashing in ``struct``; the transport drivers turn it into ``bad`` samples.
 """
 
 from __future__ import annotations
@@ -13,7 +17,14 @@ from pymodbus.pdu import ExceptionResponse
 from .base import Sample, utc_now
 from .modbus_model import DecodeError, ReadRequest, decode
 
-__all__ = ["MODBUS_EXCEPTIONS", "bad_samples", "execute_read"]
+__all__ = ["MODBUS_EXCEPTIONS", "MalformedAnswer", "bad_samples", "execute_read"]
+
+_FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+
+
+class MalformedAnswer(Exception):
+    """The device answered, but not to the request that was sent; the message says how."""
+
 
 MODBUS_EXCEPTIONS = {
     1: "illegal function",
@@ -44,7 +55,18 @@ async def execute_read(client: ModbusBaseClient, request: ReadRequest, unit: int
         code = response.exception_code if isinstance(response, ExceptionResponse) else None
         reason = MODBUS_EXCEPTIONS.get(code or 0, "unknown")
         return bad_samples(request, f"Modbus exception {code} ({reason})")
-    words = response.bits if request.table in ("coil", "discrete") else response.registers
+    expected = _FUNCTION_CODES[request.table]
+    if response.function_code != expected:
+        raise MalformedAnswer(
+            f"malformed answer: function code {response.function_code} to a request with {expected}"
+        )
+    bits = request.table in ("coil", "discrete")
+    words = response.bits if bits else response.registers
+    if len(words) < request.count:
+        raise MalformedAnswer(
+            f"malformed answer: {len(words)} {'bits' if bits else 'registers'} "
+            f"for a read of {request.count}"
+        )
     at = utc_now()
     samples = []
     for name, point in request.points:

@@ -27,7 +27,7 @@ from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
 from .base import DeviceUnreachable, Sample
-from .modbus_common import bad_samples, execute_read
+from .modbus_common import MalformedAnswer, bad_samples, execute_read
 from .modbus_model import ModbusRtuBus, ModbusRtuDevice, ReadRequest
 from .serial_model import PARITY_CODES
 
@@ -96,6 +96,10 @@ class RtuBus:
             for index, request in enumerate(plan):
                 try:
                     samples.extend(await execute_read(client, request, unit))
+                except MalformedAnswer as exc:
+                    # The bus stays open for the other slaves; RTU frames are delimited by
+                    # silence, so the next request starts in step.
+                    samples.extend(bad_samples(request, str(exc)))
                 except (TimeoutError, ModbusException, OSError) as exc:
                     error = self._failure(exc, unit, timeout_secs)
                     if not isinstance(exc, TimeoutError | ModbusIOException):

@@ -15,7 +15,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
 from .base import DeviceUnreachable, Sample
-from .modbus_common import bad_samples, execute_read
+from .modbus_common import MalformedAnswer, bad_samples, execute_read
 from .modbus_model import ModbusTcpDevice, ReadRequest
 
 __all__ = ["ModbusTcpSource"]
@@ -81,6 +81,12 @@ class ModbusTcpSource:
         for index, request in enumerate(self.plan):
             try:
                 samples.extend(await execute_read(client, request, self.config.unit_id))
+            except MalformedAnswer as exc:
+                # The device answers, so it is not offline; but the stream may be out of step
+                # (a frame too long or too short): start the next poll on a fresh connection.
+                client.close()
+                samples.extend(s for rest in self.plan[index:] for s in bad_samples(rest, str(exc)))
+                return samples
             except (TimeoutError, ModbusException, OSError) as exc:
                 client.close()
                 error = self._describe_failure(exc)

@@ -183,7 +183,8 @@ def test_device_faults_become_bad_readings_and_audits(tmp_path: Path, write_conf
         assert "no response within 300 ms" in errors, errors
         assert all(r["value"] is None for r in probe1 if r["quality"] == "bad")
         events = [r["data"]["event"] for r in probe1 if r["kind"] == "audit"]
-        assert events == ["device_offline", "device_online"], "one audit per transition"
+        # Exceptions only: failing (it answers); then no answer: offline; then good again.
+        assert events == ["device_failing", "device_offline", "device_online", "device_recovered"]
         others = [r for r in records if r["device"] == "probe-3" and r["kind"] == "reading"]
         assert {r["quality"] for r in others} == {"good"}, "a faulty device does not affect others"
 

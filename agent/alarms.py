@@ -49,7 +49,7 @@ from .rules import (
     RuleError,
     Transition,
 )
-from .sealing import Fact, parse_time
+from .sealing import Fact, format_time, parse_time
 
 __all__ = ["AlarmService", "control_socket_path", "point_rules"]
 
@@ -63,6 +63,7 @@ ACK_WAIT_SECS = 10.0
 GATEWAY_CONDITIONS = (
     GatewayCondition("buffer", "high_water", "alarm", "%"),
     GatewayCondition("buffer", "full", "alarm", "%"),
+    GatewayCondition("buffer", "disk_full", "alarm", None),
 )
 """Conditions of the gateway itself that raise local alarms (see agent/capacity.py)."""
 
@@ -238,15 +239,21 @@ class AlarmService:
 
     def condition(
         self, area: str, name: str, *, active: bool, clear: bool, value: float | None,
-        limit: float | None,
+        limit: float | None, announce: bool = False,
     ) -> None:  # fmt: skip
         """Raise or clear one of :data:`GATEWAY_CONDITIONS`; a transition is sealed like any
-        alarm's (and drives the same outputs)."""
-        self._queue_all(
-            self.engine.condition(
-                area, name, active=active, clear=clear, value=value, limit=limit, now=self.clock()
-            )
+        alarm's (and drives the same outputs). ``announce``: drive the outputs now, before it
+        is sealed, because sealing cannot happen yet (the disk is full); they are driven again
+        with the sealed record once the disk takes it."""
+        transitions = self.engine.condition(
+            area, name, active=active, clear=clear, value=value, limit=limit, now=self.clock()
         )
+        for transition in transitions:
+            fact = self._fact(transition)
+            if announce:
+                unsealed = {"data": fact.data, "zone": fact.zone, "seq": None}
+                self.outputs.sealed(unsealed | {"at": format_time(fact.at)})
+            self._queue.put_nowait(fact)
 
     def _fact(self, transition: Transition) -> Fact:
         data = transition.data()
@@ -304,7 +311,7 @@ class AlarmService:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_SECS)
-            self._queue_all(self.engine.tick(self.clock()))
+            self._queue_all(self.engine.tick(self.clock(), self.recorder.evidence_until()))
 
     async def _checkpoint(self) -> None:
         while True:

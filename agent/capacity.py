@@ -23,7 +23,15 @@ reviewer needs most. So the policy acts on what is sealed next, never on what is
       in memory and retries, see agent/recorder.py).
 
 Use is measured every second (three PRAGMA reads) as the database's content
-(``Outbox.used_bytes``), not the file size, which never shrinks.
+(``Outbox.used_bytes``), not the file size, which never shrinks. The high-water mark is judged
+on the share of it that is *undelivered* (pending records over records held): delivered records
+are the service's already and are pruned at the quota, so a buffer full of them is not evidence
+at risk.
+
+The disk itself: while the buffer's reserve is given back (``buffer.reserve_mb``, see
+buffer/outbox.py) or commits fail, the local alarm ``gateway.buffer.disk_full`` is active; it
+is announced on the outputs at once, before it can be sealed, and sealed once the disk takes
+it. Every second the guard tries to set the reserve aside again; the alarm clears when it can.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from buffer import Outbox
+from buffer import BufferWriteError, Outbox
 from config.model import BufferConfig
 from drivers.base import utc_now
 
@@ -56,6 +64,7 @@ class BufferGuard:
         alarms: AlarmService,
         record: Callable[[Fact], Awaitable[None]],
         *,
+        write_failing: Callable[[], bool] = lambda: False,
         check_secs: float = CHECK_SECS,
     ) -> None:
         self.outbox = outbox
@@ -63,6 +72,8 @@ class BufferGuard:
         self.alarms = alarms
         self.record = record
         self.check_secs = check_secs
+        self.write_failing = write_failing
+        self.disk_full = False
         self.used_pct = 0.0
         self.high = False
         self.full = False
@@ -76,9 +87,13 @@ class BufferGuard:
             await asyncio.sleep(self.check_secs)
 
     async def check(self) -> None:
+        await self._check_disk()
         used = await asyncio.to_thread(self.outbox.used_bytes)
         if self._pct(used) >= 100 or self.full:
-            pruned = await asyncio.to_thread(self.outbox.prune, 0.0)
+            try:
+                pruned = await asyncio.to_thread(self.outbox.prune, 0.0)
+            except BufferWriteError:
+                pruned = 0  # the disk is full: the disk_full alarm says so; try next time
             if pruned:
                 after = await asyncio.to_thread(self.outbox.used_bytes)
                 log.warning("buffer.pruned_early records=%d used_bytes=%d", pruned, after)
@@ -86,7 +101,8 @@ class BufferGuard:
                 used = after
         pct = self.used_pct = self._pct(used)
         mark = self.config.high_water_pct
-        high = pct >= mark or (self.high and pct >= mark - HYSTERESIS_PCT)
+        at_risk = pct * self._undelivered_share()
+        high = at_risk >= mark or (self.high and at_risk >= mark - HYSTERESIS_PCT)
         if high != self.high:
             self.high = high
             event = "high_water" if high else "below_high_water"
@@ -94,8 +110,9 @@ class BufferGuard:
             await self._audit(f"buffer_{event}", used)
         value = round(pct, 1)
         self.alarms.condition(
-            "buffer", "high_water", active=high, clear=not high, value=value, limit=mark
-        )
+            "buffer", "high_water", active=high, clear=not high, value=round(at_risk, 1),
+            limit=mark,
+        )  # fmt: skip
         full = pct >= 100 or (self.full and pct >= 100 - HYSTERESIS_PCT)
         if full != self.full:
             self.full = full
@@ -105,6 +122,28 @@ class BufferGuard:
             else:
                 await self._end_thinning(used)
         self.alarms.condition("buffer", "full", active=full, clear=not full, value=value, limit=100)
+
+    def _undelivered_share(self) -> float:
+        outbox = self.outbox
+        pending = outbox.last_seq - outbox.acked_through
+        held = outbox.last_seq - outbox.first_seq + 1 if outbox.last_seq else 0
+        return pending / held if held > 0 else 0.0
+
+    async def _check_disk(self) -> None:
+        failing = self.write_failing()
+        if self.outbox.disk_full and not failing:
+            await asyncio.to_thread(self.outbox.restore_reserve)
+        full = failing or self.outbox.disk_full
+        if full != self.disk_full:
+            self.disk_full = full
+            if full:
+                log.error("buffer.disk_full path=%s", self.outbox.path)
+            else:
+                log.warning("buffer.disk_space_back path=%s", self.outbox.path)
+        self.alarms.condition(
+            "buffer", "disk_full", active=full, clear=not full, value=None, limit=None,
+            announce=failing,
+        )  # fmt: skip
 
     @property
     def thinning(self) -> bool:

@@ -75,7 +75,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from buffer import Outbox
+from buffer import BufferWriteError, Outbox
 from config.mqtt_model import MqttUplinkConfig
 from drivers.base import utc_now
 
@@ -268,7 +268,13 @@ class MqttUplink:
     async def _persist(self) -> None:
         through = self._delivered
         if through > self._persisted:
-            await asyncio.to_thread(self.outbox.set_acked_through, through)
+            try:
+                await asyncio.to_thread(self.outbox.set_acked_through, through)
+            except BufferWriteError as exc:
+                # A full disk must not take the uplink down; the cursor is written once the
+                # disk takes it (until then a restart offers those batches again, harmlessly).
+                log.warning("uplink.cursor_write_failed error=%s", exc)
+                return
             self._persisted = through
 
     async def _fill(self) -> None:

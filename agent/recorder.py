@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from buffer import BufferWriteError, Outbox, Row
@@ -61,6 +62,8 @@ class Recorder:
         self._closing = asyncio.Event()
         self._write_failing = False
         self._first_arrival = 0.0
+        self._caught_up_at = time.time()
+        self._committing = False
 
     async def put_state(self, entries: dict[str, str]) -> None:
         """Commit ``entries`` to the buffer's state table, in order with the facts before it,
@@ -83,6 +86,18 @@ class Recorder:
         self._closing.set()
         self._arrived.set()
 
+    def evidence_until(self) -> float:
+        """Wall-clock time up to which every fact put has been committed (and shown to the
+        listeners): now while nothing waits, else when the recorder last caught up."""
+        if self._queue.empty() and not self._committing:
+            return time.time()
+        return self._caught_up_at
+
+    @property
+    def write_failing(self) -> bool:
+        """The last commit failed (disk full, I/O error); its records wait in memory."""
+        return self._write_failing
+
     @property
     def queued(self) -> int:
         return self._queue.qsize()
@@ -99,7 +114,15 @@ class Recorder:
             await self._gather(loop.time, self._first_arrival + self.commit_interval_secs)
             batch = [self._queue.get_nowait() for _ in range(min(self.max_batch, self.queued))]
             self._first_arrival = loop.time()  # facts still queued arrived at the latest now
-            await self._commit(batch)
+            taken_at = time.time()
+            took_all = self._queue.empty()  # then every fact put before taken_at is in batch
+            self._committing = True
+            try:
+                await self._commit(batch)
+            finally:
+                self._committing = False
+            if took_all:
+                self._caught_up_at = taken_at
 
     async def _gather(self, now: Callable[[], float], deadline: float) -> None:
         """Group commit: wait for more facts until the producers go quiet for ``QUIET_SECS``,

@@ -585,19 +585,24 @@ class Engine:
             elif point.offline_at is None:
                 point.offline_at = at
 
-    def tick(self, now: float) -> list[Transition]:
-        """Communication loss and re-alarms, on the gateway's clock."""
+    def tick(self, now: float, evidence_until: float | None = None) -> list[Transition]:
+        """Communication loss and re-alarms, on the gateway's clock. ``evidence_until``: up to
+        when every reading taken has been observed (the recorder may hold readings it has not
+        committed yet: a full disk, a flood); silence is judged only up to then, so a device is
+        never called lost because the gateway lags behind its data."""
         out: list[Transition] = []
+        judged = now if evidence_until is None else min(now, evidence_until)
         for point in self._points.values():
             comm = point.comm
             if comm is not None and comm.phase == "normal":
                 if not point.spec.changes_only:
                     threshold = point.comm_intervals * point.spec.interval_secs
-                    lost = now - point.last_good_at > threshold
+                    lost = judged - point.last_good_at > threshold
                     since = point.last_good_at
                 elif point.offline_at is not None:
                     # A subscription reports changes only: silence is normal, offline is not.
-                    lost = now - point.offline_at > point.comm_intervals * point.spec.interval_secs
+                    window = point.comm_intervals * point.spec.interval_secs
+                    lost = judged - point.offline_at > window
                     since = point.offline_at
                 else:
                     lost = False

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -25,7 +26,7 @@ import httpx
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from buffer import Outbox, OutboxError
+from buffer import BufferWriteError, Outbox, OutboxError
 from config import GatewayConfig, LoadedConfig
 from config.mqtt_model import MqttUplinkConfig
 from config.products import PolicyError
@@ -111,16 +112,19 @@ class SourceFactory:
         raise AgentStartError(f"device {device_id}: no driver for type {device.type!r}")
 
 
-def open_outbox(loaded: LoadedConfig, *, must_exist: bool = False) -> Outbox:
+def open_outbox(loaded: LoadedConfig, *, must_exist: bool = False, reserve: bool = False) -> Outbox:
     """The configured buffer; ``must_exist`` for operator commands that should not mint a chain
-    in a mistyped path."""
+    in a mistyped path; ``reserve`` for the agent, which keeps the disk reserve."""
     cfg = loaded.config
     if must_exist and not cfg.buffer.path.exists():
         raise AgentStartError(
             f"{cfg.buffer.path}: no buffer yet (the agent creates it when it first runs)"
         )
     try:
-        return Outbox(cfg.buffer.path, cfg.gateway.id, quota_mb=cfg.buffer.quota_mb)
+        reserve_mb = cfg.buffer.reserve_mb if reserve else 0
+        return Outbox(
+            cfg.buffer.path, cfg.gateway.id, quota_mb=cfg.buffer.quota_mb, reserve_mb=reserve_mb
+        )
     except OutboxError as exc:
         raise AgentStartError(str(exc)) from exc
     except OSError as exc:
@@ -216,7 +220,7 @@ class Agent:
         private_key = self._load_key()
         self._check_uplink_files()
         self._check_alarm_files()
-        outbox = await asyncio.to_thread(open_outbox, self.loaded)
+        outbox = await asyncio.to_thread(partial(open_outbox, self.loaded, reserve=True))
         self.outbox = outbox
         try:
             check_tail(outbox, private_key)
@@ -294,7 +298,10 @@ class Agent:
             await asyncio.to_thread(alarms.restore, outbox, judge)
             recorder.listeners.append(alarms.on_commit)
             feed.sink = self.alarms = alarms
-            guard = BufferGuard(outbox, cfg.buffer, alarms, recorder.put)
+            guard = BufferGuard(
+                outbox, cfg.buffer, alarms, recorder.put,
+                write_failing=lambda: recorder.write_failing,
+            )  # fmt: skip
             clock = ClockMonitor(
                 cfg.clock, recorder.put, wall=self.wall_clock, probe=self.sync_probe
             )
@@ -414,7 +421,11 @@ class Agent:
     async def _prune_periodically(self, outbox: Outbox) -> None:
         retention = self.config.buffer.retention_days * 86400
         while True:
-            deleted = await asyncio.to_thread(outbox.prune, retention, time.time())
+            try:
+                deleted = await asyncio.to_thread(outbox.prune, retention, time.time())
+            except BufferWriteError as exc:  # a full disk: the buffer guard's alarm says so
+                log.warning("buffer.prune_failed error=%s", exc)
+                deleted = 0
             if deleted:
                 log.info("buffer.pruned records=%d", deleted)
             await asyncio.sleep(PRUNE_EVERY_SECS)

@@ -32,9 +32,14 @@ PRAGMAs (read back and checked at open)
 
 When full
     The buffer does not delete undelivered records to make room: deleting one would leave a
-    hole in the chain that the quality service could never get past. A full disk makes
-    :meth:`Outbox.append` raise :class:`BufferWriteError`; the caller keeps the records and
-    retries. The quota is the agent's policy (agent/capacity.py): :meth:`Outbox.used_bytes`
+    hole in the chain that the quality service could never get past. A *reserve* file beside
+    the database (``buffer.db.reserve``, ``reserve_mb``) holds space back: the first write (or
+    open: WAL mode must create its ``-shm`` file) that fails gives it back to the filesystem and
+    is tried once more, so the gateway goes on sealing, and can start, on a disk that someone
+    else filled; :attr:`Outbox.disk_full` says so until :meth:`Outbox.restore_reserve` finds
+    room for the reserve again. Once the reserve is gone too, :meth:`Outbox.append` raises
+    :class:`BufferWriteError`; the caller keeps the records and retries.
+    The quota is the agent's policy (agent/capacity.py): :meth:`Outbox.used_bytes`
     measures against it, and :meth:`Outbox.prune` with a zero retention frees what the service
     already holds.
 
@@ -53,11 +58,13 @@ Exceptions::
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,17 +134,31 @@ class BufferStatus:
 class Outbox:
     """One gateway's chain in one SQLite file. Thread-safe; one writer connection, one reader."""
 
-    def __init__(self, path: Path, gw: str, *, quota_mb: float = 2048) -> None:
+    def __init__(
+        self, path: Path, gw: str, *, quota_mb: float = 2048, reserve_mb: float = 0
+    ) -> None:
         self.path = path
         self.quota_bytes = int(quota_mb * 1024 * 1024)
+        self.reserve_path = path.with_name(path.name + ".reserve")
+        self.reserve_bytes = int(reserve_mb * 1024 * 1024)
+        self.disk_full = False
+        """The reserve had to be given back (or could not be made): the disk is full or
+        nearly so. Cleared by :meth:`restore_reserve`."""
         self.repairs: list[str] = []
         """What opening repaired (a corrupt cursor reset); the agent seals each."""
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-        self._db = self._connect()
+        try:
+            self._db = self._connect()
+        except BufferWriteError:
+            if not self._release_reserve():
+                raise
+            self._db = self._connect()  # the open failed for want of space, not for damage
         self._init_or_check(gw)
         self._reader = self._connect()
+        if not self.disk_full:
+            self.restore_reserve()
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -151,6 +172,11 @@ class Outbox:
                 if str(actual).lower() != str(value):
                     raise BufferCorrupt(f"{self.path}: PRAGMA {name} is {actual}, expected {value}")
         except sqlite3.DatabaseError as exc:
+            free = shutil.disk_usage(self.path.parent).free
+            if free < 1024 * 1024:
+                raise BufferWriteError(
+                    f"{self.path}: cannot open: its filesystem is full ({free} bytes free): {exc}"
+                ) from None
             raise BufferCorrupt(f"{self.path}: cannot open as SQLite: {exc}") from None
         return conn
 
@@ -274,21 +300,18 @@ class Outbox:
             for offset, row in enumerate(rows):
                 if row.seq != expected + offset:
                     raise ValueError(f"seq {row.seq} does not continue the chain at {expected}")
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
+            values = [(r.seq, r.at, r.kind, r.hash, r.body) for r in rows]
+
+            def write() -> None:
                 self._db.executemany(
-                    "INSERT INTO records(seq, at, kind, hash, body) VALUES (?, ?, ?, ?, ?)",
-                    [(r.seq, r.at, r.kind, r.hash, r.body) for r in rows],
+                    "INSERT INTO records(seq, at, kind, hash, body) VALUES (?, ?, ?, ?, ?)", values
                 )
                 if state:
                     self._db.executemany(
                         "INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", state.items()
                     )
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise BufferWriteError(f"{self.path}: write failed: {exc}") from exc
+
+            self._transaction(write, "write")
             if rows:
                 self.last_seq = rows[-1].seq
                 self.last_hash = rows[-1].hash
@@ -318,6 +341,13 @@ class Outbox:
             ).fetchone()
         return int(row[0])
 
+    @property
+    def first_seq(self) -> int:
+        """The oldest record still held (0: none); an index lookup, cheap to ask often."""
+        with self._read_lock:
+            row = self._reader.execute("SELECT min(seq) FROM records").fetchone()
+        return int(row[0] or 0)
+
     def pending(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
         """Up to ``limit`` records with ``seq > after_seq``, ascending."""
         with self._read_lock:
@@ -340,20 +370,17 @@ class Outbox:
             raise ValueError(f"acked_through must be a non-negative int, not {through!r}")
         through = min(through, self.last_seq)
         now = time.time() if now is None else now
+
+        def write() -> None:
+            self._db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'acked_through'", (str(through),)
+            )
+            self._db.execute(
+                "INSERT OR IGNORE INTO acks(through, acked_at) VALUES (?, ?)", (through, now)
+            )
+
         with self._write_lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute(
-                    "UPDATE meta SET value = ? WHERE key = 'acked_through'", (str(through),)
-                )
-                self._db.execute(
-                    "INSERT OR IGNORE INTO acks(through, acked_at) VALUES (?, ?)", (through, now)
-                )
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise BufferWriteError(f"{self.path}: cursor update failed: {exc}") from exc
+            self._transaction(write, "cursor update")
 
     def prune(self, retention_secs: float, now: float | None = None) -> int:
         """Delete records delivered more than ``retention_secs`` ago; return how many."""
@@ -368,16 +395,66 @@ class Outbox:
                 "SELECT CAST(value AS INTEGER) FROM meta WHERE key='acked_through'"
             ).fetchone()
             limit = min(through, cursor, self.last_seq - 1)
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
+            deleted = 0
+
+            def write() -> None:
+                nonlocal deleted
                 deleted = self._db.execute("DELETE FROM records WHERE seq <= ?", (limit,)).rowcount
                 self._db.execute("DELETE FROM acks WHERE through < ?", (through,))
+
+            self._transaction(write, "prune")
+            return deleted
+
+    # -- space -------------------------------------------------------------------------------
+
+    def _transaction(self, write: Callable[[], None], what: str) -> None:
+        """Run ``write`` in one transaction (the caller holds the write lock); when it fails
+        and the reserve is still there, give the reserve back and try once more."""
+        for attempt in (1, 2):
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                write()
                 self._db.execute("COMMIT")
+                return
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                raise BufferWriteError(f"{self.path}: prune failed: {exc}") from exc
-            return deleted
+                if attempt == 1 and self._release_reserve():
+                    continue
+                raise BufferWriteError(f"{self.path}: {what} failed: {exc}") from exc
+
+    def _release_reserve(self) -> bool:
+        """Give the reserve's space back to the filesystem; False when there was none."""
+        self.disk_full = True
+        try:
+            self.reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def restore_reserve(self) -> bool:
+        """Set the reserve aside again when the filesystem has room for it twice over; True
+        once it is in place (or none is configured), which ends :attr:`disk_full`."""
+        if self.reserve_bytes <= 0:
+            self.disk_full = False
+            return True
+        with contextlib.suppress(FileNotFoundError):
+            if self.reserve_path.stat().st_size >= self.reserve_bytes:
+                self.disk_full = False
+                return True
+        try:
+            if shutil.disk_usage(self.path.parent).free < 2 * self.reserve_bytes:
+                self.disk_full = True
+                return False
+            with self.reserve_path.open("wb") as handle:
+                os.posix_fallocate(handle.fileno(), 0, self.reserve_bytes)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.reserve_path.unlink()
+            self.disk_full = True
+            return False
+        self.disk_full = False
+        return True
 
     # -- operators' views --------------------------------------------------------------------
 

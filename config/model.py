@@ -96,9 +96,13 @@ class BufferConfig(_Strict):
     """SQLite database holding every sealed record until delivered (and for the retention)."""
     retention_days: float = Field(default=30.0, ge=0)
     """How long delivered records are kept after the service acknowledged them."""
-    quota_mb: float = Field(default=2048, ge=0.25)
-    """Disk space the buffer may use. Undelivered records are never deleted to stay within it:
-    see ``high_water_pct`` and ``at_quota``."""
+    quota_mb: float = Field(default=2048, ge=0.25, le=16 * 1024 * 1024, allow_inf_nan=False)
+    """Disk space the buffer may use, in MiB (1 MiB = 1,048,576 bytes). Undelivered records are
+    never deleted to stay within it: see ``high_water_pct`` and ``at_quota``."""
+    reserve_mb: float = Field(default=16, ge=0, le=1024, allow_inf_nan=False)
+    """Space (MiB) held back beside the buffer in ``<path>.reserve`` and given back the moment
+    the disk is full, so the gateway goes on sealing (and can start) on a disk that something
+    else filled, while the local alarm ``gateway.buffer.disk_full`` says so. 0: no reserve."""
     high_water_pct: float = Field(default=80.0, gt=0, lt=100)
     """Share of the quota at which the gateway seals a ``buffer_high_water`` audit record and
     raises the local alarm ``gateway.buffer.high_water`` (cleared 5 points below)."""

@@ -197,6 +197,8 @@ class AlarmRoutes(_Strict):
     """The gateway's buffer reached its high-water mark (evidence at risk)."""
     full: Team = "compliance"
     """The gateway's buffer reached its quota."""
+    disk_full: Team = "compliance"
+    """The disk holding the buffer is full: its reserve was given back, or writes fail."""
     wrong_zone: Team = "warehouse"
     """A product put away in a zone whose profile does not keep its required condition."""
     expired: Team = "quality"

@@ -60,6 +60,8 @@ REPLAY_CHUNK = 5000
 ACK_WAIT_SECS = 10.0
 
 
+STOP_HANDOVER_SECS = 5.0
+
 GATEWAY_CONDITIONS = (
     GatewayCondition("buffer", "high_water", "alarm", "%"),
     GatewayCondition("buffer", "full", "alarm", "%"),
@@ -298,9 +300,15 @@ class AlarmService:
                 group.create_task(self._checkpoint(), name="alarms:checkpoint")
                 group.create_task(self._forward(), name="alarms:forward")
         finally:
-            while not self._queue.empty():
-                await self.recorder.put(self._queue.get_nowait())
-            await self.recorder.put_state(self._checkpoint_entries())
+            try:
+                # A recorder that cannot commit (full disk) may not take more: a stop must not
+                # wait for the disk. The recorder counts and logs what it gives up.
+                async with asyncio.timeout(STOP_HANDOVER_SECS):
+                    while not self._queue.empty():
+                        await self.recorder.put(self._queue.get_nowait())
+                    await self.recorder.put_state(self._checkpoint_entries())
+            except TimeoutError:
+                log.critical("alarms.unsaved transitions=%d", self._queue.qsize() + 1)
             await self.outputs.stop()
 
     async def _forward(self) -> None:

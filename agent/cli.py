@@ -286,20 +286,24 @@ def run(
     loaded = load(config)
     setup_logging(verbose)
 
-    async def main() -> None:
+    async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await Agent(loaded).run(stop)
+        agent = Agent(loaded)
+        await agent.run(stop)
+        return agent.unsaved
 
     try:
-        asyncio.run(main())
+        unsaved = asyncio.run(main())
     except AgentStartError as exc:
-        fail(str(exc))
+        fail(str(exc), exc.exit_code)
     except Exception:  # the top-level crash handler: a bug; exit 1 so systemd restarts us
         log.critical("agent.crashed", exc_info=True)
         raise typer.Exit(1) from None
+    if unsaved:
+        fail(f"{unsaved} records were lost: the buffer's disk refused them until the stop", 1)
 
 
 @app.command("demo")

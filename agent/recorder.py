@@ -64,6 +64,9 @@ class Recorder:
         self._first_arrival = 0.0
         self._caught_up_at = time.time()
         self._committing = False
+        self._give_up_at: float | None = None
+        self.unsaved = 0
+        """Facts given up at a stop deadline because the disk refused them (see close)."""
 
     async def put_state(self, entries: dict[str, str]) -> None:
         """Commit ``entries`` to the buffer's state table, in order with the facts before it,
@@ -81,8 +84,12 @@ class Recorder:
         await self._queue.put(fact)
         self._arrived.set()
 
-    def close(self) -> None:
-        """Ask :meth:`run` to commit what is queued and return."""
+    def close(self, deadline_secs: float | None = None) -> None:
+        """Ask :meth:`run` to commit what is queued and return. With ``deadline_secs``, a
+        commit still failing that long from now (a full disk at shutdown) is given up: what is
+        left is counted in :attr:`unsaved` and logged, so a stop never waits for the disk."""
+        if deadline_secs is not None:
+            self._give_up_at = asyncio.get_running_loop().time() + deadline_secs
         self._closing.set()
         self._arrived.set()
 
@@ -154,7 +161,14 @@ class Recorder:
                     log.error("buffer.write_failed error=%s; records are kept in memory", exc)
                     event = {"event": "buffer_write_failed", "error": str(exc)}
                     batch.append(Fact("audit", utc_now(), event))
-                await asyncio.sleep(backoff.next_delay())
+                delay = backoff.next_delay()
+                if self._give_up_at is not None:
+                    left = self._give_up_at - asyncio.get_running_loop().time()
+                    if left <= 0:
+                        self._give_up(batch, exc)
+                        return
+                    delay = min(delay, left)
+                await asyncio.sleep(delay)
                 continue
             break
         if self._write_failing:
@@ -164,6 +178,16 @@ class Recorder:
         facts = [fact for fact in batch if fact.kind != CHECKPOINT]
         for listener in self.listeners:
             listener(facts, rows)
+
+    def _give_up(self, batch: list[Fact], exc: BufferWriteError) -> None:
+        while not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        self.unsaved = sum(1 for fact in batch if fact.kind != CHECKPOINT)
+        log.critical(
+            "buffer.unsaved records=%d error=%s; the disk did not take them before the stop "
+            "deadline: they are lost",
+            self.unsaved, exc,
+        )  # fmt: skip
 
     def _seal_and_append(self, batch: list[Fact]) -> list[Row]:
         facts = [fact for fact in batch if fact.kind != CHECKPOINT]

@@ -26,7 +26,7 @@ import httpx
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from buffer import BufferWriteError, Outbox, OutboxError
+from buffer import BufferLock, BufferLocked, BufferWriteError, Outbox, OutboxError
 from config import GatewayConfig, LoadedConfig
 from config.mqtt_model import MqttUplinkConfig
 from config.products import PolicyError
@@ -54,16 +54,33 @@ from .recorder import Recorder
 from .sdnotify import Notifier, agent_status
 from .sealing import Fact, Sealer
 
-__all__ = ["Agent", "AgentStartError", "SourceFactory", "agent_version", "open_outbox"]
+__all__ = [
+    "Agent",
+    "AgentAlreadyRunning",
+    "AgentStartError",
+    "SourceFactory",
+    "agent_version",
+    "open_outbox",
+]
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_SECS = 600.0
 FINAL_FLUSH_SECS = 5.0
+STOP_COMMIT_SECS = 10.0
+"""At a stop, how long commits may keep failing before what is queued is given up: with the
+final flush, well inside systemd's TimeoutStopSec=30s."""
 
 
 class AgentStartError(Exception):
-    """The agent cannot start; the message says what to fix."""
+    """The agent cannot start; the message says what to fix. ``exit_code`` 2 when it is the
+    operator's usage (a second agent on one buffer), 1 otherwise."""
+
+    exit_code = 1
+
+
+class AgentAlreadyRunning(AgentStartError):
+    exit_code = 2
 
 
 def agent_version() -> str:
@@ -190,6 +207,8 @@ class Agent:
         self.key_id: str | None = None
         self.metrics: Metrics | None = None
         self.policy: PolicyHolder | None = None
+        self.unsaved = 0
+        """Records given up at the stop because the disk refused them (the stop says so)."""
 
     def _load_key(self) -> Ed25519PrivateKey:
         path = key_path_for(self.config.signing.key_file)
@@ -217,6 +236,17 @@ class Agent:
                 raise AgentStartError(f"alarms.mqtt.{name}: {path} is not a readable file")
 
     async def run(self, stop: asyncio.Event) -> None:
+        # Before anything else opens the buffer: a second agent must not touch it at all.
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(BufferLock(self.config.buffer.path))
+            except BufferLocked as exc:
+                raise AgentAlreadyRunning(str(exc)) from None
+            except OSError as exc:
+                raise AgentStartError(f"{self.config.buffer.path}: cannot lock: {exc}") from exc
+            await self._run_locked(stop)
+
+    async def _run_locked(self, stop: asyncio.Event) -> None:
         private_key = self._load_key()
         self._check_uplink_files()
         self._check_alarm_files()
@@ -407,9 +437,14 @@ class Agent:
         log.info("agent.stopping reason=%s queued=%d", reason, recorder.queued)
         stopped = Fact("audit", utc_now(), {"event": "agent_stopped", "reason": reason})
         if not recorder_task.done():
-            await recorder.put(stopped)
-            recorder.close()
+            # A recorder that cannot commit (full disk) may have a full queue: never wait on it
+            # for longer than the stop allows.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_COMMIT_SECS):
+                    await recorder.put(stopped)
+            recorder.close(STOP_COMMIT_SECS)
             await recorder_task
+            self.unsaved = recorder.unsaved
         if forwarder_task is not None and self.forwarder is not None:
             forwarder_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

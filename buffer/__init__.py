@@ -1,5 +1,6 @@
 """The SQLite outbox (see :mod:`buffer.outbox` for its invariants)."""
 
+from .lock import BufferLock, BufferLocked
 from .outbox import (
     BufferCorrupt,
     BufferMismatch,
@@ -12,6 +13,8 @@ from .outbox import (
 
 __all__ = [
     "BufferCorrupt",
+    "BufferLock",
+    "BufferLocked",
     "BufferMismatch",
     "BufferStatus",
     "BufferWriteError",

@@ -39,10 +39,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(folder: Path, name: str = "filler") -> None:
-    with (folder / name).open("ab") as handle, contextlib.suppress(OSError):
+    with (folder / name).open("ab", buffering=0) as handle, contextlib.suppress(OSError):
         while True:
             handle.write(b"\0" * 16384)
-            handle.flush()
 
 
 def on_small_disk(config: Path, disk: Path) -> None:

@@ -189,6 +189,42 @@ def export(
     typer.echo(f"exported {count} record(s) to {out}", err=True)
 
 
+@buffer_app.command("reset")
+def buffer_reset(
+    config: ConfigOption = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do it (nothing is deleted)")] = False,
+) -> None:
+    """Set a damaged buffer aside: its files are renamed *.damaged-<time>, and the next start
+    begins a new chain whose first records cite the one set aside."""
+    from buffer import BufferLock, BufferLocked
+    from buffer.reset import set_aside
+
+    from .lots import lots_path_for
+
+    loaded = load(config)
+    path = loaded.config.buffer.path
+    if not yes:
+        fail(
+            f"this renames {path} (and its -wal, -shm and the lot register beside it) aside and "
+            "lets the next start begin a new chain; the quality service then holds two chains "
+            "for this gateway. Add --yes to do it.",
+            2,
+        )
+    try:
+        with BufferLock(path):
+            previous = set_aside(path, [lots_path_for(path)])
+    except BufferLocked as exc:
+        fail(str(exc), 2)
+    except OSError as exc:
+        fail(f"{path}: {exc.strerror or exc}")
+    for name in previous["set_aside"]:
+        typer.echo(f"set aside: {path.parent / name}")
+    typer.echo(
+        f"the next start begins a new chain citing chain {previous['chain'] or 'unknown'} "
+        f"(through seq {previous['last_seq'] if previous['last_seq'] is not None else '?'})"
+    )
+
+
 @buffer_app.command("status")
 def buffer_status(config: ConfigOption = None) -> None:
     """Records held, pending upload, oldest pending, acked through, disk use."""

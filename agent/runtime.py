@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import orjson
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from buffer import BufferLock, BufferLocked, BufferWriteError, Outbox, OutboxError
 from config import GatewayConfig, LoadedConfig
@@ -40,7 +40,7 @@ from .clock import ClockMonitor, SyncProbe, ntp_synchronized
 from .control import ControlError, ControlServer
 from .custody import CustodyStreamer
 from .devices import DevicePoller, DeviceStreamer, cursor_prefix
-from .evidence import ChainVerifier, RecordInvalid, key_id
+from .evidence import ChainVerifier, RecordInvalid, key_id, record_hash, verify_signature
 from .exceptions import ExceptionJudge
 from .exposure import ExposureBook
 from .forwarder import Forwarder
@@ -129,23 +129,62 @@ class SourceFactory:
         raise AgentStartError(f"device {device_id}: no driver for type {device.type!r}")
 
 
-def open_outbox(loaded: LoadedConfig, *, must_exist: bool = False, reserve: bool = False) -> Outbox:
+def open_outbox(loaded: LoadedConfig, *, must_exist: bool = False, agent: bool = False) -> Outbox:
     """The configured buffer; ``must_exist`` for operator commands that should not mint a chain
-    in a mistyped path; ``reserve`` for the agent, which keeps the disk reserve."""
+    in a mistyped path; ``agent`` for the agent, the writer, which keeps the disk reserve and
+    the witness (see buffer/outbox.py)."""
     cfg = loaded.config
     if must_exist and not cfg.buffer.path.exists():
         raise AgentStartError(
             f"{cfg.buffer.path}: no buffer yet (the agent creates it when it first runs)"
         )
     try:
-        reserve_mb = cfg.buffer.reserve_mb if reserve else 0
+        reserve_mb = cfg.buffer.reserve_mb if agent else 0
         return Outbox(
-            cfg.buffer.path, cfg.gateway.id, quota_mb=cfg.buffer.quota_mb, reserve_mb=reserve_mb
-        )
+            cfg.buffer.path, cfg.gateway.id, quota_mb=cfg.buffer.quota_mb,
+            reserve_mb=reserve_mb, witness=agent,
+        )  # fmt: skip
     except OutboxError as exc:
         raise AgentStartError(str(exc)) from exc
     except OSError as exc:
         raise AgentStartError(f"{cfg.buffer.path}: {exc.strerror or exc}") from exc
+
+
+SAMPLE_RECORDS = 64
+"""Records checked at random at start-up beside the tail: damage inside a body is found and
+refused then, not when the forwarder or the alarm replay trips over it."""
+
+
+def check_buffer(outbox: Outbox, private_key: Ed25519PrivateKey) -> None:
+    """Refuse a buffer whose newest records, or a random sample of the rest, do not verify."""
+    check_tail(outbox, private_key)
+    public_key = private_key.public_key()
+    keys = {key_id(public_key): public_key}
+    for seq, stored_hash, body in outbox.sample(SAMPLE_RECORDS):
+        problem = _body_problem(seq, stored_hash, body, keys)
+        if problem:
+            raise AgentStartError(
+                f"{outbox.path}: record {seq} is damaged ({problem}); restore the buffer from a "
+                "backup (gxpgate export and gxpgate verify show every damaged record)"
+            )
+
+
+def _body_problem(
+    seq: int, stored_hash: str, body: bytes, keys: dict[str, Ed25519PublicKey]
+) -> str | None:
+    try:
+        record = orjson.loads(body)
+        if not isinstance(record, dict) or record.get("seq") != seq:
+            return "its body is not the record with that seq"
+        if record_hash(record) != record["hash"] or record["hash"] != stored_hash:
+            return "its hash does not recompute"
+        if record["key"] in keys:  # older keys' records are checked by verify, with the PEMs
+            verify_signature(record, keys)
+    except orjson.JSONDecodeError:
+        return "its body is not JSON"
+    except (KeyError, TypeError, RecordInvalid) as exc:
+        return str(exc) or type(exc).__name__
+    return None
 
 
 def check_tail(outbox: Outbox, private_key: Ed25519PrivateKey) -> None:
@@ -153,7 +192,13 @@ def check_tail(outbox: Outbox, private_key: Ed25519PrivateKey) -> None:
     bodies = outbox.tail(2)
     if not bodies:
         return
-    records = [orjson.loads(body) for body in bodies]
+    try:
+        records = [orjson.loads(body) for body in bodies]
+    except orjson.JSONDecodeError:
+        raise AgentStartError(
+            f"{outbox.path}: the newest records are damaged (not JSON); restore the buffer "
+            "from a backup"
+        ) from None
     public_key = private_key.public_key()
     verifier = ChainVerifier(
         keys={key_id(public_key): public_key},
@@ -250,10 +295,10 @@ class Agent:
         private_key = self._load_key()
         self._check_uplink_files()
         self._check_alarm_files()
-        outbox = await asyncio.to_thread(partial(open_outbox, self.loaded, reserve=True))
+        outbox = await asyncio.to_thread(partial(open_outbox, self.loaded, agent=True))
         self.outbox = outbox
         try:
-            check_tail(outbox, private_key)
+            await asyncio.to_thread(check_buffer, outbox, private_key)
             await self._run(outbox, private_key, stop)
         finally:
             outbox.close()
@@ -303,6 +348,10 @@ class Agent:
             )
         )
         log.info("agent.started gw=%s chain=%s key=%s", cfg.gateway.id, outbox.chain, sealer.key_id)
+        if outbox.predecessor is not None and outbox.last_seq <= 1:
+            # The chain before this one was set aside by `gxpgate buffer reset`: say which.
+            event = {"event": "chain_replaced", "previous": outbox.predecessor}
+            await recorder.put(Fact("audit", utc_now(), event))
         for repair in outbox.repairs:
             log.error("buffer.repaired what=%s", repair)
             await recorder.put(

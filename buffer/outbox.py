@@ -43,6 +43,16 @@ When full
     measures against it, and :meth:`Outbox.prune` with a zero retention frees what the service
     already holds.
 
+The witness
+    ``buffer.db.witness`` (written by the agent after every commit, without an fsync of its
+    own) says which chain the file holds and the last ``seq`` committed to it. A file that
+    holds less than its witness says (a lost or damaged ``-wal``, an emptied or replaced
+    ``buffer.db``) is refused with :class:`BufferCorrupt`, never started over: minting a new
+    chain over one that held records would hide them. The witness is only ever behind the
+    database (it is written after the commit returns), so a crash or power loss can make it
+    lag, never lead. ``gxpgate buffer reset`` moves damaged files aside and leaves the witness
+    naming the chain they held, which the next chain's first records cite.
+
 What it does not promise
     Protection against a deliberately edited file: that is what the hash chain is for, and the
     agent verifies the tail's hashes and signature when it opens the buffer.
@@ -59,6 +69,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import sqlite3
 import threading
@@ -67,7 +78,9 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
 import sqlite_utils
 
 __all__ = [
@@ -78,6 +91,7 @@ __all__ = [
     "Outbox",
     "OutboxError",
     "Row",
+    "read_witness",
 ]
 
 SCHEMA_VERSION = 3
@@ -105,6 +119,38 @@ class BufferMismatch(OutboxError):
 
 class BufferWriteError(OutboxError):
     """A write failed; the transaction was rolled back."""
+
+
+_WITNESS_BYTES = 256
+_WAY_FORWARD = (
+    "Restore the buffer from a backup; or, to keep the damaged files for investigation and "
+    "start a new chain that cites this one: gxpgate buffer reset --config FILE --yes"
+)
+
+
+def read_witness(path: Path) -> dict[str, Any] | None:
+    """The witness beside a buffer (see the module docstring); None when there is none. A
+    witness that does not parse is damaged itself: that is said, not ignored."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BufferCorrupt(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if not raw.strip():
+        return None  # created, never written: no commit was ever counted
+    try:
+        found = orjson.loads(raw.strip())
+        if not isinstance(found, dict):
+            raise ValueError("not an object")
+        if found.get("chain") is not None:
+            int(found["last_seq"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BufferCorrupt(
+            f"{path}: damaged ({exc}); it says which chain the buffer held: move it aside only "
+            "if you know the buffer beside it is the right one"
+        ) from None
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +181,21 @@ class Outbox:
     """One gateway's chain in one SQLite file. Thread-safe; one writer connection, one reader."""
 
     def __init__(
-        self, path: Path, gw: str, *, quota_mb: float = 2048, reserve_mb: float = 0
+        self,
+        path: Path,
+        gw: str,
+        *,
+        quota_mb: float = 2048,
+        reserve_mb: float = 0,
+        witness: bool = False,
     ) -> None:
+        """``witness``: keep the witness file up to date (the agent, the single writer);
+        every opener checks it."""
         self.path = path
+        self.witness_path = path.with_name(path.name + ".witness")
+        self.predecessor: dict[str, object] | None = None
+        """The chain a ``gxpgate buffer reset`` set aside, when this file's chain followed it."""
+        self._witness_fd: int | None = None
         self.quota_bytes = int(quota_mb * 1024 * 1024)
         self.reserve_path = path.with_name(path.name + ".reserve")
         self.reserve_bytes = int(reserve_mb * 1024 * 1024)
@@ -149,14 +207,29 @@ class Outbox:
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        known = read_witness(self.witness_path)
+        if known is not None and known.get("chain") is not None:
+            size = path.stat().st_size if path.exists() else None
+            if not size:  # refused before SQLite writes a header into it
+                raise BufferCorrupt(
+                    f"{path}: holds no chain ({'missing' if size is None else 'empty'}), but "
+                    f"chain {known['chain']} held records through seq {known['last_seq']} in "
+                    f"it: the file was emptied or replaced. {_WAY_FORWARD}"
+                )
         try:
             self._db = self._connect()
         except BufferWriteError:
             if not self._release_reserve():
                 raise
             self._db = self._connect()  # the open failed for want of space, not for damage
-        self._init_or_check(gw)
+        try:
+            self._init_or_check(gw, known)
+        except OutboxError:
+            self._db.close()
+            raise
         self._reader = self._connect()
+        if witness:
+            self._open_witness()
         if not self.disk_full:
             self.restore_reserve()
 
@@ -180,11 +253,21 @@ class Outbox:
             raise BufferCorrupt(f"{self.path}: cannot open as SQLite: {exc}") from None
         return conn
 
-    def _init_or_check(self, gw: str) -> None:
+    def _init_or_check(self, gw: str, witness: Mapping[str, Any] | None) -> None:
         db = sqlite_utils.Database(self._db)
+        held = witness is not None and witness.get("chain") is not None
         try:
             tables = set(db.table_names())
             if not tables:
+                if held:
+                    assert witness is not None
+                    raise BufferCorrupt(
+                        f"{self.path}: holds no chain, but chain {witness['chain']} held records "
+                        f"through seq {witness['last_seq']} in it: the file was emptied or "
+                        f"replaced. {_WAY_FORWARD}"
+                    )
+                if witness is not None:
+                    self.predecessor = witness.get("replaced")
                 self._create(db, gw)
             elif not {"meta", "records", "acks"} <= tables:
                 raise BufferCorrupt(f"{self.path}: not a gxpgate buffer (tables: {sorted(tables)})")
@@ -212,6 +295,20 @@ class Outbox:
         self.chain: str = meta["chain"]
         self.gw = gw
         self._check_sequence()
+        if held:
+            assert witness is not None
+            if witness["chain"] != self.chain:
+                raise BufferCorrupt(
+                    f"{self.path}: holds chain {self.chain}, but chain {witness['chain']} held "
+                    f"records through seq {witness['last_seq']} in it: the file was replaced. "
+                    f"{_WAY_FORWARD}"
+                )
+            if self.last_seq < int(witness["last_seq"]):
+                raise BufferCorrupt(
+                    f"{self.path}: ends at seq {self.last_seq}, but records through seq "
+                    f"{witness['last_seq']} were committed to it: its write-ahead log "
+                    f"({self.path.name}-wal) was lost or damaged. {_WAY_FORWARD}"
+                )
 
     def _create(self, db: sqlite_utils.Database, gw: str) -> None:
         with db.atomic():
@@ -315,6 +412,20 @@ class Outbox:
             if rows:
                 self.last_seq = rows[-1].seq
                 self.last_hash = rows[-1].hash
+                self._write_witness()
+
+    def sample(self, count: int) -> list[tuple[int, str, bytes]]:
+        """Up to ``count`` records at random: ``(seq, hash, body)``. Index lookups only, so
+        it costs the same for a thousand records held as for a million."""
+        first, last = self.first_seq, self.last_seq
+        if not first:
+            return []
+        seqs = random.sample(range(first, last + 1), min(count, last - first + 1))
+        marks = ",".join("?" * len(seqs))
+        with self._read_lock:
+            return self._reader.execute(
+                f"SELECT seq, hash, body FROM records WHERE seq IN ({marks})", seqs
+            ).fetchall()
 
     def state(self, key: str) -> str | None:
         """The value last committed for ``key`` with :meth:`append`, if any."""
@@ -404,6 +515,26 @@ class Outbox:
 
             self._transaction(write, "prune")
             return deleted
+
+    # -- the witness -------------------------------------------------------------------------
+
+    def _open_witness(self) -> None:
+        try:
+            self._witness_fd = os.open(
+                self.witness_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640
+            )
+        except OSError as exc:
+            raise BufferWriteError(f"{self.witness_path}: {exc.strerror or exc}") from exc
+        self._write_witness()
+
+    def _write_witness(self) -> None:
+        if self._witness_fd is None:
+            return
+        text = orjson.dumps({"chain": self.chain, "gw": self.gw, "last_seq": self.last_seq})
+        # One fixed-size block rewritten in place: a full disk cannot refuse it, and a torn
+        # write leaves padding, not a shorter number, behind.
+        with contextlib.suppress(OSError):
+            os.pwrite(self._witness_fd, text.ljust(_WITNESS_BYTES), 0)
 
     # -- space -------------------------------------------------------------------------------
 
@@ -516,3 +647,6 @@ class Outbox:
         with self._write_lock, self._read_lock:
             self._reader.close()
             self._db.close()
+            if self._witness_fd is not None:
+                os.close(self._witness_fd)
+                self._witness_fd = None

@@ -96,6 +96,7 @@ def test_run_refuses_open_key_damaged_buffer_and_foreign_key(
     assert "restore the original key file" in result.stderr
 
     (tmp_path / "buffer.db").unlink()
+    (tmp_path / "buffer.db.witness").unlink()  # else the deletion is refused as damage
     fill(tmp_path / "buffer.db", signing_key[1], 5).close()
     with sqlite3.connect(tmp_path / "buffer.db") as conn:
         edit = "replace(body, '\"value\":5.04', '\"value\":9.04')"

@@ -29,8 +29,6 @@ import orjson
 
 from buffer import Outbox, Row
 from config.model import GatewayConfig
-from config.profiles import resolve_profile
-from config.rules_model import QUANTITY_UNITS, QuantityRules
 from drivers.base import utc_now
 
 from .alarm_outputs import AlarmOutputs
@@ -90,16 +88,11 @@ def point_rules(config: GatewayConfig) -> list[PointRules]:
         else:
             interval = getattr(dev, "poll_interval_secs", 60.0)
         for name, point in points.items():
-            zone_id = getattr(point, "zone", None) or dev.zone
-            zone = config.zones[zone_id]
-            profile = resolve_profile(zone.profile, config.profiles)
-            unit = getattr(point, "unit", None)
-            quantity = QUANTITY_UNITS.get(unit or "")
-            rules = QuantityRules()
-            if quantity is not None:
-                rules = (profile.rules_for(quantity) or rules).merged(zone.rules.get(quantity))
-            rules = rules.merged(zone.points.get(f"{dev_id}.{name}"))
-            found.append(PointRules(zone_id, dev_id, name, unit, rules, interval, changes_only))
+            zone_id = point.zone or dev.zone
+            rules = config.rules_of(dev_id, name)
+            found.append(
+                PointRules(zone_id, dev_id, name, point.unit, rules, interval, changes_only)
+            )
     return found
 
 

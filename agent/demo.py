@@ -206,6 +206,7 @@ reconnect_max_secs = 2
 
 """
     freezer = OPCUA_ZONE[0]
+    door = opcua.node_id(freezer, "door_open")  # a contact nobody alarms on: monitored = false
     opcua_device = f"""[devices.{freezer}-bms]
 type = "opcua"
 endpoint = "{opcua.endpoint}"
@@ -217,7 +218,7 @@ timeout_ms = 2000
 reconnect_max_secs = 2
 points.temperature = {{ node_id = "{opcua.node_id(freezer, "temperature")}", unit = "Cel" }}
 points.humidity = {{ browse_path = "{opcua.browse_path(freezer, "humidity")}", unit = "%" }}
-points.door_open = {{ node_id = "{opcua.node_id(freezer, "door_open")}", unit = "1" }}
+points.door_open = {{ node_id = "{door}", unit = "1", monitored = false }}
 
 """
     logger_device = f"""[devices.{LOGGER_ZONE}-logger]
@@ -243,7 +244,7 @@ timeout_ms = 500
 reconnect_max_secs = 5
 points.temperature = {{ table = "input", address = 0, type = "float32", unit = "Cel" }}
 points.humidity = {{ table = "holding", address = 101, type = "uint16", scale = 0.1, unit = "%" }}
-points.door_open = {{ table = "discrete", address = 0, unit = "1" }}
+points.door_open = {{ table = "discrete", address = 0, unit = "1", monitored = false }}
 
 """
         for zone, unit, _profile in ZONES

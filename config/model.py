@@ -32,7 +32,7 @@ from .exceptions_model import ExceptionsConfig
 from .mqtt_model import MqttUplinkConfig
 from .products import HoldListConfig, ProductsConfig
 from .profiles import BUILTIN_PROFILES, resolve_profile
-from .rules_model import AlarmsConfig, QuantityRules, StorageProfile
+from .rules_model import QUANTITY_UNITS, AlarmsConfig, QuantityRules, StorageProfile
 
 __all__ = [
     "DEVICE_TYPES",
@@ -252,7 +252,55 @@ class GatewayConfig(_Strict):
                     errors.append((loc, f"unknown zone {point.zone!r}"))
         errors.extend(self._serial_errors())
         errors.extend(self._rule_errors())
+        errors.extend(self._unmonitored_errors())
         errors.extend(self.products.profile_errors(self.profiles))
+        return errors
+
+    def rules_of(self, dev_id: str, name: str) -> QuantityRules:
+        """A point's rules: its zone's profile for its quantity (from its unit), then the
+        zone's override for that quantity, then the point's own override; none when the point
+        is ``monitored = false``. The zone and profile must exist (see cross_reference_errors)."""
+        point = self.devices[dev_id].points[name]
+        if not point.monitored:
+            return QuantityRules()
+        zone = self.zones[point.zone or self.devices[dev_id].zone]
+        quantity = QUANTITY_UNITS.get(point.unit)
+        rules = QuantityRules()
+        if quantity is not None:
+            profile = resolve_profile(zone.profile, self.profiles)
+            rules = (profile.rules_for(quantity) or rules).merged(zone.rules.get(quantity))
+        return rules.merged(zone.points.get(f"{dev_id}.{name}"))
+
+    def _unmonitored_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """A point in a zone whose profile has rules, that no rule watches: the silent gap a
+        unit without a quantity opens (``1`` by default, ``hPa``, …). A quantity the profile
+        does not regulate (humidity in a refrigerated zone) is not a gap. Only where the zones
+        and profiles themselves are sound."""
+        errors: list[tuple[tuple[str | int, ...], str]] = []
+        for dev_id, dev in self.devices.items():
+            for name, point in dev.points.items():
+                zone_id = point.zone or dev.zone
+                zone = self.zones.get(zone_id)
+                if zone is None or not point.monitored:
+                    continue
+                try:
+                    profile = resolve_profile(zone.profile, self.profiles)
+                except (KeyError, ValueError):
+                    continue
+                watched = [q for q in ("temperature", "humidity") if profile.rules_for(q)]
+                if not watched or self.rules_of(dev_id, name).watches():
+                    continue
+                quantity = QUANTITY_UNITS.get(point.unit)
+                if quantity is not None and quantity not in watched:
+                    continue  # e.g. humidity in a zone whose profile regulates temperature only
+                units = " or ".join(repr(u) for u, q in QUANTITY_UNITS.items() if q in watched)
+                why = (
+                    f"unmonitored: no rule watches it (unit {point.unit!r}; zone {zone_id!r} "
+                    f"keeps profile {zone.profile!r}, whose rules watch units {units}); give it "
+                    f'one of those units, rules under [zones.{zone_id}.points."{dev_id}.{name}"], '
+                    "or monitored = false"
+                )
+                errors.append((("devices", dev_id, "points", name), why))
         return errors
 
     def _rule_errors(self) -> list[tuple[tuple[str | int, ...], str]]:

@@ -120,6 +120,13 @@ class QuantityRules(_Strict):
     realarm_mins: float | Literal[False] | None = None
     """Seal the alarm again (``data.realarm``) this often while nobody acknowledged it."""
 
+    def watches(self) -> bool:
+        """Does any rule of this set watch the point (a limit, rate, MKT, fault or silence)?"""
+        return any(
+            getattr(self, name) not in (None, False)
+            for name in (*LEVELS, "rate", "mkt", "sensor_fault", "comm_loss")
+        )
+
     def merged(self, override: QuantityRules | None) -> QuantityRules:
         """This set with what ``override`` sets replacing it."""
         if override is None:

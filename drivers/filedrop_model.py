@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .units import Unit
+
 __all__ = ["CsvColumn", "CsvDropDevice"]
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
@@ -20,8 +22,12 @@ class CsvColumn(BaseModel):
 
     column: str = Field(min_length=1)
     """Header of the column in the file, exactly as written (e.g. ``Temperature [°C]``)."""
-    unit: str = "1"
+    unit: Unit = "1"
     """UCUM unit code of the value: ``Cel``, ``%``, ``hPa``, ``1``."""
+    monitored: bool = True
+    """``false``: no rule watches this point, deliberately (a door contact nobody alarms on).
+    Otherwise a point in a zone whose profile has rules must be watched by one, or ``gxpgate
+    config validate`` says which point is unmonitored and why."""
     calibration_offset: float = 0.0
     """Correction from the logger's calibration certificate, in engineering units."""
     zone: str | None = None

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .serial_model import SerialLine
+from .units import Unit
 
 __all__ = ["LoggerPoint", "SerialLoggerDevice"]
 
@@ -20,8 +21,12 @@ class LoggerPoint(BaseModel):
 
     channel: str | None = None
     """The logger's own name of the channel; default: the point's name."""
-    unit: str = Field(min_length=1)
+    unit: Unit
     """UCUM unit the logger must report for this channel (checked on every connect)."""
+    monitored: bool = True
+    """``false``: no rule watches this point, deliberately (a door contact nobody alarms on).
+    Otherwise a point in a zone whose profile has rules must be watched by one, or ``gxpgate
+    config validate`` says which point is unmonitored and why."""
     calibration_offset: float = 0.0
     """Correction from the logger's calibration certificate, in engineering units."""
     zone: str | None = None

@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .serial_model import SerialLine, char_time_secs
+from .units import Unit
 
 __all__ = [
     "DataType",
@@ -74,8 +75,12 @@ class ModbusPoint(BaseModel):
     offset: float = 0.0
     calibration_offset: float = 0.0
     """Correction from the sensor's calibration certificate, in engineering units."""
-    unit: str = "1"
+    unit: Unit = "1"
     """UCUM unit code of the engineering value: ``Cel``, ``%``, ``hPa``, ``1``."""
+    monitored: bool = True
+    """``false``: no rule watches this point, deliberately (a door contact nobody alarms on).
+    Otherwise a point in a zone whose profile has rules must be watched by one, or ``gxpgate
+    config validate`` says which point is unmonitored and why."""
     zone: str | None = None
     """Zone of this point when it differs from the device's zone."""
 

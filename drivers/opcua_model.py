@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from .units import Unit
+
 __all__ = ["OpcUaDevice", "OpcUaPoint", "OpcUaSecurity"]
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
@@ -22,8 +24,12 @@ class OpcUaPoint(BaseModel):
     browse_path: str | None = None
     """Path from the Objects folder as ``nsidx:Name`` steps separated by ``/``, e.g.
     ``0:Objects/2:Warehouse/2:cold-room-1/2:temperature``; resolved again after every reconnect."""
-    unit: str = "1"
+    unit: Unit = "1"
     """UCUM unit code of the value: ``Cel``, ``%``, ``hPa``, ``1``."""
+    monitored: bool = True
+    """``false``: no rule watches this point, deliberately (a door contact nobody alarms on).
+    Otherwise a point in a zone whose profile has rules must be watched by one, or ``gxpgate
+    config validate`` says which point is unmonitored and why."""
     scale: float = 1.0
     """Engineering value = value × scale + offset + calibration_offset."""
     offset: float = 0.0

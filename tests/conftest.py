@@ -106,7 +106,7 @@ timeout_ms = 300
 reconnect_max_secs = 0.5
 points.temperature = {{ table = "input", address = 0, type = "float32", unit = "Cel" }}
 points.humidity = {{ table = "input", address = 2, type = "float32", unit = "%" }}
-points.door_open = {{ table = "discrete", address = 0 }}
+points.door_open = {{ table = "discrete", address = 0, monitored = false }}
 
 [devices.probe-3]
 type = "modbus_tcp"
@@ -117,5 +117,12 @@ zone = "ambient"
 poll_interval_secs = {poll}
 timeout_ms = 300
 reconnect_max_secs = 0.5
-points.temperature = {{ table = "holding", address = 100, type = "int16", scale = 0.1 }}
+
+# No unit: no rule watches it, which a zone with a profile allows only when said so.
+[devices.probe-3.points.temperature]
+table = "holding"
+address = 100
+type = "int16"
+scale = 0.1
+monitored = false
 """

@@ -32,7 +32,7 @@ zone = "ambient"
 poll_interval_secs = 0.2
 timeout_ms = 200
 reconnect_max_secs = 0.5
-points.door_open = {{ table = "discrete", address = 0 }}
+points.door_open = {{ table = "discrete", address = 0, monitored = false }}
 """
 
 # Zone cold-1 alarms at once above 8 °C (no delays).

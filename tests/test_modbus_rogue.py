@@ -72,7 +72,7 @@ poll_interval_secs = 0.1
 timeout_ms = 200
 reconnect_max_secs = 0.3
 points.temperature = {{ table = "input", address = 0, type = "float32", unit = "Cel" }}
-points.door_open = {{ table = "discrete", address = 0 }}
+points.door_open = {{ table = "discrete", address = 0, monitored = false }}
 """
 
 

@@ -269,7 +269,7 @@ server_certificate_file = "opcua/server.der"
 type = "opcua"
 endpoint = "opc.tcp://127.0.0.1:4840/"
 zone = "cold-1"
-points.t = {{ node_id = "ns=2;s=x" }}
+points.t = {{ node_id = "ns=2;s=x", unit = "Cel" }}
 {security}"""
     )
     result = runner.invoke(app, ["opcua", "certificate", "--config", str(config)])

@@ -206,7 +206,7 @@ reconnect_max_secs = 2
 
 """
     freezer = OPCUA_ZONE[0]
-    door = opcua.node_id(freezer, "door_open")  # a contact nobody alarms on: monitored = false
+    door_node = opcua.node_id(freezer, "door_open")  # a contact nobody alarms on: monitored = false
     opcua_device = f"""[devices.{freezer}-bms]
 type = "opcua"
 endpoint = "{opcua.endpoint}"
@@ -218,7 +218,7 @@ timeout_ms = 2000
 reconnect_max_secs = 2
 points.temperature = {{ node_id = "{opcua.node_id(freezer, "temperature")}", unit = "Cel" }}
 points.humidity = {{ browse_path = "{opcua.browse_path(freezer, "humidity")}", unit = "%" }}
-points.door_open = {{ node_id = "{door}", unit = "1", monitored = false }}
+points.door_open = {{ node_id = "{door_node}", unit = "1", monitored = false }}
 
 """
     logger_device = f"""[devices.{LOGGER_ZONE}-logger]

@@ -202,10 +202,13 @@ class DevicePoller(_Device):
                     samples, failure = [], exc
                 _raise_if_cancelled(task)
                 self.polls += 1
+                # Offline is on record before the bad readings it explains, so the rules call
+                # them a communication loss, not a sensor fault.
+                delay = await self.went_offline(failure) if failure is not None else 0.0
                 await self.record(samples)
                 await self.record_events(self.source)
                 if failure is not None:
-                    await asyncio.sleep(await self.went_offline(failure))
+                    await asyncio.sleep(delay)
                     next_slot = loop.time()
                     continue
                 await self.came_online()
@@ -232,9 +235,10 @@ class DevicePoller(_Device):
             try:
                 samples = await catch_up()
             except DeviceUnreachable as exc:
+                delay = await self.went_offline(exc)
                 await self.record(exc.samples, live=False)
                 await self.record_events(self.source)
-                await asyncio.sleep(await self.went_offline(exc))
+                await asyncio.sleep(delay)
                 return False
             except DriverError as exc:
                 await self.record_events(self.source)

@@ -534,7 +534,9 @@ class Engine:
             # Only good values set the point's clock: a bad reading made while a logger was
             # unreachable carries the gateway's time, not the logger's.
             point.last_t = reading.t
-        if point.fault is not None:
+        if point.fault is not None and (good or point.offline_at is None):
+            # A device that does not answer is a communication loss, not a sensor fault: its
+            # bad readings (sealed after its device_offline record) leave the fault rule be.
             self._step(
                 out, point, point.fault, seq, not good, good, reading.t, reading.value, reading.at
             )

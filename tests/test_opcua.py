@@ -42,7 +42,9 @@ def opcua_device(
                 if by_path
                 else f'node_id = "{sim.node_id(zone, point)}"'
             )
-            points.append(f'points."{name}" = {{ {where}, unit = "{UNITS[point]}" }}')
+            unit = UNITS[point]
+            watched = "" if unit != "1" else ", monitored = false"  # the door: no rule on it
+            points.append(f'points."{name}" = {{ {where}, unit = "{unit}"{watched} }}')
     lines = "\n".join(points)
     return f"""
 [devices.bms]

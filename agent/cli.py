@@ -60,20 +60,40 @@ app.command("status")(status_cli.status)
 
 
 @config_app.command("validate")
-def config_validate(file: Annotated[Path, typer.Argument(help="Config file to check")]) -> None:
-    """Check a config file and the product / hold-list files it names; print each problem as
+def config_validate(
+    file: Annotated[Path, typer.Argument(help="Config file to check")],
+    syntax_only: Annotated[
+        bool,
+        typer.Option(
+            "--syntax-only",
+            help="Check the file alone, not the key, credential files, folders and port it "
+            "names (e.g. a config not yet on its gateway)",
+        ),
+    ] = False,
+) -> None:
+    """Check a config file as `gxpgate run` would: the file, the product / hold-list files it
+    names, the signing key (present, 0600), credential and certificate files (readable), the
+    buffer's folder (writable) and the metrics port (free). Every problem is printed as
     FILE: FIELD.PATH: REASON or FILE:LINE: REASON (exit 2)."""
     from config.policy_files import load_policy
     from config.products import PolicyError
 
+    from .preflight import port_problems, start_problems
+
     loaded = load(file)
     cfg = loaded.config
+    # Everything in one pass: what `run` refuses to start without, the metrics port, and the
+    # product / hold-list files the agent reads at start and on SIGHUP.
+    found = [] if syntax_only else start_problems(cfg) + port_problems(cfg)
+    problems = [f"{file}: {field}: {why}" for field, why in found]
     try:
-        policy = load_policy(cfg, loaded.path)  # the files the agent reads at start and SIGHUP
+        policy = load_policy(cfg, loaded.path)
     except PolicyError as exc:
-        for line in exc.lines():
+        problems += exc.lines()
+    if problems:
+        for line in problems:
             typer.echo(line, err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(2)
     points = sum(len(d.points) for d in cfg.devices.values())
     typer.echo(
         f"{file}: valid — gateway {cfg.gateway.id}, {len(cfg.zones)} zone(s), "

@@ -50,6 +50,7 @@ from .lots import LotFeed, LotRegister, LotRegisterError, lots_path_for
 from .metrics import Metrics, MetricsUnavailable
 from .mqtt_uplink import MqttUplink, MqttUplinkError
 from .policy import PolicyHolder
+from .preflight import start_problems
 from .recorder import Recorder
 from .sdnotify import Notifier, agent_status
 from .sealing import Fact, Sealer
@@ -262,26 +263,11 @@ class Agent:
         except KeyFileError as exc:
             raise AgentStartError(str(exc)) from exc
 
-    def _check_uplink_files(self) -> None:
-        uplink = self.config.uplink
-        if uplink is None:
-            return
-        for name in uplink.file_fields:
-            path = getattr(uplink, name)
-            if path is not None and not path.is_file():
-                raise AgentStartError(f"uplink.{name}: {path} is not a readable file")
-
-    def _check_alarm_files(self) -> None:
-        mqtt = self.config.alarms.mqtt
-        if mqtt is None:
-            return
-        for name in ("ca_file", "cert_file", "key_file", "password_file"):
-            path = getattr(mqtt, name)
-            if path is not None and not path.is_file():
-                raise AgentStartError(f"alarms.mqtt.{name}: {path} is not a readable file")
-
     async def run(self, stop: asyncio.Event) -> None:
-        # Before anything else opens the buffer: a second agent must not touch it at all.
+        problems = start_problems(self.config)  # what `config validate` checks too; reads only
+        if problems:
+            raise AgentStartError("\n".join(f"{field}: {why}" for field, why in problems))
+        # Before anything opens the buffer: a second agent must not touch it at all.
         with contextlib.ExitStack() as held:
             try:
                 held.enter_context(BufferLock(self.config.buffer.path))
@@ -293,8 +279,6 @@ class Agent:
 
     async def _run_locked(self, stop: asyncio.Event) -> None:
         private_key = self._load_key()
-        self._check_uplink_files()
-        self._check_alarm_files()
         outbox = await asyncio.to_thread(partial(open_outbox, self.loaded, agent=True))
         self.outbox = outbox
         try:

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app
+from agent.keys import generate_key_file
 from config import load_config
 from config.policy_files import load_policy, parse_hold_csv, parse_products_csv
 from config.products import (
@@ -353,8 +354,10 @@ def test_config_validate_checks_the_files_and_exits_2_naming_file_and_line(
     holds = tmp_path / "holds.csv"
     holds.write_text("lot,reason\nL1,QA hold\n", encoding="utf-8")
     path = tmp_path / "gxpgate.toml"
+    generate_key_file(tmp_path / "signing.key")  # validate checks what run needs, the key too
     path.write_text(
-        MINIMAL + '[products]\nfile = "erp/products.csv"\n[hold_list]\nfile = "holds.csv"\n',
+        MINIMAL + '[products]\nfile = "erp/products.csv"\n[hold_list]\nfile = "holds.csv"\n'
+        "[metrics]\nenabled = false\n",
         encoding="utf-8",
     )
     result = runner.invoke(app, ["config", "validate", str(path)])

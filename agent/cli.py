@@ -271,7 +271,7 @@ def buffer_status(config: ConfigOption = None) -> None:
         ("oldest pending", st.oldest_pending_at or "-"),
         (
             "disk use",
-            f"{st.disk_bytes / 1e6:.1f} MB of {st.quota_bytes / 1e6:.0f} MB ({share:.1f} %)",
+            f"{st.disk_bytes / 2**20:.1f} MiB of {st.quota_bytes / 2**20:.0f} MiB ({share:.1f} %)",
         ),
     ]
     for label, value in rows:

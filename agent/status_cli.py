@@ -23,6 +23,7 @@ import typer
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from buffer import lock_holder
 from config import LoadedConfig
 from config.model import MetricsConfig
 
@@ -33,7 +34,7 @@ __all__ = ["gather", "metrics_url", "status"]
 
 SCRAPE_TIMEOUT_SECS = 3.0
 STALE_SNAPSHOT_SECS = 5.0
-MB = 1024 * 1024
+MIB = 1024 * 1024
 DEVICE_COLUMNS = ("device", "type", "zone", "state", "last data", "error")
 
 
@@ -43,6 +44,9 @@ class Unreachable(Exception):
 
 _ALERT = ("down", "failing")
 """Device states shown in capitals."""
+
+
+NOTHING_LISTENS = "nothing listens there"
 
 
 def metrics_url(config: MetricsConfig) -> str:
@@ -60,6 +64,8 @@ def scrape(url: str) -> dict[str, list[Sample]]:
         # trust_env=False: a proxy from the environment must not intercept a local address.
         with httpx.Client(timeout=SCRAPE_TIMEOUT_SECS, trust_env=False) as client:
             answer = client.get(url)
+    except httpx.ConnectError as exc:
+        raise Unreachable(NOTHING_LISTENS) from exc
     except httpx.HTTPError as exc:
         raise Unreachable(str(exc) or type(exc).__name__) from exc
     if answer.status_code != 200:
@@ -193,7 +199,17 @@ def status(
 def _unreachable(
     loaded: LoadedConfig, config: Path | None, url: str, reason: str, as_json: bool
 ) -> NoReturn:
-    message = f"the gateway is not reachable at {url}: {reason} (is it running?)"
+    pid = lock_holder(loaded.config.buffer.path)
+    if pid is None:
+        message = f"gxpgate is not running on {loaded.config.buffer.path}"
+        if reason.startswith("[metrics]"):
+            message += f" ({reason})"
+        elif reason != NOTHING_LISTENS:
+            message += f"; something else answers at {url}: {reason}"
+    else:
+        message = (
+            f"gxpgate is running (pid {pid}), but its metrics at {url} do not answer: {reason}"
+        )
     if as_json:
         buffer = None
         try:
@@ -247,10 +263,10 @@ def _table(view: dict[str, Any]) -> Iterator[str]:
     yield f"{'acked through':<14} {buffer['acked_through']} (last seq {buffer['last_seq']})"
     used, quota, files = buffer["used_bytes"], buffer["quota_bytes"], buffer["disk_bytes"]
     share = 100 * used / quota
-    # MB as in the config's quota_mb: 2^20 bytes
+    # MiB, as the config's quota_mb: 2^20 bytes
     yield (
-        f"{'buffer use':<14} {used / MB:.1f} MB of {quota / MB:.0f} MB ({share:.1f} %), "
-        f"files {files / MB:.1f} MB"
+        f"{'buffer use':<14} {used / MIB:.1f} MiB of {quota / MIB:.0f} MiB ({share:.1f} %), "
+        f"files {files / MIB:.1f} MiB"
     )
     yield f"{'uplink':<14} {_uplink(view['uplink'])}"
     if view["uplink"] and view["uplink"]["errors_by_kind"]:

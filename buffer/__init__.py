@@ -1,6 +1,6 @@
 """The SQLite outbox (see :mod:`buffer.outbox` for its invariants)."""
 
-from .lock import BufferLock, BufferLocked
+from .lock import BufferLock, BufferLocked, lock_holder
 from .outbox import (
     BufferCorrupt,
     BufferMismatch,
@@ -21,4 +21,5 @@ __all__ = [
     "Outbox",
     "OutboxError",
     "Row",
+    "lock_holder",
 ]

@@ -16,7 +16,7 @@ from types import TracebackType
 
 from .outbox import OutboxError
 
-__all__ = ["BufferLock", "BufferLocked"]
+__all__ = ["BufferLock", "BufferLocked", "lock_holder"]
 
 
 class BufferLocked(OutboxError):
@@ -58,3 +58,18 @@ class BufferLock:
         if self._fd is not None:
             os.close(self._fd)  # closing releases the flock
             self._fd = None
+
+
+def lock_holder(buffer: Path) -> str | None:
+    """The pid of the agent running on ``buffer`` (as its lock file says), or None when no
+    process holds the lock. Creates nothing."""
+    lock = BufferLock(buffer)
+    if not lock.path.exists():
+        return None
+    try:
+        with lock:
+            return None
+    except BufferLocked as exc:
+        return str(exc).split("(pid ", 1)[1].split(")", 1)[0]
+    except OSError:
+        return None

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .model import DEVICE_TYPES, UPLINK_TRANSPORTS, GatewayConfig
+from .model import DEVICE_TYPES, PATTERN_WORDS, UPLINK_TRANSPORTS, GatewayConfig
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -103,7 +103,13 @@ def _describe(error: Any) -> tuple[str, str]:
         )
     elif kind == "union_tag_not_found":
         message = f"missing 'type'; one of: {', '.join(DEVICE_TYPES)}"
-    elif _echoable(error, loc):
+    elif kind == "string_pattern_mismatch":
+        message = PATTERN_WORDS.get(error["ctx"]["pattern"], message)
+        if loc and loc[-1] == "[key]":  # a table key (a zone, device, point name)
+            del loc[-1]
+    if kind == "string_pattern_mismatch" and _echoable(error, loc):
+        message = f"{error['input']!r} {message}"
+    elif kind != "string_pattern_mismatch" and _echoable(error, loc):
         message = f"{message} (got {error['input']!r})"
     return _dotted(tuple(loc)), message
 

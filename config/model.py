@@ -50,8 +50,23 @@ __all__ = [
     "ZoneConfig",
 ]
 
-GatewayId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+_GATEWAY_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
+_IDENTIFIER = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+_URL = r"^https?://[^\s/]+"
+_POINT_KEY = r"^[a-z0-9][a-z0-9_.-]*\.[^.]+$"
+GatewayId = Annotated[str, Field(pattern=_GATEWAY_ID)]
+Identifier = Annotated[str, Field(pattern=_IDENTIFIER)]
+PATTERN_WORDS = {
+    _GATEWAY_ID: "must be 1 to 63 lowercase letters, digits or hyphens, starting with a letter "
+    "or digit",
+    _IDENTIFIER: "must be 1 to 63 lowercase letters, digits, '_', '.' or '-', starting with a "
+    "letter or digit",
+    _URL: "must be an http:// or https:// URL with a host, e.g. https://quality.example.com",
+    _POINT_KEY: 'must be "DEVICE.POINT", e.g. "cold-room-1-probe.temperature"',
+    r"^opc\.tcp://[^\s/]+": "must be an opc.tcp:// URL with a host, e.g. "
+    "opc.tcp://192.0.2.20:4840/",
+}
+"""What a site engineer reads instead of a regular expression."""
 
 DeviceConfig = Annotated[
     ModbusTcpDevice
@@ -148,7 +163,7 @@ class UplinkConfig(_Strict):
     transport: Literal["http"] = "http"
     """``"http"`` (the default): POST to the quality service (CONTRACT §3). ``"mqtt"``:
     publish to a broker (CONTRACT §4), configured by the keys of the MQTT variant."""
-    url: str = Field(pattern=r"^https?://[^\s/]+")
+    url: str = Field(pattern=_URL)
     """Base URL of the central quality service (``/v1/evidence`` is appended)."""
     token: SecretStr | None = None
     """Bearer token. Prefer ``token_file`` so the secret stays out of the config."""
@@ -208,8 +223,8 @@ class ZoneConfig(_Strict):
     """Display name."""
     rules: dict[Literal["temperature", "humidity"], QuantityRules] = Field(default_factory=dict)
     """Overrides of the profile's rules for this zone, per quantity."""
-    points: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*\.[^.]+$")], QuantityRules] = (
-        Field(default_factory=dict)
+    points: dict[Annotated[str, Field(pattern=_POINT_KEY)], QuantityRules] = Field(
+        default_factory=dict
     )
     """Overrides for one point, keyed ``"DEVICE.POINT"``; also gives rules to a point whose
     unit has no quantity (a door contact)."""

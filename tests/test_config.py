@@ -170,7 +170,12 @@ def _example_with(tmp_path: Path, old: str, new: str) -> Path:
             "devices.cold-room-1-probe.zone",
             "unknown zone 'cold-room-9'",
         ),
-        ('id = "gw-basel-dc1"', 'id = "GW Basel"', "gateway.id", "should match pattern"),
+        (
+            'id = "gw-basel-dc1"',
+            'id = "GW Basel"',
+            "gateway.id",
+            "'GW Basel' must be 1 to 63 lowercase letters, digits or hyphens, starting with",
+        ),
         (
             'table = "discrete"',
             'table = "holding"',
@@ -265,7 +270,7 @@ def test_config_env_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
             'endpoint = "opc.tcp://192.0.2.20:4840/"',
             'endpoint = "http://192.0.2.20/"',
             "devices.freezer-bms.endpoint",
-            "should match pattern",
+            "'http://192.0.2.20/' must be an opc.tcp:// URL with a host",
         ),
         (
             'mode = "subscription"',

@@ -373,11 +373,16 @@ def demo(
     uplink: Annotated[
         str | None, typer.Option(help="Send to this quality service instead of the simulator")
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--continue", help="Go on with the chain an earlier demo left in --workdir"),
+    ] = False,
 ) -> None:
-    """Run the simulators, the quality-service simulator and the agent, and show what happens."""
+    """Run the simulators, the quality-service simulator and the agent, and show what happens.
+    Exit 0 when every record verifies, 1 when not, 2 for bad options, 130 after Ctrl-C."""
     from .demo import run_demo
 
-    code = run_demo(seconds=seconds, workdir=workdir, uplink=uplink, echo=typer.echo)
+    code = run_demo(seconds=seconds, workdir=workdir, uplink=uplink, echo=typer.echo, resume=resume)
     raise typer.Exit(code)
 
 

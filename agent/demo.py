@@ -27,10 +27,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
-from buffer import Outbox, Row
+from buffer import Outbox, OutboxError, Row
 from config import LoadedConfig, load_config
 from config.policy_files import load_policy
 from config.products import PolicyError
@@ -281,8 +282,6 @@ class LiveState:
 
     latest: dict[str, float] = field(default_factory=dict)
     extremes: dict[str, tuple[float, float]] = field(default_factory=dict)
-    bad_readings: int = 0
-    backfilled: int = 0
     audits: list[str] = field(default_factory=list)
     alarms: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each alarm's latest sealed transition, by id, in the order they were raised."""
@@ -307,7 +306,7 @@ class LiveState:
             elif fact.kind == "audit":
                 self.audits.append(str(fact.data.get("event")))
             elif fact.data.get("backfill"):
-                self.backfilled += 1
+                continue  # old values from the logger's memory: not the live view
             elif (
                 fact.kind == "reading"
                 and fact.point == "temperature"
@@ -315,7 +314,6 @@ class LiveState:
                 and not (fact.device or "").endswith("-logger")
             ):
                 if fact.value is None:
-                    self.bad_readings += 1
                     continue
                 self.latest[fact.zone] = fact.value
                 low, high = self.extremes.get(fact.zone, (fact.value, fact.value))
@@ -385,9 +383,36 @@ class Step:
     """Runs beside the live view (a scan sequence) instead of before its next line."""
 
 
-def run_demo(*, seconds: float | None, workdir: Path | None, uplink: str | None, echo: Echo) -> int:
+INTERRUPTED = 130
+"""Exit status after Ctrl-C, as a shell reports a command ended by SIGINT."""
+
+
+def run_demo(
+    *,
+    seconds: float | None,
+    workdir: Path | None,
+    uplink: str | None,
+    echo: Echo,
+    resume: bool = False,
+) -> int:
     if seconds is not None and seconds <= 0:
         echo("gxpgate: --seconds must be positive")
+        return 2
+    if uplink is not None:
+        parts = urlsplit(uplink)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            echo(f"gxpgate: --uplink {uplink!r} must be an http:// or https:// URL with a host, "
+                 "e.g. https://quality.example.com")  # fmt: skip
+            return 2
+    if workdir is not None and (workdir / "buffer.db").exists():
+        earlier = _earlier_chain(workdir)
+        if not resume:
+            echo(f"gxpgate: {workdir} holds an earlier demo's chain ({earlier}); add --continue "
+                 "to go on with it, or choose another --workdir")  # fmt: skip
+            return 2
+        echo(f"continuing the chain in {workdir} ({earlier})")
+    elif resume:
+        echo("gxpgate: --continue needs a --workdir holding an earlier demo's chain")
         return 2
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="gxpgate-demo-") as tmp:
@@ -454,6 +479,17 @@ async def _demo(
             if service is not None:
                 service.stop()
     return code
+
+
+def _earlier_chain(workdir: Path) -> str:
+    try:
+        outbox = Outbox(workdir / "buffer.db", "gw-demo")
+    except OutboxError as exc:
+        return f"unreadable: {exc}"
+    try:
+        return f"chain {outbox.chain}, {outbox.last_seq} records"
+    finally:
+        outbox.close()
 
 
 def _free_port() -> int:
@@ -533,8 +569,15 @@ async def _run_agent(
     ready = asyncio.Event()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    interrupted: list[float] = []
+
+    def on_signal(signum: int) -> None:
+        if signum == signal.SIGINT and not interrupted:
+            interrupted.append(time.monotonic() - started)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     agent = Agent(loaded, on_ready=lambda _a: ready.set())
     from .cli import quiet_libraries
 
@@ -593,7 +636,11 @@ async def _run_agent(
             stop.set()
             await task
     beacon = sims.modbus.coil(2, BEACON_COIL)
-    return _summary(loaded, sims.service, state, beacon, echo, keep)
+    cut_short = (
+        interrupted[0] if interrupted and (seconds is None or interrupted[0] < seconds) else None
+    )
+    code = _summary(loaded, sims.service, state, beacon, echo, keep, cut_short)
+    return INTERRUPTED if cut_short is not None and code == 0 else code
 
 
 @dataclass
@@ -770,6 +817,7 @@ def _summary(
     beacon: bool | None,
     echo: Echo,
     keep: bool,
+    interrupted_at: float | None = None,
 ) -> int:
     db, workdir = loaded.config.buffer.path, loaded.path.parent
     key = load_private_key(workdir / "signing.key")
@@ -777,9 +825,14 @@ def _summary(
     try:
         status = outbox.status()
         export_path = workdir / "evidence.jsonl"
+        bad = backfilled = 0
         with export_path.open("wb") as handle:
             for body in outbox.export():
                 handle.write(body + b"\n")
+                if b'"kind":"reading"' in body:  # the summary counts what the evidence says
+                    record = orjson.loads(body)
+                    bad += record["quality"] == "bad"
+                    backfilled += bool(record["data"].get("backfill"))
         local = verify_lines(outbox.export(), [key.public_key()])
     finally:
         outbox.close()
@@ -792,8 +845,8 @@ def _summary(
         if zone in state.extremes:
             low, high = state.extremes[zone]
             echo(f"  {zone:<21} {low:.2f} … {high:.2f} °C  (profile {profile})")
-    echo(f"  bad readings          {state.bad_readings} (each with its error on record)")
-    echo(f"  back-filled readings  {state.backfilled} (read back from the data logger's memory)")
+    echo(f"  bad readings          {bad} in the evidence (each with its error on record)")
+    echo(f"  back-filled readings  {backfilled} (read back from the data logger's memory)")
     for line in _lots_lines(loaded):
         echo(line)
     custody = [a["kind"] for a in state.alarms.values() if a["kind"] in CUSTODY_KINDS]
@@ -817,5 +870,9 @@ def _summary(
         echo(f"  a lot's history       gxpgate lots exposure {lot} --config {config}")
     else:
         echo("  (files are in a temporary folder, removed now; --workdir DIR keeps them)")
-    echo(f"verification: {'PASSED' if ok else 'FAILED'}")
+    if interrupted_at is not None:
+        echo(f"  run                   interrupted by Ctrl-C after {interrupted_at:.0f} s: the "
+             "script did not finish")  # fmt: skip
+    cut = "" if interrupted_at is None else f" (of a run interrupted after {interrupted_at:.0f} s)"
+    echo(f"verification: {'PASSED' if ok else 'FAILED'}{cut}")
     return 0 if ok else 1

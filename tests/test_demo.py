@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -92,11 +93,52 @@ def test_demo_runs_scripted_outage_and_verifies(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert valid.returncode == 0, valid.stderr
-    # A second run in the same workdir continues the same chain.
-    again = subprocess.run(
+    # The summary's figures are the evidence's own.
+    bad = sum(1 for r in records if r["kind"] == "reading" and r["quality"] == "bad")
+    assert f"bad readings          {bad} in the evidence" in summary
+    # The same --workdir again: the earlier chain is not continued without being asked ...
+    refused = subprocess.run(
         [sys.executable, "-m", "agent", "demo", "--seconds", "3", "--workdir", str(workdir)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stdout
+    first_chain = records[0]["chain"]
+    assert f"{workdir} holds an earlier demo's chain (chain {first_chain}" in refused.stdout
+    # ... and with --continue it goes on with the same chain.
+    again = subprocess.run(
+        [sys.executable, "-m", "agent", "demo", "--seconds", "3", "--workdir", str(workdir),
+         "--continue"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
-    first_chain = out.split("chain ", 1)[1].split(",", 1)[0]
+    assert f"continuing the chain in {workdir} (chain {first_chain}" in again.stdout
     assert f"chain {first_chain}" in again.stdout
+
+
+def test_demo_refuses_a_bad_uplink_in_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "demo", "--uplink", "notaurl", "--seconds", "5"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "--uplink 'notaurl' must be an http:// or https:// URL" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_demo_cut_short_by_ctrl_c_says_so(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "demo", "--workdir", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:  # until the live view has shown a few seconds
+        seen.append(line)
+        if line.strip().startswith("3s"):
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=90)
+    out = "".join(seen) + rest
+    assert proc.returncode == 130, out
+    assert "interrupted by Ctrl-C after" in out
+    assert "verification: PASSED (of a run interrupted after" in out

@@ -65,12 +65,13 @@ from collections.abc import AsyncIterator
 from datetime import datetime, tzinfo
 from typing import Any, Final, Literal, Protocol
 
-from drivers.base import DriverError
+from drivers.base import DriverError, utc_now
 from drivers.gs1 import ScanResult
 from drivers.scanner import (
     BarcodeRead,
     CompanyPrefixes,
     Observation,
+    Overflow,
     TagRead,
     gtin_class_uri,
     lgtin_uri,
@@ -273,6 +274,10 @@ class CustodySource(Protocol):
         """``[]`` once connected, then observations; raises DriverError when the link is lost."""
         ...
 
+    def take_overflow(self, *, force: bool = False) -> Overflow | None:
+        """Reads refused by the device's read budget, when a report is due."""
+        ...
+
 
 class CustodyStreamer(_Device):
     """Runs one barcode scanner or RFID reader: each observation sealed as it arrives."""
@@ -300,18 +305,46 @@ class CustodyStreamer(_Device):
     async def run(self) -> None:
         task = asyncio.current_task()
         async with self.source:
-            while True:
-                try:
-                    async for observations in self.source.stream():
+            try:
+                while True:
+                    try:
+                        async for observations in self.source.stream():
+                            _raise_if_cancelled(task)
+                            self.batches += 1
+                            self.listening.set()
+                            await self.came_online()
+                            for observation in observations:
+                                await self._record(observation)
+                            await self._report_overflow()
+                    except DriverError as exc:
                         _raise_if_cancelled(task)
-                        self.batches += 1
-                        self.listening.set()
-                        await self.came_online()
-                        for observation in observations:
-                            await self._record(observation)
-                except DriverError as exc:
-                    _raise_if_cancelled(task)
-                    await asyncio.sleep(await self.went_offline(exc))
+                        await self._report_overflow(force=True)
+                        await asyncio.sleep(await self.went_offline(exc))
+            finally:
+                # At a stop too: what the budget refused is on record, counted. The recorder's
+                # queue takes it without waiting (the producers are stopping).
+                overflow = self.source.take_overflow(force=True)
+                if overflow is not None:
+                    self.recorder.put_nowait(self._overflow_fact(overflow))
+
+    async def _report_overflow(self, *, force: bool = False) -> None:
+        overflow = self.source.take_overflow(force=force)
+        if overflow is not None:
+            await self.recorder.put(self._overflow_fact(overflow))
+
+    def _overflow_fact(self, overflow: Overflow) -> Fact:
+        config = self.source.config
+        log.warning(
+            "custody.overflow device=%s refused=%d max_reads_per_sec=%g",
+            self.device, overflow.count, config.max_reads_per_sec,
+        )  # fmt: skip
+        data = {
+            "event": "scan_overflow", "count": overflow.count,
+            "first_at": format_time(overflow.first), "last_at": format_time(overflow.last),
+            "max_reads_per_sec": config.max_reads_per_sec, "burst_reads": config.burst_reads,
+        }  # fmt: skip
+        zone = self.zones.zone_of(self.device)
+        return Fact("audit", utc_now(), data, zone=zone, device=self.device)
 
     async def _record(self, observation: Observation) -> None:
         self.observations += 1

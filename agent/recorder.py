@@ -74,14 +74,33 @@ class Recorder:
         await self.put(Fact(CHECKPOINT, utc_now(), state=entries))
 
     async def put(self, fact: Fact) -> None:
+        admitted = self._admit(fact)
+        if admitted is not None:
+            await self._queue.put(admitted)
+            self._arrived.set()
+
+    def _admit(self, fact: Fact) -> Fact | None:
+        """The fact as the filters leave it (None: left out); notes the group's first arrival."""
         for keep in self.filters:
             kept = keep(fact)
             if kept is None:
-                return
+                return None
             fact = kept
         if self._queue.empty():
             self._first_arrival = asyncio.get_running_loop().time()
-        await self._queue.put(fact)
+        return fact
+
+    def put_nowait(self, fact: Fact) -> None:
+        """Like :meth:`put`, for a task that is being cancelled: never waits. A full queue
+        (the disk refuses commits) loses the fact, and says so."""
+        admitted = self._admit(fact)
+        if admitted is None:
+            return
+        try:
+            self._queue.put_nowait(admitted)
+        except asyncio.QueueFull:
+            log.critical("buffer.unsaved records=1 event=%s: the queue is full", fact.data)
+            return
         self._arrived.set()
 
     def close(self, deadline_secs: float | None = None) -> None:

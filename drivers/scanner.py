@@ -73,11 +73,14 @@ from .serial_model import SerialLine
 __all__ = [
     "DIGITAL_LINK",
     "MAX_LINE_BYTES",
+    "OVERFLOW_REPORT_SECS",
     "BarcodeRead",
     "BarcodeScannerSource",
     "CompanyPrefixes",
     "LineFramer",
     "Observation",
+    "Overflow",
+    "ReadBudget",
     "ReadFilter",
     "RfidReaderSource",
     "TagRead",
@@ -162,6 +165,10 @@ class LineFramer:
         return rest if rest.strip(_BLANK) else None
 
 
+OVERFLOW_REPORT_SECS = 1.0
+"""A flood's refused reads are reported at most this often (one audit record each)."""
+
+
 class ReadFilter:
     """Admits a key unless it was seen less than ``window_secs`` ago (sliding: every sighting
     restarts its window). Memory holds only the keys seen within the window."""
@@ -186,6 +193,37 @@ class ReadFilter:
         if not fresh:
             self.suppressed += 1
         return fresh
+
+
+class ReadBudget:
+    """A token bucket: ``rate`` reads a second, ``burst`` at once; counts what it refuses."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def admit(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Overflow:
+    """Reads refused by the :class:`ReadBudget` between ``first`` and ``last``."""
+
+    count: int
+    first: datetime
+    last: datetime
 
 
 # --------------------------------------------------------------------------- links
@@ -292,7 +330,13 @@ class _LineSource:
         self.lines = 0
         """Lines received (before the repeated-read filter)."""
         self.filter = ReadFilter(config.dedupe_window_secs, clock)
+        self.budget = ReadBudget(config.max_reads_per_sec, config.burst_reads, clock)
+        self._clock = clock
         self._now = now
+        self._overflow: list[datetime] = []  # first and last refused read
+        self._overflow_count = 0
+        self.overflowed = 0
+        """Reads refused by the budget since start (each reported in an Overflow)."""
         self._framer = LineFramer(TERMINATORS[config.terminator])
         self._link: _Link | None = None
 
@@ -355,7 +399,16 @@ class _LineSource:
         yield []
         while True:
             try:
-                data = await link.receive()
+                if self._overflow_count:
+                    # Quiet after a flood: wake up to let its count be reported.
+                    try:
+                        async with asyncio.timeout(OVERFLOW_REPORT_SECS):
+                            data = await link.receive()
+                    except TimeoutError:
+                        yield []
+                        continue
+                else:
+                    data = await link.receive()
             except DeviceUnreachable:
                 await self._close()
                 rest = self._framer.flush()
@@ -366,16 +419,44 @@ class _LineSource:
             observations: list[Observation] = []
             for line, problem in self._framer.feed(data):
                 self.lines += 1
-                observation = self._observe(line, problem)
-                if self.filter.admit(self._key(observation)):
-                    observations.append(observation)
-            if observations:
+                # Repeats and the budget are judged on the raw line, before decoding: a flood
+                # costs a counter, not a GS1 or EPC parse per line.
+                if not self.filter.admit(self._key(line)):
+                    continue
+                if self.budget.admit():
+                    observations.append(self._observe(line, problem))
+                else:
+                    self._refused(self._now())
+            if observations or self._overflow_count:
                 yield observations
+            # Data already buffered is read without a pause: give the other devices a turn.
+            await asyncio.sleep(0)
+
+    def _refused(self, at: datetime) -> None:
+        self._overflow_count += 1
+        self.overflowed += 1
+        if not self._overflow:
+            self._overflow = [at, at]
+        self._overflow[1] = at
+
+    def take_overflow(self, *, force: bool = False) -> Overflow | None:
+        """The reads refused since the last report, once they span ``OVERFLOW_REPORT_SECS``
+        (or at once with ``force``, e.g. at a disconnect); None when there is nothing due."""
+        if not self._overflow_count:
+            return None
+        first, last = self._overflow
+        due = (self._now() - first).total_seconds() >= OVERFLOW_REPORT_SECS
+        if not (force or due):
+            return None
+        report = Overflow(self._overflow_count, first, last)
+        self._overflow_count, self._overflow = 0, []
+        return report
 
     def _observe(self, line: bytes, problem: str | None) -> Observation:
         raise NotImplementedError
 
-    def _key(self, observation: Observation) -> str:
+    def _key(self, line: bytes) -> str:
+        """What makes two lines the same read (for ``dedupe_window_secs``)."""
         raise NotImplementedError
 
 
@@ -399,9 +480,8 @@ class BarcodeScannerSource(_LineSource):
         at = self._now()
         return BarcodeRead(at, decode_scan(line, at, self.config.no_read_text, problem))
 
-    def _key(self, observation: Observation) -> str:
-        assert isinstance(observation, BarcodeRead)
-        return observation.scan.raw
+    def _key(self, line: bytes) -> str:
+        return line.decode("latin-1")
 
 
 class RfidReaderSource(_LineSource):
@@ -435,9 +515,8 @@ class RfidReaderSource(_LineSource):
             return TagRead(at, EpcResult(hex=escape_text(text.strip()), error=problem))
         return TagRead(at, decode_epc(text, strip_pc=self.config.strip_pc_word))
 
-    def _key(self, observation: Observation) -> str:
-        assert isinstance(observation, TagRead)
-        return observation.tag.hex
+    def _key(self, line: bytes) -> str:
+        return "".join(line.decode("latin-1").split()).upper()  # as decode_epc reads it
 
 
 def decode_scan(

@@ -104,6 +104,13 @@ class _CustodyDevice(BaseModel):
     dedupe_window_secs: float = Field(default=0.0, ge=0, le=3600)
     """Repeated reads of the same code or tag count as one observation until it has not been
     read for this long (0: every read counts)."""
+    max_reads_per_sec: float = Field(default=50.0, gt=0, le=10_000)
+    """Observations (after ``dedupe_window_secs``) taken per second at most, with bursts of
+    ``burst_reads``: a stuck trigger or a reader in a loop must not starve the other devices.
+    What is beyond it is not sealed one by one but counted: a ``scan_overflow`` audit record
+    per second of flood says how many and between which times."""
+    burst_reads: int = Field(default=500, ge=1, le=100_000)
+    """Observations taken at once above ``max_reads_per_sec`` (a pallet of tagged cases)."""
     reconnect_max_secs: float = Field(default=30.0, gt=0, le=3600)
     """Cap of the jittered exponential backoff between reconnect attempts."""
 

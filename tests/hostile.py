@@ -30,8 +30,11 @@ class HostileService:
     """Answers request *n* with ``answers[n]``; the last answer repeats. Records the
     ``Idempotency-Key`` of each POST, so a test knows what was really sent."""
 
-    def __init__(self, answers: Sequence[Answer], port: int = 0) -> None:
+    def __init__(self, answers: Sequence[Answer], port: int = 0, *, cycle: bool = False) -> None:
+        """``cycle``: after the last answer start again with the first (else the last
+        repeats)."""
         self.answers = list(answers)
+        self.cycle = cycle
         self.port = port
         self.requests: list[str] = []
         self.keys: list[str] = []
@@ -70,7 +73,11 @@ class HostileService:
                         self.keys.append(value.strip())
                 await reader.readexactly(length)
                 self.requests.append(head.split(" ", 2)[1])
-                answer = self.answers[min(len(self.requests), len(self.answers)) - 1]
+                turn = len(self.requests) - 1
+                if self.cycle:
+                    answer = self.answers[turn % len(self.answers)]
+                else:
+                    answer = self.answers[min(turn, len(self.answers) - 1)]
                 await self._answer(writer, answer)
         writer.close()
 

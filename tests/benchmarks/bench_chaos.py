@@ -30,7 +30,6 @@ import json
 import os
 import random
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from drivers.base import utc_now
 from simulators.modbus_sim import ModbusSimulator
 from simulators.quality_service import QualityServiceSimulator
 
+from ..hostile import Answer, HostileService, RogueModbus
 from .reporting import note
 
 GW = "gw-chaos"
@@ -246,68 +246,6 @@ async def kill9(folder: Path, kills: int) -> Tally:
             return tally("kill9", site, qs, killed=0)
 
 
-class RogueModbus:
-    """A Modbus TCP server that answers every request wrongly, one way after another."""
-
-    MODES = ("short", "wrong_fc", "wrong_tid", "truncated", "huge_length", "stall", "wrong_unit")
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.served = Counter[str]()
-        self._server: asyncio.Server | None = None
-        self._turn = 0
-
-    async def __aenter__(self) -> RogueModbus:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), 2)
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readexactly(7)
-                tid, _proto, length, unit = struct.unpack(">HHHB", head)
-                pdu = await reader.readexactly(length - 1)
-                fc, _addr, count = struct.unpack(">BHH", pdu[:5])
-                mode = self.MODES[self._turn % len(self.MODES)]
-                self._turn += 1
-                self.served[mode] += 1
-                regs = b"\x00\x01" * count
-                good = bytes([fc, len(regs)]) + regs
-                if mode == "short":
-                    pdu_out = bytes([fc, len(regs) - 2]) + regs[:-2]
-                elif mode == "wrong_fc":
-                    pdu_out = bytes([fc ^ 0x07]) + good[1:]
-                else:
-                    pdu_out = good
-                if mode == "wrong_tid":
-                    tid ^= 0x5A5A
-                if mode == "wrong_unit":
-                    unit ^= 0x11
-                frame = struct.pack(">HHHB", tid, 0, len(pdu_out) + 1, unit) + pdu_out
-                if mode == "truncated":
-                    frame = frame[: len(frame) - 3]
-                elif mode == "huge_length":
-                    frame = struct.pack(">HHHB", tid, 0, 0xFFFF, unit) + pdu_out
-                elif mode == "stall":
-                    writer.write(frame[:5])
-                    await writer.drain()
-                    await asyncio.sleep(2.0)
-                    frame = frame[5:]
-                writer.write(frame)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, struct.error):
-            pass
-        finally:
-            writer.close()
-
-
 async def rogue_modbus(folder: Path, seconds: float) -> Tally:
     site = Site(folder)
     async with ModbusSimulator() as sim, RogueModbus() as rogue:
@@ -338,88 +276,24 @@ async def rogue_modbus(folder: Path, seconds: float) -> Tally:
             return result
 
 
-class BadService:
-    """An HTTP service answering every request with the next item of a list of bad answers."""
-
-    ANSWERS: Sequence[tuple[str, bytes]] = (
-        ("true", b'{"acked_through": true}'),
-        ("string", b'{"acked_through": "12"}'),
-        ("negative", b'{"acked_through": -1}'),
-        ("float", b'{"acked_through": 1.5}'),
-        ("null", b'{"acked_through": null}'),
-        ("malformed", b'{"acked_through": '),
-        ("beyond", b'{"acked_through": 999999999}'),
-        ("huge", b""),
-        ("drip", b'{"acked_through": 0}'),
-    )
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.served = Counter[str]()
-        self._server: asyncio.Server | None = None
-        self._turn = 0
-
-    async def __aenter__(self) -> BadService:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), 2)
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
-                name, body = self.ANSWERS[self._turn % len(self.ANSWERS)]
-                self._turn += 1
-                self.served[name] += 1
-                if name == "huge":
-                    size = 100 * 1024 * 1024
-                    writer.write(
-                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                        + f"Content-Length: {size}\r\n\r\n".encode()
-                    )
-                    chunk = b" " * (1024 * 1024)
-                    for _ in range(100):
-                        writer.write(chunk)
-                        await writer.drain()
-                    continue
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                )
-                if name == "drip":
-                    for byte in body:
-                        writer.write(bytes([byte]))
-                        await writer.drain()
-                        await asyncio.sleep(2.0)
-                else:
-                    writer.write(body)
-                await writer.drain()
-        except (
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-            ConnectionError,
-            ValueError,
-        ):
-            pass
-        finally:
-            writer.close()
+BAD_ANSWERS = (
+    Answer(b'{"acked_through": true}'),
+    Answer(b'{"acked_through": "12"}'),
+    Answer(b'{"acked_through": -1}'),
+    Answer(b'{"acked_through": 1.5}'),
+    Answer(b'{"acked_through": null}'),
+    Answer(b'{"acked_through": '),
+    Answer(b'{"acked_through": 999999999}'),
+    Answer(size=100 * 1024 * 1024),
+    Answer(drip_secs=2.0),
+)
 
 
 async def bad_answers(folder: Path, seconds: float) -> Tally:
     site = Site(folder)
     port = _free_port()
     async with ModbusSimulator() as sim:
-        async with BadService(port) as bad:
+        async with HostileService(BAD_ANSWERS, port, cycle=True) as bad:
             site.write_config(f"http://127.0.0.1:{port}", modbus_device("probe-1", sim.port))
             proc = await site.start()
             await asyncio.sleep(seconds)
@@ -428,7 +302,7 @@ async def bad_answers(folder: Path, seconds: float) -> Tally:
         with QualityServiceSimulator(folder / "qs.db", [site.public], port=port) as qs:
             await drain(qs, site)
             result = tally("bad-answers", site, qs)
-    result.notes.append(f"alive through the bad answers: {alive}; served {dict(bad.served)}")
+    result.notes.append(f"alive through the bad answers: {alive}; {len(bad.requests)} answered")
     if not alive:
         result.crashes += 1
     return result

@@ -82,6 +82,7 @@ from drivers.base import utc_now
 from .backoff import Backoff
 from .forwarder import Batch, UplinkStats, read_batch
 from .mqtt_client import MqttSettings, _tls_context, call_in_loop
+from .redact import Redactor
 from .sealing import Fact
 
 __all__ = ["MqttUplink", "MqttUplinkError", "evidence_topic"]
@@ -131,6 +132,8 @@ class MqttUplink:
         self.stats = UplinkStats()
         self.topic = evidence_topic(outbox.gw)
         self._settings = _settings(config, config.client_id or f"gxpgate-{outbox.gw}-uplink")
+        # A broker's error text may echo the credentials; none of it reaches a log or record.
+        self._redact = Redactor([self._settings.password])
         self._v5 = config.protocol == "5"
         self._client = self._build_client()
         self._backoff = Backoff(config.backoff_initial_secs, config.backoff_max_secs)
@@ -337,6 +340,7 @@ class MqttUplink:
 
     def _retry_later(self, kind: str, reason: str) -> None:
         assert self._loop is not None
+        reason = self._redact(reason)
         if self.stats.failed(kind, reason):
             log.warning("uplink.failing kind=%s error=%s", kind, reason)
         self._rewind()
@@ -344,6 +348,7 @@ class MqttUplink:
 
     def _refused(self, first: int, last: int, code: int | None, reason: str) -> None:
         """The broker will not take this batch: seal that once per episode, retry later."""
+        reason = self._redact(reason)
         episode = reason if code is None else code
         if self._rejection != episode:
             log.error("uplink.rejected first_seq=%d last_seq=%d error=%s", first, last, reason)
@@ -382,6 +387,7 @@ class MqttUplink:
     def _on_link_down(self, kind: str, error: str, too_large: bool) -> None:
         if self._stopping:
             return
+        error = self._redact(error)
         self._connected = False
         if too_large and self._inflight:
             largest = max(sent.size for sent in self._inflight.values())

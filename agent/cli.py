@@ -21,7 +21,15 @@ from config import example_config_text
 
 from . import alarms_cli, lots_cli, scan_cli, service_cli, status_cli
 from .cli_common import ConfigOption, fail, load
-from .keys import KeyFileError, describe, generate_key_file, load_private_key, load_public_key
+from .evidence import public_key_pem
+from .keys import (
+    KeyFileError,
+    describe,
+    generate_key_file,
+    load_private_key,
+    load_public_key,
+    public_key_path_for,
+)
 from .logging_setup import quiet_libraries, setup_logging
 
 __all__ = ["app", "main"]
@@ -125,6 +133,12 @@ def keys_generate(
     except KeyFileError as exc:
         fail(str(exc))
     typer.echo(f"wrote {out} (mode 0600)")
+    public = public_key_path_for(out)
+    try:
+        public.write_text(public_key_pem(key.public_key()), encoding="ascii")
+    except OSError as exc:
+        fail(f"{public}: {exc.strerror or exc} (the key itself is written)")
+    typer.echo(f"wrote {public} (the public key, for gxpgate verify and the quality service)")
     typer.echo(describe(key.public_key()), nl=False)
 
 
@@ -596,6 +610,19 @@ def opcua_certificate(
         typer.echo(f"{dev_id}: {sec.certificate_file} ({state}), key {sec.private_key_file} (0600)")
         typer.echo(f"  application URI {sec.application_uri}, SHA-1 thumbprint {thumbprint}")
     typer.echo("Trust this certificate on each OPC UA server (its PKI 'trusted' folder).")
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit", is_eager=True)
+    ] = False,
+) -> None:
+    if version:
+        from .runtime import agent_version
+
+        typer.echo(f"gxpgate {agent_version()}")
+        raise typer.Exit(0)
 
 
 def main() -> None:

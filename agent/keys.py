@@ -21,6 +21,7 @@ __all__ = [
     "key_path_for",
     "load_private_key",
     "load_public_key",
+    "public_key_path_for",
 ]
 
 
@@ -100,16 +101,25 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
         pem = path.read_bytes()
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read: {exc.strerror}") from None
+    if b"PRIVATE KEY" in pem:
+        # A private key must not travel to auditors or services: ask for the public one.
+        raise KeyFileError(
+            f"{path}: is a private key; give the public key PEM (gxpgate keys generate wrote it "
+            f"beside the key as {public_key_path_for(path).name}; gxpgate keys show --key "
+            f"{path} prints it)"
+        )
     try:
         key = serialization.load_pem_public_key(pem)
     except ValueError:
-        try:  # a private key file also yields the public key; accept it for convenience
-            return load_private_key(path).public_key()
-        except KeyFileError:
-            raise KeyFileError(f"{path}: not a PEM public key") from None
+        raise KeyFileError(f"{path}: not a PEM public key") from None
     if not isinstance(key, Ed25519PublicKey):
         raise KeyFileError(f"{path}: not an Ed25519 public key")
     return key
+
+
+def public_key_path_for(key_file: Path) -> Path:
+    """Where ``keys generate`` writes the public key PEM: ``signing.key`` → ``signing.pub.pem``."""
+    return key_file.with_name(f"{key_file.stem}.pub.pem")
 
 
 def describe(key: Ed25519PublicKey) -> str:

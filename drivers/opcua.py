@@ -375,7 +375,7 @@ def _describe(exc: BaseException) -> str:
 def _thumbprint(der: bytes) -> str:
     digest = hashes.Hash(hashes.SHA1())  # OPC UA identifies certificates by SHA-1 thumbprint
     digest.update(der)
-    return digest.finalize().hex()[:16]
+    return digest.finalize().hex()  # all 40 digits, as servers and their PKI tools show it
 
 
 def ensure_application_certificate(

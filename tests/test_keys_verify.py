@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.evidence import key_id
+from agent.evidence import key_id, public_key_pem
 from agent.keys import KeyFileError, load_private_key
 
 from .sealed import fill
@@ -33,6 +33,28 @@ def test_generate_key_is_0600_and_never_overwritten(tmp_path: Path) -> None:
     shown = runner.invoke(app, ["keys", "show", "--key", str(out)])
     assert shown.exit_code == 0
     assert f"key id: {kid}" in shown.output
+
+
+def test_generate_writes_the_public_key_beside_and_verify_refuses_a_private_one(
+    tmp_path: Path, signing_key
+) -> None:
+    out, _ = _export(tmp_path, signing_key)
+    key = tmp_path / "gw.key"
+    result = runner.invoke(app, ["keys", "generate", "--out", str(key)])
+    assert result.exit_code == 0
+    public = tmp_path / "gw.pub.pem"
+    assert f"wrote {public}" in result.output
+    assert public.read_text() == public_key_pem(load_private_key(key).public_key())
+    refused = _verify(out, key)
+    assert refused.exit_code == 2
+    assert f"{key}: is a private key; give the public key PEM" in refused.output
+    assert "gw.pub.pem" in refused.output
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.startswith("gxpgate ")
 
 
 def test_key_readable_by_others_is_refused(tmp_path: Path) -> None:
@@ -103,9 +125,9 @@ def test_tampered_export_fails_naming_first_bad_seq(
 
 def test_wrong_public_key_fails(tmp_path: Path, signing_key) -> None:
     out, _ = _export(tmp_path, signing_key)
-    other = tmp_path / "other.pem"
+    other = tmp_path / "other.key"
     runner.invoke(app, ["keys", "generate", "--out", str(other)])
-    result = _verify(out, other)
+    result = _verify(out, tmp_path / "other.pub.pem")
     assert result.exit_code == 1
     assert "FAIL at seq 1" in result.output
     assert "unknown signing key" in result.output

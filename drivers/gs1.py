@@ -29,12 +29,18 @@ How a scan is classified
 An AIM symbology identifier (ISO/IEC 15424: ``]`` + code character + modifier) at the start is
 split off and kept as given. ``]C1`` GS1-128, ``]e0`` GS1 DataBar, ``]d2`` GS1 DataMatrix,
 ``]Q3`` GS1 QR and ``]J1`` GS1 DotCode carry GS1 element strings by definition: anything that
-does not parse is an error. An ``http(s)://`` text that biip reads as a GS1 Digital Link URI is
-kind ``gs1_digital_link``. Without an identifier the text is taken as GS1 when it contains a
-``<GS>`` or when it starts with a known AI whose data matches that AI's format; otherwise it is
-``non_gs1`` and kept raw, as is everything behind another identifier (``]C0`` plain Code 128,
-``]Q1`` QR, ``]E0`` EAN/UPC…). Scanners should be set to transmit AIM identifiers: without
-one, the digits of an EAN-13 such as ``4012345…`` also read as a valid AI (401).
+does not parse is an error. An ``http(s)://`` text whose path holds a GS1 primary key
+(``/01/…``, ``/00/…``, ``/414/…`` …) is a GS1 Digital Link, kind ``gs1_digital_link``: its
+path and query AIs (percent-decoded) are validated exactly as the same data as element strings
+(a month 13, a 21-character lot, a ``#`` or a space in a lot, a 15-digit GTIN are errors, not a
+plain web address), and then the URI by biip's Digital Link rules. The bracketed human-readable
+form printed under every barcode, ``(01)09506000134352(17)271231(10)LOT-42``, is read with biip
+and validated the same way (kind ``gs1``). Without an identifier the text is taken as GS1
+when it contains a ``<GS>`` or when it starts with a known AI whose data matches that AI's
+format; otherwise it is ``non_gs1`` and kept raw, as is everything behind another identifier
+(``]C0`` plain Code 128, ``]Q1`` QR, ``]E0`` EAN/UPC…). Scanners should be set to transmit AIM
+identifiers: without one, the digits of an EAN-13 such as ``4012345…`` also read as a valid AI
+(401).
 
 Surrounding spaces, CR/LF and ``<GS>`` are ignored (keyboard-wedge suffixes, a transmitted
 leading FNC1); ``raw`` keeps the text exactly as received.
@@ -67,12 +73,14 @@ import re
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from biip import ParseConfig, ParseError
 from biip.checksums import gs1_standard_check_digit
 from biip.gs1_application_identifiers import GS1ApplicationIdentifier
 from biip.gs1_digital_link_uris import GS1DigitalLinkURI
 from biip.gs1_element_strings import GS1ElementString
+from biip.gs1_messages import GS1Message
 from biip.symbology import GS1Symbology
 
 __all__ = [
@@ -315,6 +323,8 @@ def parse_scan(raw: str, *, reference_date: date) -> ScanResult:
         return ScanResult(raw, symbology, "non_gs1", error=what)
     if payload[:8].lower().startswith(("http://", "https://")):
         return _digital_link(raw, symbology, payload, reference_date)
+    if symbology is None and _BRACKETED.match(payload):
+        return _bracketed(raw, payload, reference_date)
     if symbology is None and _looks_like_gs1(payload):
         return _gs1_message(raw, symbology, payload, reference_date)
     return ScanResult(raw, symbology, "non_gs1")
@@ -343,18 +353,70 @@ def _gs1_message(raw: str, symbology: str | None, payload: str, ref: date) -> Sc
     return ScanResult(raw, symbology, "gs1", tuple(elements), _ambiguities(elements, ref))
 
 
+_DL_PRIMARY_KEYS = frozenset(
+    {"00", "01", "253", "255", "401", "402", "414", "417", "8003", "8004", "8006", "8010",
+     "8013", "8017", "8018"}
+)  # fmt: skip
+"""AIs that may start a GS1 Digital Link URI's path (GS1 Digital Link standard 1.2, §4)."""
+
+_BRACKETED = re.compile(r"^\(\d{2,4}\)")
+_BRACKETED_PAIR = re.compile(r"\((\d{2,4})\)([^(]*)")
+
+
+def _dl_pairs(payload: str) -> list[tuple[str, str]] | None:
+    """The (AI, value) pairs of a GS1 Digital Link URI's path and query, percent-decoded;
+    None when the path holds no GS1 primary key (an ordinary web address)."""
+    parts = urlsplit(payload)
+    segments = parts.path.split("/")
+    start = next(
+        (i for i, seg in enumerate(segments[:-1]) if seg in _DL_PRIMARY_KEYS and segments[i + 1]),
+        None,
+    )
+    if start is None:
+        return None
+    path = segments[start:]
+    if len(path) % 2:
+        path.append("")  # an AI without a value: the element-string check says so
+    pairs = [(path[i], unquote(path[i + 1], encoding="latin-1")) for i in range(0, len(path), 2)]
+    for key, value in parse_qsl(parts.query, keep_blank_values=True, encoding="latin-1"):
+        if key.isdigit():  # other parameters (linkType, …) are not GS1 data
+            pairs.append((key, value))
+    return pairs
+
+
 def _digital_link(raw: str, symbology: str | None, payload: str, ref: date) -> ScanResult:
+    pairs = _dl_pairs(payload)
+    if pairs is None:
+        return ScanResult(raw, symbology, "non_gs1")  # a plain URL is not GS1 data
     try:
-        uri = GS1DigitalLinkURI.parse(payload, config=_BIIP_CONFIG)
-    except (ParseError, ValueError):
-        # Any other web address: a plain URL is not GS1 data.
-        return ScanResult(raw, symbology, "non_gs1")
-    try:
-        elements = [_element(es, ref) for es in uri.element_strings]
+        elements = _parse_elements(GS.join(ai + value for ai, value in pairs), ref)
         _check_repeats(elements)
     except _Invalid as exc:
         return ScanResult(raw, symbology, "gs1_digital_link", error=str(exc))
+    try:
+        GS1DigitalLinkURI.parse(payload, config=_BIIP_CONFIG)  # the URI's own structure rules
+    except (ParseError, ValueError) as exc:
+        why = f"not a valid GS1 Digital Link URI: {exc}"
+        return ScanResult(raw, symbology, "gs1_digital_link", error=why)
     return ScanResult(raw, symbology, "gs1_digital_link", tuple(elements))
+
+
+def _bracketed(raw: str, payload: str, ref: date) -> ScanResult:
+    """The human-readable form ``(01)…(10)…``: biip knows where each AI's value ends (a lot may
+    hold brackets); the data is then checked as the element string it stands for."""
+    try:
+        message = GS1Message.parse_hri(payload, config=_BIIP_CONFIG)
+        pairs = [(es.ai.ai, es.value) for es in message.element_strings]
+    except (ParseError, ValueError):
+        pairs = _BRACKETED_PAIR.findall(payload)  # for the reason, as the element string gives it
+    try:
+        elements = _parse_elements(GS.join(ai + value for ai, value in pairs), ref)
+        _check_repeats(elements)
+    except _Invalid as exc:
+        return ScanResult(raw, None, "gs1", error=str(exc))
+    if "".join(f"({e.ai}){e.value}" for e in elements) != payload.replace(GS, ""):
+        return ScanResult(raw, None, "gs1", error="bracketed GS1 text that does not parse whole")
+    return ScanResult(raw, None, "gs1", tuple(elements), _ambiguities(elements, ref))
 
 
 def _parse_elements(data: str, ref: date) -> list[Element]:

@@ -72,12 +72,41 @@ def load_config(path: Path) -> LoadedConfig:
     try:
         config = GatewayConfig.model_validate(document)
     except ValidationError as exc:
-        raise ConfigError(path, [_describe(err) for err in exc.errors()]) from None
+        problems = [_describe(err) for err in exc.errors()]
+        problems.extend(_cross_reference_beside(document, exc))
+        raise ConfigError(path, problems) from None
     problems = [(_dotted(loc), why) for loc, why in config.cross_reference_errors()]
     if problems:
         raise ConfigError(path, problems)
     config = config.resolve_relative(path.resolve().parent)
     return LoadedConfig(config, path, hashlib.sha256(raw).hexdigest())
+
+
+_CROSS_SECTIONS = frozenset({"zones", "devices", "profiles", "buses", "alarms", "products"})
+"""The sections the checks across sections read: with one of them invalid they cannot run."""
+_STAND_INS: dict[str, object] = {
+    "gateway": {"id": "x", "site": "x"},
+    "signing": {"key_file": "x"},
+    "buffer": {"path": "x"},
+}
+"""Valid stand-ins for required sections the checks across sections do not read."""
+
+
+def _cross_reference_beside(document: Any, exc: ValidationError) -> list[tuple[str, str]]:
+    """The checks across sections, when only sections they do not read are invalid: so that
+    one run of ``config validate`` names a bad gateway id and an unmonitored point together."""
+    if not isinstance(document, dict) or not all(err["loc"] for err in exc.errors()):
+        return []
+    failing = {err["loc"][0] for err in exc.errors()}
+    if failing & _CROSS_SECTIONS:
+        return []
+    patched = {k: v for k, v in document.items() if k not in failing}
+    patched.update({k: v for k, v in _STAND_INS.items() if k in failing})
+    try:
+        config = GatewayConfig.model_validate(patched)
+    except ValidationError:
+        return []  # a stand-in did not fit: the first pass's errors stand alone
+    return [(_dotted(loc), why) for loc, why in config.cross_reference_errors()]
 
 
 def _describe(error: Any) -> tuple[str, str]:

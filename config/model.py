@@ -65,6 +65,10 @@ PATTERN_WORDS = {
     _POINT_KEY: 'must be "DEVICE.POINT", e.g. "cold-room-1-probe.temperature"',
     r"^opc\.tcp://[^\s/]+": "must be an opc.tcp:// URL with a host, e.g. "
     "opc.tcp://192.0.2.20:4840/",
+    r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$": "must be a URI (scheme:rest, no spaces), e.g. "
+    "urn:epc:id:sgln:0614141.00001.dock-1",
+    r"^[0-9]{6,12}$": "must be 6 to 12 digits",
+    r"\S": "must not be blank",
 }
 """What a site engineer reads instead of a regular expression."""
 

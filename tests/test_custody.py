@@ -434,12 +434,12 @@ def test_undecodable_tags_are_kept_as_hex_with_the_reason(tag: Any) -> None:
         (
             'transport = "tcp"\nhost = "h"\nport = 1\nread_point = "dock door 1"',
             "devices.scanner.read_point",
-            "should match pattern",
+            "'dock door 1' must be a URI (scheme:rest, no spaces)",
         ),
         (
             'transport = "tcp"\nhost = "h"\nport = 1\ncompany_prefixes = ["0614"]',
             "devices.scanner.company_prefixes.0",
-            "should match pattern",
+            "'0614' must be 6 to 12 digits",
         ),
         (
             'transport = "tcp"\nhost = "h"\nport = 1\nterminator = "etx"',

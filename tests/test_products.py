@@ -321,7 +321,7 @@ profile = "refrigerated"
         (
             '[[hold_list.items]]\nlot = "L1"\nreason = " "\n',
             "hold_list.items.0.reason",
-            "should match pattern",
+            "' ' must not be blank",
         ),
         (
             '[[hold_list.items]]\nlot = "L1"\nreason = "a"\n'

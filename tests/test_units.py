@@ -75,3 +75,12 @@ def test_a_cel_point_gets_its_profiles_rules_and_an_unmonitored_one_none(write_c
     config.write_text(config.read_text().replace('unit = "Cel"', 'unit = "Cel", monitored = false'))
     rules = {(r.device, r.point): r.rules for r in point_rules(load_config(config).config)}
     assert not rules[("probe-7", "temperature")].watches()
+
+
+def test_errors_of_unrelated_sections_come_in_one_pass(write_config) -> None:
+    config = write_config(modbus=False, extra_devices=PROBE.format(extra=""))
+    config.write_text(config.read_text().replace('id = "gw-test"', 'id = "GW_1"'))
+    result = runner.invoke(app, ["config", "validate", str(config)])
+    assert result.exit_code == 2
+    assert "gateway.id: 'GW_1' must be 1 to 63 lowercase letters" in result.output
+    assert "devices.probe-7.points.temperature: unmonitored" in result.output

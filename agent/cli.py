@@ -102,6 +102,8 @@ def config_validate(
         for line in problems:
             typer.echo(line, err=True)
         raise typer.Exit(2)
+    for loc, why in cfg.warnings():
+        typer.echo(f"{file}: warning: {'.'.join(str(part) for part in loc)}: {why}", err=True)
     points = sum(len(d.points) for d in cfg.devices.values())
     typer.echo(
         f"{file}: valid — gateway {cfg.gateway.id}, {len(cfg.zones)} zone(s), "

@@ -12,15 +12,20 @@ record ``{"event": "scan_invalid", "reason", "scan"}``. A valid non-GS1 code (a 
 a GS1 scan without SSCC or GTIN are kept as read, with ``epcis: null`` and no error.
 
 The EPCIS event
-    ``@context``: the standard context ``https://ref.gs1.org/standards/epcis/epcis-context.jsonld``
-    (so CBV short names such as ``receiving`` are valid) plus the prefix ``gxp`` for the two
-    extension fields below. ``type`` ``ObjectEvent``; ``eventID`` a name-based UUID (v5) of
-    gateway, device, time and what was read, so a re-sent event keeps its id; ``eventTime`` the
-    record's ``at``; ``eventTimeZoneOffset`` the gateway host's UTC offset at that moment (the
-    warehouse's local time); no ``recordTime``, which the EPCIS repository sets on capture.
-    ``readPoint`` / ``bizLocation`` from the device's config (defaults
-    ``urn:gxpgate:<gw>:device:<id>`` and ``urn:gxpgate:<gw>:zone:<zone>``), ``bizStep`` and
-    ``disposition`` as configured.
+    ``@context``: the versioned standard context
+    ``https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld`` (the one GS1's examples
+    and the reference event hash generator use; CBV short names such as ``receiving`` are valid
+    in it) plus the prefix ``gxp`` for the two extension fields below. ``type``
+    ``ObjectEvent``; ``eventID`` the CBV 2.0 event hash ``ni:///sha-256;…?ver=CBV2.0`` of the
+    event (:mod:`agent.epcis_hash`), so the same observation gets the same id wherever it is
+    computed, and a re-sent event keeps it; ``eventTime`` the record's ``at``;
+    ``eventTimeZoneOffset`` the gateway host's UTC offset at that moment (the warehouse's local
+    time); no ``recordTime``, which the EPCIS repository sets on capture. ``readPoint`` /
+    ``bizLocation`` from the device's config; by default, with the site's GLN
+    (``gateway.gln``), the SGLNs ``urn:epc:id:sgln:<cp>.<loc>.<device id>`` and
+    ``….<zone id>`` (a GS1 Digital Link ``https://id.gs1.org/414/<gln>/254/<id>`` when the
+    GLN's company prefix is not known), else the private ``urn:gxpgate:<gw>:device:<id>`` and
+    ``urn:gxpgate:<gw>:zone:<zone>``. ``bizStep`` and ``disposition`` as configured.
 
 Action per business step (CBV 2.0 §7.1)
     ``ADD`` for the steps that bring identifiers into being (``commissioning``, ``encoding``,
@@ -60,7 +65,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, tzinfo
 from typing import Any, Final, Literal, Protocol
@@ -75,6 +79,7 @@ from drivers.scanner import (
     TagRead,
     gtin_class_uri,
     lgtin_uri,
+    sgln_uri,
     sgtin_uri,
     sscc_uri,
 )
@@ -82,6 +87,7 @@ from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
 from .backoff import Backoff
 from .devices import _Device, _raise_if_cancelled
+from .epcis_hash import event_hash
 from .identity import ZoneMap
 from .recorder import Recorder
 from .sealing import Fact, format_time
@@ -99,16 +105,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-EPCIS_CONTEXT: Final = "https://ref.gs1.org/standards/epcis/epcis-context.jsonld"
+EPCIS_CONTEXT: Final = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
 EXTENSION_NAMESPACE: Final = "urn:gxpgate:epcis:"
 """Namespace of gxpgate's EPCIS extension fields (``gxp:lot``, ``gxp:expiry``)."""
 ADD_STEPS: Final = frozenset({"commissioning", "encoding", "creating_class_instance"})
 DELETE_STEPS: Final = frozenset({"decommissioning", "destroying", "killing"})
 
 Action = Literal["ADD", "OBSERVE", "DELETE"]
-
-# Event ids are UUIDv5 names in a namespace of their own, derived once from a fixed name.
-_EVENT_ID_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, EXTENSION_NAMESPACE + "eventID")
 
 
 def action_for(biz_step: str) -> Action:
@@ -131,7 +134,8 @@ def _utc_offset(moment: datetime, zone: tzinfo | None) -> str:
 class CustodyBuilder:
     """Observations of one device → facts: the custody record, plus an audit for bad reads.
 
-    ``tz`` is the zone for ``eventTimeZoneOffset`` (default: the host's local zone).
+    ``tz`` is the zone for ``eventTimeZoneOffset`` (default: the host's local zone);
+    ``site_gln`` the site's GLN (``gateway.gln``), which makes the default locations SGLNs.
     """
 
     def __init__(
@@ -141,17 +145,25 @@ class CustodyBuilder:
         config: BarcodeScannerDevice | RfidReaderDevice,
         *,
         tz: tzinfo | None = None,
+        site_gln: str | None = None,
     ) -> None:
         self.gw = gw
         self.device_id = device_id
         self.config = config
         self.zone = config.zone
-        self.read_point = config.read_point or f"urn:gxpgate:{gw}:device:{device_id}"
-        self.biz_location = config.biz_location or f"urn:gxpgate:{gw}:zone:{config.zone}"
         self.action: Action = action_for(config.biz_step)
         configured = config.company_prefixes if isinstance(config, BarcodeScannerDevice) else []
         self.prefixes = CompanyPrefixes(configured)
+        self.read_point = config.read_point or self._default_location("device", device_id, site_gln)
+        self.biz_location = config.biz_location or self._default_location(
+            "zone", config.zone, site_gln
+        )
         self._tz = tz
+
+    def _default_location(self, what: str, name: str, site_gln: str | None) -> str:
+        if site_gln is None:
+            return f"urn:gxpgate:{self.gw}:{what}:{name}"
+        return sgln_uri(site_gln, name, self.prefixes)
 
     def facts(self, observation: Observation) -> list[Fact]:
         if isinstance(observation, BarcodeRead):
@@ -200,7 +212,7 @@ class CustodyBuilder:
                 lot_data["gxp:lot"] = ai["10"]
             if expiry is not None:
                 lot_data["gxp:expiry"] = expiry.isoformat()
-        return self.event(at, scan.raw, epc_list, quantity_list, lot_data)
+        return self.event(at, epc_list, quantity_list, lot_data)
 
     def _tag(self, read: TagRead) -> list[Fact]:
         tag = read.tag
@@ -209,25 +221,23 @@ class CustodyBuilder:
             reason = tag.error or "the EPC has no pure identity URI"
             data_scan["error"] = reason
             return self._rejected(read.at, data_scan, reason)
-        event = self.event(read.at, tag.hex, [tag.pure_uri], [], {})
+        event = self.event(read.at, [tag.pure_uri], [], {})
         return [self._custody(read.at, data_scan, event)]
 
     def event(
         self,
         at: datetime,
-        what: str,
         epc_list: list[str],
         quantity_list: list[dict[str, Any]],
         lot_data: dict[str, str],
     ) -> dict[str, Any]:
-        """The EPCIS 2.0 ObjectEvent for one observation at ``at`` of ``what`` (raw text or EPC
-        hex, for the event id). ``lot_data`` goes to ``ilmd`` for ADD, else to the top level."""
+        """The EPCIS 2.0 ObjectEvent for one observation at ``at``. ``lot_data`` goes to
+        ``ilmd`` for ADD, else to the top level."""
         when = format_time(at)
-        event_id = uuid.uuid5(_EVENT_ID_NAMESPACE, f"{self.gw}\n{self.device_id}\n{when}\n{what}")
         event: dict[str, Any] = {
             "@context": [EPCIS_CONTEXT, {"gxp": EXTENSION_NAMESPACE}],
             "type": "ObjectEvent",
-            "eventID": event_id.urn,
+            "eventID": "",  # keeps its place; the hash leaves it out
             "eventTime": when,
             "eventTimeZoneOffset": _utc_offset(at, self._tz),
         }
@@ -245,6 +255,7 @@ class CustodyBuilder:
             event["ilmd"] = lot_data
         else:
             event.update(lot_data)
+        event["eventID"] = event_hash(event)
         return event
 
     def _custody(self, at: datetime, scan: dict[str, Any], event: dict[str, Any] | None) -> Fact:
@@ -290,11 +301,12 @@ class CustodyStreamer(_Device):
         gw: str,
         *,
         tz: tzinfo | None = None,
+        site_gln: str | None = None,
     ) -> None:
         config = source.config
         super().__init__(source.device_id, zones, recorder, Backoff(0.5, config.reconnect_max_secs))
         self.source = source
-        self.builder = CustodyBuilder(gw, source.device_id, config, tz=tz)
+        self.builder = CustodyBuilder(gw, source.device_id, config, tz=tz, site_gln=site_gln)
         self.batches = 0
         """Batches received; the first (empty) one of each connection says it is up."""
         self.listening = asyncio.Event()

@@ -313,7 +313,11 @@ class Agent:
                 saved = outbox.states(prefix)
                 restore({k[len(prefix) :]: orjson.loads(v) for k, v in saved.items()})
             if isinstance(dev, BarcodeScannerDevice | RfidReaderDevice):
-                self.pollers.append(CustodyStreamer(source, zones, recorder, cfg.gateway.id))
+                self.pollers.append(
+                    CustodyStreamer(
+                        source, zones, recorder, cfg.gateway.id, site_gln=cfg.gateway.gln
+                    )
+                )
                 continue
             task_type = DeviceStreamer if getattr(source, "pushed", False) else DevicePoller
             self.pollers.append(task_type(source, zones, recorder, dev.reconnect_max_secs))

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from drivers.filedrop_model import CsvDropDevice
+from drivers.gs1 import CSET82, gs1_check_digit
 from drivers.logger_model import SerialLoggerDevice
 from drivers.modbus_model import ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
 from drivers.opcua_model import OpcUaDevice
@@ -93,6 +94,10 @@ DEVICE_TYPES = (
 )
 
 
+def _gln_extension(text: str) -> bool:
+    return 0 < len(text) <= 20 and set(text) <= CSET82
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -102,6 +107,21 @@ class GatewayIdentity(_Strict):
     """Gateway id, the ``gw`` of every record: lowercase letters, digits and ``-``."""
     site: str = Field(min_length=1)
     """Human-readable site name, for the operator's and the auditor's benefit."""
+    gln: str | None = Field(default=None, pattern=r"^[0-9]{13}$")
+    """GS1 Global Location Number of the site (13 digits), e.g. ``"0614141000012"``. EPCIS
+    events then name each scanner's ``read_point`` and each zone's ``biz_location`` as an SGLN
+    with the device or zone id as GLN extension (``urn:epc:id:sgln:0614141.00001.dock-door-1``),
+    unless the device sets them itself. Without it they are private ``urn:gxpgate:…`` URIs that
+    trading partners cannot resolve (``config validate`` warns)."""
+
+    @model_validator(mode="after")
+    def _gln_check_digit(self) -> GatewayIdentity:
+        if self.gln is not None:
+            expected = gs1_check_digit(self.gln[:12])
+            if int(self.gln[12]) != expected:
+                why = f"GLN {self.gln}: check digit is {self.gln[12]}, expected {expected}"
+                raise ValueError(why)
+        return self
 
 
 class SigningConfig(_Strict):
@@ -272,6 +292,7 @@ class GatewayConfig(_Strict):
         errors.extend(self._serial_errors())
         errors.extend(self._rule_errors())
         errors.extend(self._unmonitored_errors())
+        errors.extend(self._sgln_errors())
         errors.extend(self.products.profile_errors(self.profiles))
         return errors
 
@@ -321,6 +342,42 @@ class GatewayConfig(_Strict):
                 )
                 errors.append((("devices", dev_id, "points", name), why))
         return errors
+
+    def _sgln_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """With a site GLN, device and zone ids become GLN extensions (AI 254: up to 20
+        characters of set 82) wherever the device does not name its locations itself."""
+        errors: list[tuple[tuple[str | int, ...], str]] = []
+        if self.gateway.gln is None:
+            return errors
+        for dev_id, dev in self.devices.items():
+            if not isinstance(dev, BarcodeScannerDevice | RfidReaderDevice):
+                continue
+            for field, ext in (("read_point", dev_id), ("biz_location", dev.zone)):
+                if getattr(dev, field) is None and not _gln_extension(ext):
+                    what = "device" if field == "read_point" else "zone"
+                    why = (
+                        f"the {what} id {ext!r} cannot be the SGLN extension of gateway.gln "
+                        f"(at most 20 characters); set {field}"
+                    )
+                    errors.append((("devices", dev_id, field), why))
+        return errors
+
+    def warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """What is valid but probably not meant: shown by ``config validate``, never fatal."""
+        found: list[tuple[tuple[str | int, ...], str]] = []
+        if self.gateway.gln is not None:
+            return found
+        for dev_id, dev in self.devices.items():
+            if not isinstance(dev, BarcodeScannerDevice | RfidReaderDevice):
+                continue
+            missing = [f for f in ("read_point", "biz_location") if getattr(dev, f) is None]
+            if missing:
+                why = (
+                    f"no gateway.gln and no {' or '.join(missing)}: its EPCIS events name "
+                    f"private urn:gxpgate: locations that trading partners cannot resolve"
+                )
+                found.append((("devices", dev_id), why))
+        return found
 
     def _rule_errors(self) -> list[tuple[tuple[str | int, ...], str]]:
         errors: list[tuple[tuple[str | int, ...], str]] = []

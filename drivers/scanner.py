@@ -87,6 +87,7 @@ __all__ = [
     "decode_scan",
     "gtin_class_uri",
     "lgtin_uri",
+    "sgln_uri",
     "sgtin_uri",
     "sscc_uri",
 ]
@@ -592,6 +593,16 @@ def sgtin_uri(gtin: str, serial: str, prefixes: CompanyPrefixes) -> str:
     if cp is None:
         return f"{DIGITAL_LINK}/01/{gtin}/21/{_dl(serial)}"
     return f"urn:epc:id:sgtin:{cp}.{gtin[0]}{gtin[1 + len(cp) : 13]}.{_epc(serial)}"
+
+
+def sgln_uri(gln: str, extension: str, prefixes: CompanyPrefixes) -> str:
+    """``urn:epc:id:sgln:…`` for a GLN-13 and a GLN extension (AI 254; ``"0"`` for none), or
+    its GS1 Digital Link URI when the company prefix is unknown."""
+    cp = prefixes.find(gln)
+    if cp is None:
+        suffix = "" if extension == "0" else f"/254/{_dl(extension)}"
+        return f"{DIGITAL_LINK}/414/{gln}{suffix}"
+    return f"urn:epc:id:sgln:{cp}.{gln[len(cp) : 12]}.{_epc(extension)}"
 
 
 def sscc_uri(sscc: str, prefixes: CompanyPrefixes) -> str:

@@ -15,8 +15,11 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from agent.cli import app
 from agent.custody import EPCIS_CONTEXT, CustodyBuilder, action_for
+from agent.epcis_hash import event_hash
 from agent.sealing import Fact
 from config import ConfigError, load_config
 from drivers.epc import decode_epc
@@ -476,3 +479,81 @@ def test_scanner_config_defaults() -> None:
     )
     assert (rfid.dedupe_window_secs, rfid.strip_pc_word) == (5.0, False)
     assert barcode.points == {}
+
+
+# --------------------------------------------------------------------------- EPCIS identity
+
+
+def test_event_has_the_versioned_context_and_the_cbv_event_hash_as_id() -> None:
+    event = only_custody(barcode_facts(b"]C100106141412345678908"))["epcis"]
+    assert event["@context"][0] == (
+        "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
+    )
+    assert re.fullmatch(r"ni:///sha-256;[0-9a-f]{64}\?ver=CBV2\.0", event["eventID"])
+    assert event["eventID"] == event_hash(event)
+
+
+def test_site_gln_makes_the_default_locations_sglns() -> None:
+    builder = CustodyBuilder("gw-test", "dock-door-1", scanner(), tz=CET, site_gln="0614141000012")
+    read = BarcodeRead(AT, decode_scan(b"]C100106141412345678908", AT, "NOREAD"))
+    event = only_custody(builder.facts(read))["epcis"]
+    check_object_event(event)
+    assert event["readPoint"] == {"id": "urn:epc:id:sgln:0614141.00001.dock-door-1"}
+    assert event["bizLocation"] == {"id": "urn:epc:id:sgln:0614141.00001.dock"}
+    configured = scanner(read_point="urn:epc:id:sgln:0614141.00001.0")
+    builder = CustodyBuilder("gw-test", "dock-door-1", configured, site_gln="0614141000012")
+    event = only_custody(builder.facts(read))["epcis"]
+    assert event["readPoint"] == {"id": "urn:epc:id:sgln:0614141.00001.0"}
+
+
+_SCANNER = (
+    '[devices.{id}]\ntype = "barcode_scanner"\ntransport = "tcp"\nhost = "h"\nport = 1\n'
+    'zone = "cold-1"\nbiz_step = "receiving"\n{more}\n'
+)
+
+
+def _with_gln(path: Any, gln: str) -> Any:
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text.replace("[gateway]\n", f'[gateway]\ngln = "{gln}"\n', 1), "utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("gln", "device", "where", "why"),
+    [
+        ("0614141000013", "dock", "gateway", "GLN 0614141000013: check digit is 3, expected 2"),
+        ("061414100001", "dock", "gateway.gln", "should match pattern"),
+        (
+            "0614141000012",
+            "a-scanner-id-over-20-chars",
+            "devices.a-scanner-id-over-20-chars.read_point",
+            "cannot be the SGLN extension of gateway.gln (at most 20 characters)",
+        ),
+    ],
+)
+def test_site_gln_config_errors(
+    gln: str, device: str, where: str, why: str, write_config: Any
+) -> None:
+    path = write_config(modbus=False, extra_devices=_SCANNER.format(id=device, more=""))
+    with pytest.raises(ConfigError) as caught:
+        load_config(_with_gln(path, gln))
+    problems = dict(caught.value.problems)
+    assert where in problems, problems
+    assert why in problems[where]
+
+
+def test_config_validate_warns_when_events_would_name_private_locations(
+    write_config: Any,
+) -> None:
+    located = 'read_point = "urn:epc:id:sgln:0614141.00001.0"\nbiz_location = "urn:x:y"'
+    devices = _SCANNER.format(id="dock", more="") + _SCANNER.format(id="door", more=located)
+    path = write_config(modbus=False, extra_devices=devices)
+    result = CliRunner().invoke(app, ["config", "validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        f"{path}: warning: devices.dock: no gateway.gln and no read_point or biz_location: its "
+        "EPCIS events name private urn:gxpgate: locations that trading partners cannot resolve\n"
+    )
+    result = CliRunner().invoke(app, ["config", "validate", str(_with_gln(path, "0614141000012"))])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""

@@ -88,8 +88,9 @@ class Site:
         self._stderr: list[Path] = []
 
     def write_config(
-        self, url: str | None, devices: str, *, buffer_dir: Path | None = None
-    ) -> None:
+        self, url: str | None, devices: str, *, buffer_dir: Path | None = None,
+        reserve_mb: float = 16,
+    ) -> None:  # fmt: skip
         buffer = (buffer_dir or self.folder) / "buffer.db"
         self.buffer = buffer
         uplink = (
@@ -110,6 +111,7 @@ key_file = "{self.key}"
 [buffer]
 path = "{buffer}"
 commit_interval_ms = 50
+reserve_mb = {reserve_mb}
 
 [metrics]
 enabled = false
@@ -321,7 +323,10 @@ async def disk_full(folder: Path, seconds: float) -> Tally:
         async with ModbusSimulator() as sim:
             with QualityServiceSimulator(folder / "qs.db", [site.public]) as qs:
                 site.write_config(
-                    qs.url, modbus_device("probe-1", sim.port, poll=0.05), buffer_dir=mount
+                    qs.url,
+                    modbus_device("probe-1", sim.port, poll=0.05),
+                    buffer_dir=mount,
+                    reserve_mb=1,  # sized to the 8 MiB filesystem (the default is 16)
                 )
                 proc = await site.start()
                 await until(lambda: bool(qs.chains()), 30, "a first delivery")

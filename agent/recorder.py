@@ -28,6 +28,7 @@ __all__ = ["Recorder"]
 log = logging.getLogger(__name__)
 
 QUIET_SECS = 0.01
+COMMIT_RETRY_MAX_SECS = 2.0
 
 CommitListener = Callable[[Sequence[Fact], Sequence[Row]], None]
 """Called after each commit with the sealed facts and their rows, index for index."""
@@ -170,7 +171,8 @@ class Recorder:
                 return
 
     async def _commit(self, batch: list[Fact]) -> None:
-        backoff = Backoff(0.5, 30.0)
+        # A failed commit is cheap to try again; the disk may take it as soon as space is freed.
+        backoff = Backoff(0.5, COMMIT_RETRY_MAX_SECS)
         while True:
             try:
                 rows = await asyncio.to_thread(self._seal_and_append, batch)

@@ -331,10 +331,9 @@ async def disk_full(folder: Path, seconds: float) -> Tally:
                 proc = await site.start()
                 await until(lambda: bool(qs.chains()), 30, "a first delivery")
                 filler = mount / "filler"
-                with filler.open("wb") as handle, contextlib.suppress(OSError):
+                with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
                     while True:
                         handle.write(b"\0" * 65536)
-                        handle.flush()
                 note(f"disk-full: the buffer's filesystem is full; holding {seconds:.0f} s")
                 await asyncio.sleep(seconds)
                 alive_full = proc.returncode is None
@@ -342,10 +341,9 @@ async def disk_full(folder: Path, seconds: float) -> Tally:
                 await asyncio.sleep(3.0)
                 await site.stop(proc)
                 # A start on a full disk must come up and say so.
-                with filler.open("wb") as handle, contextlib.suppress(OSError):
+                with filler.open("wb", buffering=0) as handle, contextlib.suppress(OSError):
                     while True:
                         handle.write(b"\0" * 65536)
-                        handle.flush()
                 proc = await site.start()
                 await asyncio.sleep(4.0)
                 alive_start = proc.returncode is None

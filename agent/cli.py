@@ -334,6 +334,11 @@ def devices_test(
                 value = "-" if s.value is None else f"{s.value:g}"
                 extra = f"  ({s.data['error']})" if "error" in s.data else ""
                 typer.echo(f"  {s.point:<20} {value:>12} {s.unit or '':<4} {s.quality}{extra}")
+            drain = getattr(source, "drain_events", None)
+            for event in drain() if drain is not None else []:
+                # e.g. a Modbus block the device refused, split: the plan it is read with now
+                details = ", ".join(f"{k} {v}" for k, v in event.data.items() if k != "event")
+                typer.echo(f"  {event.data.get('event', 'event')}: {details}")
             if samples and all(s.quality == "bad" for s in samples):
                 # It answers, but nothing it says can be used: as good as unreachable.
                 failures += 1

@@ -26,9 +26,9 @@ from pymodbus import FramerType, ModbusException
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
-from .base import DeviceUnreachable, Sample
-from .modbus_common import MalformedAnswer, bad_samples, execute_read
-from .modbus_model import ModbusRtuBus, ModbusRtuDevice, ReadRequest
+from .base import DeviceEvent, DeviceUnreachable, Sample
+from .modbus_common import LearningPlan, MalformedAnswer, bad_samples
+from .modbus_model import ModbusRtuBus, ModbusRtuDevice
 from .serial_model import PARITY_CODES
 
 __all__ = ["ModbusRtuSource", "RtuBus"]
@@ -77,14 +77,15 @@ class RtuBus:
             self._client = None
 
     async def read(
-        self, device_id: str, unit: int, plan: tuple[ReadRequest, ...], timeout_secs: float
+        self, device_id: str, unit: int, learning: LearningPlan, timeout_secs: float
     ) -> list[Sample]:
-        """Execute ``plan`` on slave ``unit``; raise :class:`DeviceUnreachable` (with a sample
-        per point) when the slave or the port does not answer."""
+        """Execute the ``learning`` plan on slave ``unit``; raise :class:`DeviceUnreachable`
+        (with a sample per point) when the slave or the port does not answer."""
         client = self._client
         if client is None:
             raise RuntimeError("RtuBus used outside its context")
         samples: list[Sample] = []
+        plan = learning.requests  # as it stands: executing a request may split it
         async with self._lock:
             if not client.connected:
                 error = await self._open(client)
@@ -95,7 +96,7 @@ class RtuBus:
             client.ctx.comm_params.timeout_connect = timeout_secs
             for index, request in enumerate(plan):
                 try:
-                    samples.extend(await execute_read(client, request, unit))
+                    samples.extend(await learning.execute(client, request, unit, self._quiet))
                 except MalformedAnswer as exc:
                     # The bus stays open for the other slaves; RTU frames are delimited by
                     # silence, so the next request starts in step.
@@ -107,10 +108,14 @@ class RtuBus:
                     samples.extend(s for rest in plan[index:] for s in bad_samples(rest, error))
                     raise DeviceUnreachable(device_id, error, samples) from exc
                 finally:
-                    self.requests += 1
-                    # A late answer from a slow slave must not be taken for the next slave's.
-                    await asyncio.sleep(self.config.inter_frame_delay_secs)
+                    await self._quiet()
         return samples
+
+    async def _quiet(self) -> None:
+        """After a frame: count it, and keep the line silent for the inter-frame delay."""
+        self.requests += 1
+        # A late answer from a slow slave must not be taken for the next slave's.
+        await asyncio.sleep(self.config.inter_frame_delay_secs)
 
     async def _open(self, client: AsyncModbusSerialClient) -> str | None:
         try:
@@ -143,7 +148,7 @@ class ModbusRtuSource:
         self.config = config
         self.bus = bus
         self.poll_interval_secs = config.poll_interval_secs
-        self.plan: tuple[ReadRequest, ...] = config.plan()
+        self.plan = LearningPlan(config.plan())
 
     async def __aenter__(self) -> ModbusRtuSource:
         await self.bus.__aenter__()
@@ -161,12 +166,16 @@ class ModbusRtuSource:
         line = self.bus.config
         lines = [
             f"modbus_rtu bus {self.bus.name} ({line.port} {line.baudrate} baud, parity "
-            f"{line.parity}) slave {self.config.unit_id}, {len(self.plan)} request(s)"
+            f"{line.parity}) slave {self.config.unit_id}, {len(self.plan.requests)} request(s)"
         ]
-        for req in self.plan:
+        for req in self.plan.requests:
             names = ", ".join(name for name, _ in req.points)
             lines.append(f"  {req.table} {req.start}..{req.start + req.count - 1}: {names}")
         return lines
+
+    def drain_events(self) -> list[DeviceEvent]:
+        """Blocks of the plan that the slave refused and that were split (once each)."""
+        return self.plan.drain_events()
 
     async def read(self) -> list[Sample]:
         return await self.bus.read(

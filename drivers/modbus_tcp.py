@@ -14,9 +14,9 @@ from pymodbus import ModbusException
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
-from .base import DeviceUnreachable, Sample
-from .modbus_common import MalformedAnswer, bad_samples, execute_read
-from .modbus_model import ModbusTcpDevice, ReadRequest
+from .base import DeviceEvent, DeviceUnreachable, Sample
+from .modbus_common import LearningPlan, MalformedAnswer, bad_samples
+from .modbus_model import ModbusTcpDevice
 
 __all__ = ["ModbusTcpSource"]
 
@@ -30,7 +30,7 @@ class ModbusTcpSource:
         self.device_id = device_id
         self.config = config
         self.poll_interval_secs = config.poll_interval_secs
-        self.plan: tuple[ReadRequest, ...] = config.plan()
+        self.plan = LearningPlan(config.plan())
         self._client: AsyncModbusTcpClient | None = None
 
     async def __aenter__(self) -> ModbusTcpSource:
@@ -56,9 +56,10 @@ class ModbusTcpSource:
     def describe(self) -> list[str]:
         cfg = self.config
         lines = [
-            f"modbus_tcp {cfg.host}:{cfg.port} unit {cfg.unit_id}, {len(self.plan)} request(s)"
+            f"modbus_tcp {cfg.host}:{cfg.port} unit {cfg.unit_id}, "
+            f"{len(self.plan.requests)} request(s)"
         ]
-        for req in self.plan:
+        for req in self.plan.requests:
             names = ", ".join(name for name, _ in req.points)
             lines.append(f"  {req.table} {req.start}..{req.start + req.count - 1}: {names}")
         return lines
@@ -75,24 +76,29 @@ class ModbusTcpSource:
             else:
                 error = "connection failed"
             if not connected:
-                bad = [s for request in self.plan for s in bad_samples(request, error)]
+                bad = [s for request in self.plan.requests for s in bad_samples(request, error)]
                 raise DeviceUnreachable(self.device_id, error, bad)
         samples: list[Sample] = []
-        for index, request in enumerate(self.plan):
+        plan = self.plan.requests  # as it stands: executing a request may split it
+        for index, request in enumerate(plan):
             try:
-                samples.extend(await execute_read(client, request, self.config.unit_id))
+                samples.extend(await self.plan.execute(client, request, self.config.unit_id))
             except MalformedAnswer as exc:
                 # The device answers, so it is not offline; but the stream may be out of step
                 # (a frame too long or too short): start the next poll on a fresh connection.
                 client.close()
-                samples.extend(s for rest in self.plan[index:] for s in bad_samples(rest, str(exc)))
+                samples.extend(s for rest in plan[index:] for s in bad_samples(rest, str(exc)))
                 return samples
             except (TimeoutError, ModbusException, OSError) as exc:
                 client.close()
                 error = self._describe_failure(exc)
-                samples.extend(s for rest in self.plan[index:] for s in bad_samples(rest, error))
+                samples.extend(s for rest in plan[index:] for s in bad_samples(rest, error))
                 raise DeviceUnreachable(self.device_id, error, samples) from exc
         return samples
+
+    def drain_events(self) -> list[DeviceEvent]:
+        """Blocks of the plan that the device refused and that were split (once each)."""
+        return self.plan.drain_events()
 
     def _describe_failure(self, exc: BaseException) -> str:
         if isinstance(exc, TimeoutError | ModbusIOException):

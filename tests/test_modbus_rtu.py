@@ -109,6 +109,38 @@ def test_exception_and_bad_crc_stay_with_their_slave(write_config) -> None:
     assert {r["quality"] for r in garbled} == {"bad"}, "a frame with a bad CRC is never a value"
 
 
+def test_a_refused_block_is_split_on_the_bus_too(write_config) -> None:
+    """Slave 2 reads two holding ranges merged into one request it refuses (exception 2)."""
+    merged = f"""
+[buses.line-1]
+port = "{{path}}"
+baudrate = 19200
+[devices.rtu-2]
+type = "modbus_rtu"
+bus = "line-1"
+unit_id = 2
+zone = "cold-1"
+poll_interval_secs = {POLL_SECS}
+max_gap = 100
+points.temperature = {{ table = "holding", address = 100, type = "int16", unit = "Cel" }}
+points.uptime = {{ table = "holding", address = 200, type = "uint32", monitored = false }}
+"""
+
+    async def main() -> Path:
+        async with ModbusRtuSimulator() as sim:
+            extra = merged.replace("{path}", sim.device_path)
+            config = write_config(modbus=False, extra_devices=extra)
+            async with Running(config) as agent:
+                await until(lambda: agent.pollers[0].polls >= 3, what="3 polls")
+        return config
+
+    records = exported(asyncio.run(main()))
+    assert {r["quality"] for r in _readings(records, "rtu-2")} == {"good"}
+    splits = [r["data"] for r in records if r["data"].get("event") == "modbus_plan_split"]
+    assert len(splits) == 1, "learnt once"
+    assert splits[0]["into"] == ["100..100", "200..201"]
+
+
 def test_an_unpluggable_port_is_each_slaves_offline_episode(write_config, tmp_path: Path) -> None:
     config = write_config(modbus=False, extra_devices=_bus(str(tmp_path / "ttyUSB9")))
 

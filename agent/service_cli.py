@@ -23,6 +23,7 @@ from .service_install import (
     KEY_PATH,
     Installer,
     InstallError,
+    config_path_warnings,
     config_warnings,
     executable_problems,
     running_executable,
@@ -90,6 +91,12 @@ def install(
     loaded = _validate(config_file, dry_run, installer.config_is_example)
     refusal = "a real install refuses: " if root == Path("/") else ""
     warnings = [refusal + problem for problem in problems]
+    warnings += config_path_warnings(config)
+    if installer.deferred and config != DEFAULT_CONFIG:
+        warnings.append(
+            f"{config} stays root:root until you give it to group gxpgate after the first boot "
+            f"(chgrp gxpgate {config}); systemd-tmpfiles does so only for {DEFAULT_CONFIG}"
+        )
     if loaded is not None:
         warnings += config_warnings(loaded.config, root)
     for warning in warnings:

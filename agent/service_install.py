@@ -29,6 +29,7 @@ do.
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
 import pwd
 import re
@@ -50,8 +51,10 @@ __all__ = [
     "Account",
     "InstallError",
     "Installer",
+    "config_path_warnings",
     "config_warnings",
     "executable_problems",
+    "group_exists",
     "hidden_by_sandbox",
     "member_groups",
     "render_unit",
@@ -63,6 +66,8 @@ __all__ = [
 ]
 
 SERVICE_USER = "gxpgate"
+SERIAL_GROUP = "dialout"
+"""The system's group of the serial ports: a member, never created by gxpgate."""
 DEFAULT_EXECUTABLE = "/opt/gxpgate/bin/gxpgate"
 """The ExecStart path of the checked-in unit: gxpgate in a virtualenv at /opt/gxpgate."""
 DEFAULT_CONFIG = Path("/etc/gxpgate/gxpgate.toml")
@@ -216,18 +221,22 @@ def config_warnings(config: GatewayConfig, root: Path = Path("/")) -> list[str]:
             "its credential signing.key, which replaces any key_file of that name; set "
             f'key_file = "{KEY_PATH}" so that the service and gxpgate run by hand use one key'
         )
-    for field, path in _config_paths(config):
-        hidden = hidden_by_sandbox(seen(path))
-        if hidden is not None:
-            warnings.append(
-                f"{field}: {seen(path)} is under {hidden}, which the service cannot see; "
-                f"move it, e.g. under {CONFIG_DIR} or {STATE_DIR}"
-            )
     written = [("buffer.path", config.buffer.path.parent)]
     written.append(("alarms.control_socket", control_socket_path(config).parent))
     for dev_id, dev in config.devices.items():
         if isinstance(dev, CsvDropDevice):
             written.append((f"devices.{dev_id}.folder", dev.folder))
+    written_fields = {field for field, _ in written}
+    for field, path in _config_paths(config):
+        hidden = hidden_by_sandbox(seen(path))
+        if hidden is not None:
+            # Only the state directory is writable under ProtectSystem=strict: /etc/gxpgate
+            # suits what the service only reads, never what it writes.
+            where = STATE_DIR if field in written_fields else f"{CONFIG_DIR} or {STATE_DIR}"
+            warnings.append(
+                f"{field}: {seen(path)} is under {hidden}, which the service cannot see; "
+                f"move it, e.g. under {where}"
+            )
     reported = set()
     for field, folder in written:
         folder = seen(folder)
@@ -243,6 +252,34 @@ def config_warnings(config: GatewayConfig, root: Path = Path("/")) -> list[str]:
                 f"[Service] ReadWritePaths={folder}"
             )
     return warnings
+
+
+def config_path_warnings(config_path: Path) -> list[str]:
+    """The config the unit's Exec lines name must be visible to the service."""
+    hidden = hidden_by_sandbox(config_path)
+    if hidden is None:
+        return []
+    return [
+        f"the config {config_path} is under {hidden}, which the service cannot see "
+        f"(ProtectHome=yes, PrivateTmp=yes): it would fail at its first start; put it in "
+        f"{CONFIG_DIR} (--config {DEFAULT_CONFIG}, the default)"
+    ]
+
+
+def group_exists(root: Path, name: str) -> bool:
+    """Whether ``root``'s group database has ``name``: NSS for the real root, else
+    root/etc/group."""
+    if root == Path("/"):
+        try:
+            grp.getgrnam(name)
+        except KeyError:
+            return False
+        return True
+    try:
+        lines = (root / "etc/group").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return False
+    return any(line.split(":", 1)[0] == name for line in lines)
 
 
 def starting_config(config_path: Path) -> str:
@@ -324,6 +361,10 @@ class Installer:
     config_is_example: bool = False
     """The config is (or would be) the unedited example: it must be edited before a start."""
 
+    deferred: bool = False
+    """Staged on a root without a base system: the user, its groups and ownership are left to
+    systemd-sysusers and systemd-tmpfiles at that system's first boot."""
+
     def at(self, path: Path) -> Path:
         """Where ``path`` (as the service sees it) lies on this machine."""
         return self.root / path.relative_to("/")
@@ -402,6 +443,26 @@ class Installer:
         # path under the root (an /etc override included), as at boot.
         command = self._tool("systemd-sysusers", SYSUSERS_DEST.name)
         before = service_account(self.root)
+        if before is None and not group_exists(self.root, SERIAL_GROUP):
+            if not self.staged:
+                raise InstallError(
+                    f"this system has no group {SERIAL_GROUP}, which owns the serial ports and "
+                    f"which the unit names (SupplementaryGroups={SERIAL_GROUP}); gxpgate never "
+                    "creates it with a number of its own: create the system's serial-port group "
+                    f"first (or set the unit's group with `systemctl edit gxpgate`)"
+                )
+            # An empty staging root (an image being built) has no base system yet: running
+            # systemd-sysusers there would write a passwd, group and shadow holding only
+            # gxpgate's entries, and create dialout with a gid of its choosing. The snippet
+            # does the job at that system's first boot, against its real databases.
+            self.deferred = True
+            self._say(
+                "deferred",
+                f"user {SERVICE_USER}: {self.at(Path('/etc/group'))} has no group "
+                f"{SERIAL_GROUP} (no base system yet); systemd-sysusers applies "
+                f"{SYSUSERS_DEST} at first boot",
+            )
+            return None
         if self.dry_run:
             state = "exists" if before else "would create"
             self._say(state, f"user {SERVICE_USER} (would run {' '.join(command)})")
@@ -426,6 +487,23 @@ class Installer:
         label = f"{config_dir} (0750 root:{SERVICE_USER})"
         command = self._tool("systemd-tmpfiles", "--create", TMPFILES_DEST.name)
         before = _stat(config_dir)
+        if self.deferred:
+            # systemd-tmpfiles cannot resolve group gxpgate yet; at first boot it gives the
+            # folder (and the key and config in it, its z lines) to the service's user.
+            note = f"(0750 root; group {SERVICE_USER} set by systemd-tmpfiles at first boot)"
+            if before:
+                self._say("exists", f"{config_dir}")
+            elif self.dry_run:
+                self._say("would create", f"{config_dir} {note}")
+            else:
+                try:
+                    config_dir.mkdir(parents=True, mode=0o750)
+                    config_dir.chmod(0o750)
+                except OSError as exc:
+                    raise InstallError(f"cannot create {config_dir}: {exc.strerror}") from None
+                self._say("created", f"{config_dir} {note}")
+            self._say("deferred", f"{self.at(STATE_DIR)} (the unit's StateDirectory= creates it)")
+            return
         if self.dry_run:
             state = "exists" if before else "unknown" if before is None else "would create"
             self._say(state, f"{label} (would run {' '.join(command)})")
@@ -466,17 +544,19 @@ class Installer:
         if existing is None:
             self._say("unknown", f"{key} (this user may not look; run with sudo)")
             return key
-        if self.dry_run or account is None:
-            self._say("would create", f"{key} (Ed25519, 0600 {SERVICE_USER})")
+        owner = f"root until first boot, then {SERVICE_USER}" if self.deferred else SERVICE_USER
+        if self.dry_run or (account is None and not self.deferred):
+            self._say("would create", f"{key} (Ed25519, 0600 {owner})")
             return key
         try:
             generate_key_file(key)
-            os.chown(key, account.uid, account.gid)
+            if account is not None:
+                os.chown(key, account.uid, account.gid)
         except KeyFileError as exc:
             raise InstallError(str(exc)) from None
         except OSError as exc:
             raise InstallError(f"cannot give {key} to {SERVICE_USER}: {exc.strerror}") from None
-        self._say("created", f"{key} (Ed25519, 0600 {SERVICE_USER})")
+        self._say("created", f"{key} (Ed25519, 0600 {owner})")
         return key
 
     def create_config(self, account: Account | None) -> Path:
@@ -492,7 +572,7 @@ class Installer:
         if existing is None:
             self._say("unknown", f"{path} (this user may not look; run with sudo)")
             return path
-        if self.dry_run or account is None:
+        if self.dry_run or (account is None and not self.deferred):
             self.config_is_example = True
             self._say("would create", f"{path} (the commented example, 0640 root:{SERVICE_USER})")
             return path
@@ -501,12 +581,14 @@ class Installer:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 os.fchmod(handle.fileno(), 0o640)  # whatever the umask
-                os.fchown(handle.fileno(), 0, account.gid)
+                if account is not None:
+                    os.fchown(handle.fileno(), 0, account.gid)
                 handle.write(starting_config(self.config))
         except OSError as exc:
             raise InstallError(f"cannot create {path}: {exc.strerror}") from None
         self.config_is_example = True
-        self._say("created", f"{path} (the commented example, 0640 root:{SERVICE_USER})")
+        group = f"root; group {SERVICE_USER} at first boot" if self.deferred else SERVICE_USER
+        self._say("created", f"{path} (the commented example, 0640 root:{group})")
         return path
 
     # -- systemd ------------------------------------------------------------------------------

@@ -98,9 +98,21 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+_BASE_GROUP = "root:x:0:\ndialout:x:20:\n"
+
+
+def _base_system(root: Path) -> None:
+    """The part of an image's base system the install relies on: root, and group dialout."""
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc/group").write_text(_BASE_GROUP)
+    (root / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n")
+    (root / "etc/gshadow").write_text("root:*::\ndialout:*::\n")
+
+
 def test_install_then_again_changes_nothing(as_root: None, tmp_path: Path) -> None:
     root = tmp_path / "root"
-    root.mkdir()
+    _base_system(root)
     first = _install("--root", str(root))
     assert first.returncode == 0, first.stdout + first.stderr
 
@@ -120,6 +132,7 @@ def test_install_then_again_changes_nothing(as_root: None, tmp_path: Path) -> No
                   if line.startswith("gxpgate:"))  # fmt: skip
     assert passwd.endswith(":/var/lib/gxpgate:/usr/sbin/nologin")
     assert {"dialout", "gxpgate-admin"} <= set(member_groups(root))
+    assert "dialout:x:20:gxpgate" in (root / "etc/group").read_text(), "the system's dialout"
 
     config_dir = root / "etc/gxpgate"
     assert (_mode(config_dir), config_dir.stat().st_uid, config_dir.stat().st_gid) == (
@@ -159,10 +172,11 @@ def test_install_then_again_changes_nothing(as_root: None, tmp_path: Path) -> No
 
 def test_dry_run_changes_nothing(as_root: None, tmp_path: Path) -> None:
     root = tmp_path / "root"
-    root.mkdir()
+    _base_system(root)
+    empty = _snapshot(root)
     dry = _install("--root", str(root), "--dry-run")
     assert dry.returncode == 0, dry.stdout + dry.stderr
-    assert list(root.iterdir()) == []
+    assert _snapshot(root) == empty
     for thing in ("gxpgate.service", "sysusers.d/gxpgate.conf", "tmpfiles.d/gxpgate.conf",
                   "user gxpgate", "signing.key", "gxpgate.toml"):  # fmt: skip
         assert any("would create" in line and thing in line for line in dry.stdout.splitlines())
@@ -285,3 +299,62 @@ def test_wheel_ships_the_unit_files(tmp_path: Path) -> None:
     where, _, text = probe.stdout.partition("\n")
     assert where.startswith(str(target)), "the wheel's copy must be the one imported"
     assert text == (ROOT / "systemd" / "gxpgate.service").read_text()
+
+
+def test_empty_staging_root_gets_no_passwd_of_its_own(as_root: None, tmp_path: Path) -> None:
+    """An image staged before it has a base system: the sysusers.d snippet only, no passwd,
+    group or shadow holding gxpgate alone, no dialout with a gid of systemd-sysusers' choosing;
+    the key and config exist (root's) for systemd-tmpfiles to hand over at first boot."""
+    root = tmp_path / "root"
+    root.mkdir()
+    result = _install("--root", str(root))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("passwd", "group", "shadow", "gshadow"):
+        assert not (root / "etc" / name).exists(), name
+    assert (root / "etc/sysusers.d/gxpgate.conf").read_text() == unit_file_text("gxpgate.sysusers")
+    assert "deferred" in result.stdout
+    assert "first boot" in result.stdout
+    key = root / "etc/gxpgate/signing.key"
+    assert (_mode(key), key.stat().st_uid) == (0o600, 0)
+    assert describe(load_private_key(key).public_key()) in result.stdout
+    tmpfiles = unit_file_text("gxpgate.tmpfiles")
+    assert "z /etc/gxpgate/signing.key 0600 gxpgate gxpgate -" in tmpfiles
+    assert "z /etc/gxpgate/gxpgate.toml 0640 root gxpgate -" in tmpfiles
+    again = _install("--root", str(root))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert not (root / "etc/passwd").exists()
+
+
+@pytest.mark.parametrize("buffer", ["/tmp/gx/buffer.db", "/home/qa/buffer.db"])
+def test_a_written_path_the_sandbox_hides_is_pointed_at_the_state_dir(
+    as_root: None, tmp_path: Path, buffer: str
+) -> None:
+    """/etc is read-only under ProtectSystem=strict: never suggested for what the service
+    writes."""
+    root = tmp_path / "root"
+    _base_system(root)
+    config = root / "etc/gxpgate/gxpgate.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        '[gateway]\nid = "gw-1"\nsite = "Site"\n'
+        '[signing]\nkey_file = "/etc/gxpgate/signing.key"\n'
+        f'[buffer]\npath = "{buffer}"\n'
+        '[zones.cold]\nprofile = "refrigerated"\n'
+    )
+    result = _install("--root", str(root))
+    assert result.returncode == 0, result.stdout + result.stderr
+    warnings = [line for line in result.stdout.splitlines() if "buffer.path" in line]
+    assert warnings, result.stdout
+    assert all("/var/lib/gxpgate" in w and "/etc/gxpgate" not in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize("config", ["/tmp/site/gxpgate.toml", "/home/qa/gxpgate.toml"])
+def test_a_config_the_sandbox_hides_is_warned_about(
+    as_root: None, tmp_path: Path, config: str
+) -> None:
+    root = tmp_path / "root"
+    _base_system(root)
+    result = _install("--root", str(root), "--config", config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    warnings = [line for line in result.stdout.splitlines() if "WARNING" in line]
+    assert any(f"the config {config} is under" in w for w in warnings), warnings

@@ -418,16 +418,41 @@ def simulate_modbus(
         bool, typer.Option("--rtu", help="Modbus RTU on a pseudo-terminal instead of TCP")
     ] = False,
     baudrate: Annotated[int, typer.Option(help="RTU: line rate the simulator paces to")] = 19200,
+    script: Annotated[
+        str | None,
+        typer.Option(
+            "--script",
+            help="Commands to stage (excursion, ramp, freeze, exception, silent, drop; see "
+            "README), one a line; '-' reads them from stdin as typed",
+        ),
+    ] = None,
 ) -> None:
     """Modbus temperature/humidity sensors (units 1-3); prints where to connect and the map."""
-    from simulators.modbus_sim import run_forever, run_forever_rtu
+    from simulators.modbus_sim import DEFAULT_SENSORS, run_forever, run_forever_rtu
 
+    from .simulate_cli import load_script
+
+    names = {s.name: s.name for s in DEFAULT_SENSORS}
+    names.update({str(s.unit_id): s.name for s in DEFAULT_SENSORS})
+    commands = load_script(script, names, refuse={"drop": "drop is TCP only"} if rtu else {})
+    interactive = script == "-" or sys.stdin.isatty()
     quiet_libraries()
     try:
         if rtu:
-            asyncio.run(run_forever_rtu(baudrate=baudrate, print_fn=typer.echo))
+            asyncio.run(
+                run_forever_rtu(
+                    baudrate=baudrate,
+                    print_fn=typer.echo,
+                    script=commands,
+                    interactive=interactive,
+                )
+            )
         else:
-            asyncio.run(run_forever(host, port, print_fn=typer.echo))
+            asyncio.run(
+                run_forever(
+                    host, port, print_fn=typer.echo, script=commands, interactive=interactive
+                )
+            )
     except KeyboardInterrupt:
         pass
     except OSError as exc:

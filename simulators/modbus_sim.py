@@ -96,6 +96,7 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from .behaviour import ScriptedPoints
+from .script import Command, drive
 from .serial_line import VirtualSerialLine
 
 __all__ = [
@@ -128,6 +129,7 @@ _BITS_IN_MAP = {1: COIL_COUNT, 5: COIL_COUNT, 15: COIL_COUNT, 2: 1}
 
 _HOLDING_START = 100
 _UPTIME_ADDRESS = 200
+_SCRIPT_FAULTS = {"exception": "exception", "silent": "no_answer", "drop": "drop_connection"}
 
 
 @dataclass
@@ -463,6 +465,48 @@ class _SensorSet:
         """Back to the base value, drifting if the sensor drifts."""
         self._unit(unit_id).resume(point)
 
+    # ----------------------------------------------------------------------- command language
+
+    def sensor_names(self) -> dict[str, str]:
+        """Every name a script may use for a sensor (its name, its unit id) -> its name."""
+        names = {unit.spec.name: unit.spec.name for unit in self._units.values()}
+        names.update({str(unit_id): unit.spec.name for unit_id, unit in self._units.items()})
+        return names
+
+    def apply(self, command: Command) -> None:
+        """Carry out one command of :mod:`simulators.script`; ValueError when it cannot."""
+        ids = [uid for uid, unit in self._units.items() if unit.spec.name in command.sensors]
+        points = [command.point] if command.point else ["temperature", "humidity"]
+        fault = _SCRIPT_FAULTS.get(command.verb)
+        for unit_id in ids:
+            for point in points:
+                if command.verb == "set":
+                    self.set_value(unit_id, point, command.values[0])
+                elif command.verb == "ramp":
+                    if len(command.values) == 2:
+                        self.set_value(unit_id, point, command.values[0])
+                    self.ramp(unit_id, point, command.values[-1], command.seconds or 0.0)
+                elif command.verb == "excursion":
+                    self.excursion(unit_id, point, command.values[0], command.seconds or 0.0)
+                elif command.verb == "freeze":
+                    self.freeze(unit_id, point)
+                elif command.verb == "resume":
+                    self.resume(unit_id, point)
+            if command.verb == "ok":
+                self._set_fault(unit_id, None, 4)
+            elif fault is not None:
+                self._set_fault(unit_id, fault, command.code)
+                if command.seconds is not None:
+                    state = self._faults[unit_id]
+                    asyncio.get_running_loop().call_later(
+                        command.seconds, self._clear_fault_if, unit_id, state
+                    )
+
+    def _clear_fault_if(self, unit_id: int, state: _FaultState) -> None:
+        # A later command may have set another fault since; that one stays.
+        if self._faults.get(unit_id) is state:
+            del self._faults[unit_id]
+
     # ----------------------------------------------------------------------- internals
 
     def _set_fault(self, unit_id: int, fault: str | None, exception_code: int) -> None:
@@ -699,10 +743,28 @@ class ModbusRtuSimulator(_SensorSet):
         return packet
 
 
+# The simulator's type names -> the config's (type, byte_order, word_order).
+_CONFIG_WORDS = {
+    "float32_abcd": ("float32", "big", "big"),
+    "float32_cdab": ("float32", "big", "little"),
+    "int16": ("int16", "big", "big"),
+    "uint16": ("uint16", "big", "big"),
+    "uint32": ("uint32", "big", "big"),
+    "bool": ("bool", "-", "-"),
+}
+
+
 def format_register_map(rows: Sequence[RegisterRow]) -> str:
-    """The register map as a plain-text table with aligned columns."""
-    columns = ("unit_id", "sensor", "table", "address", "type", "scale", "unit", "point")
-    cells = [[str(row[c]) for c in columns] for row in rows]  # type: ignore[literal-required]
+    """The register map as a plain-text table with aligned columns, in the config's own words
+    (``table``, ``address``, ``type``, ``byte_order``, ``word_order``, ``scale``, ``unit``), so
+    that a technician can copy a row into a device's ``points``."""
+    columns = ("unit_id", "sensor", "point", "table", "address", "type", "byte_order",
+               "word_order", "scale", "unit")  # fmt: skip
+    cells = []
+    for row in rows:
+        kind, byte_order, word_order = _CONFIG_WORDS[row["type"]]
+        words = {**row, "type": kind, "byte_order": byte_order, "word_order": word_order}
+        cells.append([str(words[c]) for c in columns])
     widths = [max(len(c), *(len(line[i]) for line in cells)) for i, c in enumerate(columns)]
     lines = [columns, *cells]
     return "\n".join(
@@ -716,12 +778,15 @@ async def run_forever(
     port: int,
     sensors: Sequence[SensorSpec] = DEFAULT_SENSORS,
     print_fn: Callable[[str], None] = print,
+    script: Sequence[Command] = (),
+    interactive: bool = False,
 ) -> None:
-    """Serve the simulator until cancelled, after printing where it listens and its map."""
+    """Serve the simulator until cancelled, after printing where it listens and its map; run
+    ``script`` (and, when ``interactive``, the commands typed on stdin) meanwhile."""
     async with ModbusSimulator(sensors, host=host, port=port) as sim:
         print_fn(f"Modbus TCP simulator listening on {sim.host}:{sim.port}")
         print_fn(format_register_map(sim.register_map()))
-        await asyncio.Event().wait()
+        await drive(sim.apply, sim.sensor_names(), script, interactive, print_fn)
 
 
 async def run_forever_rtu(
@@ -730,6 +795,8 @@ async def run_forever_rtu(
     print_fn: Callable[[str], None] = print,
     *,
     pace: bool = True,
+    script: Sequence[Command] = (),
+    interactive: bool = False,
 ) -> None:
     """Serve the RTU simulator until cancelled, after printing the device path and its map.
 
@@ -740,4 +807,4 @@ async def run_forever_rtu(
         suffix = "" if pace else ", unpaced"
         print_fn(f"Modbus RTU simulator on {sim.device_path} at {baudrate} baud{suffix}")
         print_fn(format_register_map(sim.register_map()))
-        await asyncio.Event().wait()
+        await drive(sim.apply, sim.sensor_names(), script, interactive, print_fn)

@@ -308,7 +308,9 @@ def test_run_forever_rtu_prints_the_path_and_the_map_and_serves_until_cancelled(
         match = re.fullmatch(r"Modbus RTU simulator on (/dev/\S+) at 9600 baud", lines[0])
         assert match, lines[0]
         table = lines[1].splitlines()
-        assert table[1].split()[:6] == ["1", "cold-room-1", "input", "0", "float32_abcd", "1.0"]
+        assert table[1].split()[:8] == [
+            "1", "cold-room-1", "temperature", "input", "0", "float32", "big", "big"
+        ]  # fmt: skip
         assert len(table) == 1 + 15 * len(DEFAULT_SENSORS)
 
         async with connect(match.group(1)) as client:

@@ -505,9 +505,12 @@ def test_run_forever_prints_the_map_and_serves_until_cancelled() -> None:
         port = int(match.group(1))
         table = lines[1].splitlines()
         assert table[0].split() == [
-            "unit_id", "sensor", "table", "address", "type", "scale", "unit", "point"
+            "unit_id", "sensor", "point", "table", "address", "type", "byte_order", "word_order",
+            "scale", "unit",
         ]  # fmt: skip
-        assert table[1].split()[:6] == ["1", "cold-room-1", "input", "0", "float32_abcd", "1.0"]
+        assert table[1].split()[:8] == [
+            "1", "cold-room-1", "temperature", "input", "0", "float32", "big", "big"
+        ]  # fmt: skip
         assert len(table) == 1 + 15 * len(DEFAULT_SENSORS)
 
         client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=TIMEOUT_SECS, retries=0)

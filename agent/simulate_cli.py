@@ -1,0 +1,34 @@
+"""What ``gxpgate simulate`` shares across simulators: loading a technician's script."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from simulators.script import Command, ScriptError, parse_script
+
+from .cli_common import fail
+
+__all__ = ["load_script"]
+
+
+def load_script(
+    script: str | None, sensors: dict[str, str], refuse: dict[str, str] | None = None
+) -> list[Command]:
+    """The commands of ``--script FILE``, every line checked before the simulator starts
+    (exit 2 naming the file and line); none for no script or ``-`` (stdin, read as typed)."""
+    if script is None or script == "-":
+        return []
+    path = Path(script)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        fail(f"{path}: cannot read: {reason}", 2)
+    try:
+        commands = parse_script(text.splitlines(), sensors, str(path))
+    except ScriptError as exc:
+        fail(str(exc), 2)
+    for command in commands:
+        if refuse and command.verb in refuse:
+            fail(f"{path}: line {command.line}: {refuse[command.verb]}", 2)
+    return commands

@@ -22,6 +22,10 @@ __all__ = ["BufferLock", "BufferLocked", "lock_holder"]
 class BufferLocked(OutboxError):
     """Another process holds the buffer's lock; the message names its pid."""
 
+    def __init__(self, message: str, pid: str) -> None:
+        super().__init__(message)
+        self.pid = pid
+
 
 class BufferLock:
     """A context manager holding the exclusive lock beside ``buffer``."""
@@ -40,7 +44,8 @@ class BufferLock:
             os.close(fd)
             raise BufferLocked(
                 f"another gxpgate (pid {holder}) is running on {self.path.with_suffix('')}; "
-                "stop it first (systemctl stop gxpgate)"
+                "stop it first (systemctl stop gxpgate)",
+                holder,
             ) from None
         # Best effort: on a full disk the pid may not fit, and the lock is what matters. The
         # file is never emptied, so rewriting its first block needs no new space.
@@ -70,6 +75,6 @@ def lock_holder(buffer: Path) -> str | None:
         with lock:
             return None
     except BufferLocked as exc:
-        return str(exc).split("(pid ", 1)[1].split(")", 1)[0]
+        return exc.pid
     except OSError:
         return None

@@ -550,7 +550,10 @@ class Outbox:
             except sqlite3.Error as exc:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
-                if attempt == 1 and self._release_reserve():
+                # Space, not a constraint: an OperationalError (disk full, I/O error) is what
+                # giving the reserve back can cure.
+                space = isinstance(exc, sqlite3.OperationalError)
+                if attempt == 1 and space and self._release_reserve():
                     continue
                 raise BufferWriteError(f"{self.path}: {what} failed: {exc}") from exc
 

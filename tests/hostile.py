@@ -10,8 +10,30 @@ import struct
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Self
 
 __all__ = ["Answer", "HostileService", "RogueModbus"]
+
+
+class _Listener:
+    """A TCP server on 127.0.0.1 while entered (``port`` 0 picks one); ``_client`` serves."""
+
+    port: int
+    _server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -26,7 +48,7 @@ class Answer:
     drip_secs: float = 0.0
 
 
-class HostileService:
+class HostileService(_Listener):
     """Answers request *n* with ``answers[n]``; the last answer repeats. Records the
     ``Idempotency-Key`` of each POST, so a test knows what was really sent."""
 
@@ -48,17 +70,6 @@ class HostileService:
     def sent_through(self) -> int:
         """The highest seq any POST carried (0: none)."""
         return max((int(k.rsplit("-", 1)[1]) for k in self.keys), default=0)
-
-    async def __aenter__(self) -> HostileService:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._server.wait_closed(), 2)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, ValueError):
@@ -104,7 +115,7 @@ class HostileService:
         await writer.drain()
 
 
-class RogueModbus:
+class RogueModbus(_Listener):
     """A Modbus TCP server that answers register reads wrongly, one way after another
     (``modes`` in turn): too few registers, the wrong function code, the wrong transaction id,
     a truncated frame, a huge MBAP length, a stall mid-frame, the wrong unit id."""
@@ -118,17 +129,6 @@ class RogueModbus:
         self.served = Counter[str]()
         self._server: asyncio.Server | None = None
         self._turn = 0
-
-    async def __aenter__(self) -> RogueModbus:
-        self._server = await asyncio.start_server(self._client, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._server.wait_closed(), 2)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, struct.error):

@@ -272,7 +272,9 @@ def _buffer(m: Metrics) -> Iterator[Metric]:
         log.debug("metrics.buffer_unreadable error=%s", exc)
         return
     age = 0.0
-    if oldest:
+    # A record sealed after last_seq was read is not in this scrape's backlog either:
+    # the two gauges describe the same instant.
+    if oldest and oldest[0][0] <= last_seq:
         at = orjson.loads(oldest[0][1])["at"]
         age = max(0.0, time.time() - datetime.fromisoformat(at).timestamp())
     yield _gauge(

@@ -13,7 +13,7 @@ import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -410,6 +410,14 @@ def demo(
 # -- simulators ---------------------------------------------------------------------------------
 
 
+def _script_option(stages: str) -> Any:
+    return typer.Option(
+        "--script",
+        help=f"Commands to stage ({stages}; see README), one a line; '-' reads them from stdin "
+        "as typed",
+    )
+
+
 @simulate_app.command("modbus")
 def simulate_modbus(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
@@ -419,12 +427,7 @@ def simulate_modbus(
     ] = False,
     baudrate: Annotated[int, typer.Option(help="RTU: line rate the simulator paces to")] = 19200,
     script: Annotated[
-        str | None,
-        typer.Option(
-            "--script",
-            help="Commands to stage (excursion, ramp, freeze, exception, silent, drop; see "
-            "README), one a line; '-' reads them from stdin as typed",
-        ),
+        str | None, _script_option("excursion, ramp, freeze, exception, silent, drop")
     ] = None,
 ) -> None:
     """Modbus temperature/humidity sensors (units 1-3); prints where to connect and the map."""
@@ -466,19 +469,28 @@ def simulate_logger(
     interval_secs: Annotated[int, typer.Option(help="Seconds between stored records")] = 60,
     stored: Annotated[int, typer.Option(help="Records already in its memory")] = 60,
     clock_offset_secs: Annotated[float, typer.Option(help="How far its clock is off")] = 0.0,
+    script: Annotated[
+        str | None, _script_option("excursion, ramp, freeze, bad, silent, garbage, checksum")
+    ] = None,
 ) -> None:
     """A GXL/1 data logger on a pseudo-terminal; prints the device path to configure."""
     import time
 
-    from simulators.logger_sim import run_forever
+    from simulators.logger_sim import run_forever, script_language
+
+    from .simulate_cli import load_script
 
     if interval_secs < 1 or stored < 0:
         fail("--interval-secs must be at least 1 and --stored at least 0", 2)
+    names, dialect = script_language(serial)
+    commands = load_script(script, names, dialect=dialect)
     started = time.time() - stored * interval_secs
     try:
         asyncio.run(
             run_forever(
                 print_fn=typer.echo,
+                script=commands,
+                interactive=script == "-" or sys.stdin.isatty(),
                 serial=serial,
                 interval_secs=interval_secs,
                 started_at=started,
@@ -543,9 +555,15 @@ def simulate_quality_service(
         str | None,
         typer.Option(help="Also consume the MQTT uplink (gxpgate/+/evidence) from HOST:PORT"),
     ] = None,
+    script: Annotated[str | None, _script_option("outage, fail 503/429, drop, delay")] = None,
 ) -> None:
     """The central quality service: verifies and stores what gateways send (CONTRACT §3, §4)."""
     from simulators.quality_service import run_forever
+    from simulators.script import QUALITY_SERVICE
+
+    from .simulate_cli import load_script
+
+    commands = load_script(script, {}, dialect=QUALITY_SERVICE)
 
     for path in public_key:
         try:
@@ -559,7 +577,17 @@ def simulate_quality_service(
             fail(f"--mqtt-broker {mqtt_broker!r}: expected HOST:PORT", 2)
         broker = (broker_host.strip("[]"), int(broker_port))
     try:
-        run_forever(db, host, port, public_key, token, print_fn=typer.echo, mqtt_broker=broker)
+        run_forever(
+            db,
+            host,
+            port,
+            public_key,
+            token,
+            print_fn=typer.echo,
+            mqtt_broker=broker,
+            script=commands,
+            interactive=script == "-" or sys.stdin.isatty(),
+        )
     except TimeoutError as exc:
         fail(f"MQTT broker {mqtt_broker}: {exc}")
     except OSError as exc:
@@ -579,10 +607,17 @@ def simulate_opcua(
     max_nodes_per_read: Annotated[
         int, typer.Option(help="Advertise and enforce this MaxNodesPerRead (0: none)")
     ] = 0,
+    script: Annotated[
+        str | None, _script_option("excursion, ramp, freeze, bad StatusCode, drop")
+    ] = None,
 ) -> None:
     """OPC UA server of a small warehouse (zones with temperature, humidity, door)."""
-    from simulators.opcua_sim import run_forever
+    from simulators.opcua_sim import DEFAULT_ZONES, run_forever, script_dialect
 
+    from .simulate_cli import load_script
+
+    zones = {zone.name: zone.name for zone in DEFAULT_ZONES}
+    commands = load_script(script, zones, dialect=script_dialect())
     if security not in ("none", "basic256sha256"):
         fail("--security must be none or basic256sha256", 2)
     if security == "basic256sha256" and cert_dir is None:
@@ -597,6 +632,8 @@ def simulate_opcua(
                 cert_dir=cert_dir,
                 max_nodes_per_read=max_nodes_per_read,
                 print_fn=typer.echo,
+                script=commands,
+                interactive=script == "-" or sys.stdin.isatty(),
             )
         )
     except KeyboardInterrupt:

@@ -4,15 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simulators.script import Command, ScriptError, parse_script
+from simulators.script import MODBUS, Command, Dialect, ScriptError, parse_script
 
 from .cli_common import fail
 
 __all__ = ["load_script"]
 
 
+def _read(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        fail(f"{path}: cannot read: {reason}", 2)
+
+
 def load_script(
-    script: str | None, sensors: dict[str, str], refuse: dict[str, str] | None = None
+    script: str | None,
+    sensors: dict[str, str],
+    refuse: dict[str, str] | None = None,
+    dialect: Dialect = MODBUS,
 ) -> list[Command]:
     """The commands of ``--script FILE``, every line checked before the simulator starts
     (exit 2 naming the file and line); none for no script or ``-`` (stdin, read as typed)."""
@@ -20,12 +31,7 @@ def load_script(
         return []
     path = Path(script)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        fail(f"{path}: cannot read: {reason}", 2)
-    try:
-        commands = parse_script(text.splitlines(), sensors, str(path))
+        commands = parse_script(_read(path), sensors, str(path), dialect)
     except ScriptError as exc:
         fail(str(exc), 2)
     for command in commands:

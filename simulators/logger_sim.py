@@ -89,17 +89,22 @@ from drivers.gxl import (
 )
 
 from .behaviour import DRIFT, DRIFT_STEP_SECS, POINTS, Base, RandomWalk, ScriptedPoints, finite
+from .script import LOGGER, Command, Dialect, drive
 
 __all__ = [
+    "DEFAULT_POINTS",
     "POINT_UNITS",
     "LoggerChanges",
     "LoggerOptions",
     "LoggerSimulator",
     "run_forever",
+    "script_language",
 ]
 
 POINT_UNITS: dict[str, str] = {"temperature": "Cel", "humidity": "%", "door_open": "1"}
 """UCUM unit of each point a simulated logger can have."""
+
+DEFAULT_POINTS = ("temperature", "humidity")
 
 _READ_SIZE = 4096
 _RESOLUTION_DIGITS = 2
@@ -273,6 +278,14 @@ class _Logger:
         return [self.record(index) for index in range(begin, end + 1)]
 
 
+def script_language(
+    serial: str, points: Sequence[str] = DEFAULT_POINTS
+) -> tuple[dict[str, str], Dialect]:
+    """The name a script may use for a logger (its serial) and its command language, with the
+    points it has."""
+    return {serial: serial}, LOGGER.with_points(points)
+
+
 def _put(column: array[float], slot: int, value: float) -> None:
     if slot < len(column):
         column[slot] = value
@@ -306,7 +319,7 @@ class LoggerSimulator:
         model: str = "GXL-SIM",
         firmware: str = "1.0.0",
         interval_secs: int = 60,
-        points: Sequence[str] = ("temperature", "humidity"),
+        points: Sequence[str] = DEFAULT_POINTS,
         temperature_c: float = 5.0,
         humidity_pct: float = 45.0,
         drift: bool = True,
@@ -498,6 +511,49 @@ class LoggerSimulator:
         """Send the next ``n_lines`` answer lines with a wrong CRC."""
         self._bad_checksum_left = _check_lines(n_lines)
 
+    # ----------------------------------------------------------------------- command language
+
+    def script_language(self) -> tuple[dict[str, str], Dialect]:
+        """See :func:`script_language`, for the logger now on the line."""
+        return script_language(self._logger.settings.serial, self._logger.settings.points)
+
+    def apply(self, command: Command) -> None:
+        """Carry out one command of :data:`simulators.script.LOGGER`; ValueError when it
+        cannot. The logger is one device: a sensor name in a command can only be its serial."""
+        verb = command.verb
+        if verb == "silent":
+            self.go_silent(command.seconds)
+        elif verb == "ok":
+            self.resume()
+        elif verb == "garbage":
+            self.garbage(int(command.values[0]))
+        elif verb == "checksum":
+            self.bad_checksum(int(command.values[0]))
+        points = [command.point] if command.point else list(self._logger.settings.points)
+        for point in points:
+            if verb == "set":
+                self.set_value(point, command.values[0])
+            elif verb == "ramp":
+                if len(command.values) == 2:
+                    self.set_value(point, command.values[0])
+                self.ramp(point, command.values[-1], command.seconds or 0.0)
+            elif verb == "excursion":
+                self.excursion(point, command.values[0], command.seconds or 0.0)
+            elif verb == "freeze":
+                self.freeze(point)
+            elif verb == "resume":
+                self.resume_point(point)
+            elif verb in ("bad", "good"):
+                self.sensor_fault(point, on=verb == "bad")
+                if verb == "bad" and command.seconds is not None:
+                    asyncio.get_running_loop().call_later(
+                        command.seconds, self._fault_ends, point, self._logger
+                    )
+
+    def _fault_ends(self, point: str, logger: _Logger) -> None:
+        if self._logger is logger:  # a swapped-in logger started without the fault
+            self.sensor_fault(point, on=False)
+
     # ----------------------------------------------------------------------- internals
 
     def _new_logger(self, settings: _Settings, started_at: float | None) -> _Logger:
@@ -606,9 +662,13 @@ _NOISE_BYTES = bytes(b for b in range(256) if b not in b"\r\n")
 
 
 async def run_forever(
-    print_fn: Callable[[str], None] = print, **options: Unpack[LoggerOptions]
+    print_fn: Callable[[str], None] = print,
+    script: Sequence[Command] = (),
+    interactive: bool = False,
+    **options: Unpack[LoggerOptions],
 ) -> None:
-    """Run a logger until cancelled, after printing the device path to open and what it is."""
+    """Run a logger until cancelled, after printing the device path to open and what it is;
+    run ``script`` (and, when ``interactive``, the commands typed on stdin) meanwhile."""
     async with LoggerSimulator(**options) as sim:
         identity = sim.identity()
         points = ", ".join(f"{name} [{unit}]" for name, unit in identity.points.items())
@@ -618,4 +678,5 @@ async def run_forever(
             f"a record every {identity.interval_secs} s, memory for {sim.capacity} records, "
             f"{identity.first}-{identity.last} held; points: {points}"
         )
-        await asyncio.Event().wait()
+        names, dialect = sim.script_language()
+        await drive(sim.apply, names, script, interactive, print_fn, dialect)

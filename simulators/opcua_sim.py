@@ -90,7 +90,7 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from copy import copy
 from dataclasses import dataclass
@@ -111,6 +111,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from .behaviour import POINTS, ScriptedPoints, check_point
+from .script import OPCUA, Command, Dialect, drive
 
 __all__ = [
     "APPLICATION_URI",
@@ -122,6 +123,7 @@ __all__ = [
     "ZoneSpec",
     "format_point_table",
     "run_forever",
+    "script_dialect",
 ]
 
 NAMESPACE_URI = "urn:gxpgate:simulator:warehouse"
@@ -316,6 +318,7 @@ class OpcUaSimulator:
         self._server: Server | None = None
         self._updater: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
+        self._timers: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------------- lifecycle
 
@@ -338,6 +341,8 @@ class OpcUaSimulator:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        for timer in list(self._timers):  # a staged restart must not outlive the simulator
+            timer.cancel()
         await self.stop()
 
     async def start(self) -> None:
@@ -461,6 +466,68 @@ class OpcUaSimulator:
                 raise ValueError(f"unknown OPC UA status code name {status!r}")
             self._status[key] = code
         await self._write_point(key)
+
+    # ----------------------------------------------------------------------- command language
+
+    def zone_names(self) -> dict[str, str]:
+        """Every name a script may use for a zone -> its name."""
+        return {zone: zone for zone in self._zones}
+
+    async def apply(self, command: Command) -> None:
+        """Carry out one command of :data:`simulators.script.OPCUA`; ValueError when it cannot."""
+        if command.verb == "drop":
+            await self.stop()
+            if command.seconds is not None:
+                self._restart_later(command.seconds)
+            return
+        if command.verb == "ok":
+            if not self.running:
+                await self.start()
+            return
+        points = [command.point] if command.point else list(POINTS)
+        for zone in command.sensors:
+            for point in points:
+                if command.verb == "set":
+                    await self.set_value(zone, point, command.values[0])
+                elif command.verb == "ramp":
+                    if len(command.values) == 2:
+                        await self.set_value(zone, point, command.values[0])
+                    self.ramp(zone, point, command.values[-1], command.seconds or 0.0)
+                elif command.verb == "excursion":
+                    self.excursion(zone, point, command.values[0], command.seconds or 0.0)
+                elif command.verb == "freeze":
+                    self.freeze(zone, point)
+                elif command.verb == "resume":
+                    self.resume(zone, point)
+                elif command.verb == "bad":
+                    await self.set_bad(zone, point, command.status)
+                    if command.seconds is not None:
+                        self._good_later(zone, point, command.status, command.seconds)
+                elif command.verb == "good":
+                    await self.set_bad(zone, point, None)
+
+    def _restart_later(self, seconds: float) -> None:
+        async def restart() -> None:
+            await asyncio.sleep(seconds)
+            if not self.running:  # an "ok" may have brought it back already
+                await self.start()
+
+        self._keep(restart())
+
+    def _good_later(self, zone: str, point: str, status: str | None, seconds: float) -> None:
+        code = getattr(ua.StatusCodes, status or "", None)
+
+        async def clear() -> None:
+            await asyncio.sleep(seconds)
+            if self._status.get((zone, point)) == code:  # not changed by a later command
+                await self.set_bad(zone, point, None)
+
+        self._keep(clear())
+
+    def _keep(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._timers.add(task)  # referenced until done
+        task.add_done_callback(self._timers.discard)
 
     # ----------------------------------------------------------------------- internals
 
@@ -657,8 +724,11 @@ async def run_forever(
     cert_dir: Path | None = None,
     max_nodes_per_read: int = 0,
     print_fn: Callable[[str], None] = print,
+    script: Sequence[Command] = (),
+    interactive: bool = False,
 ) -> None:
-    """Serve the simulator until cancelled, after printing its endpoint, security and points."""
+    """Serve the simulator until cancelled, after printing its endpoint, security and points;
+    run ``script`` (and, when ``interactive``, the commands typed on stdin) meanwhile."""
     if security not in ("none", "basic256sha256"):
         raise ValueError(f"security must be 'none' or 'basic256sha256', got {security!r}")
     with _quiet_asyncua_logging():
@@ -682,4 +752,11 @@ async def run_forever(
             limit = sim.max_nodes_per_read or "no limit"
             print_fn(f"MaxNodesPerRead: {limit}")
             print_fn(format_point_table(sim))
-            await asyncio.Event().wait()
+            zones, dialect = sim.zone_names(), script_dialect()
+            await drive(sim.apply, zones, script, interactive, print_fn, dialect)
+
+
+def script_dialect() -> Dialect:
+    """The OPC UA command language, ``bad`` taking the StatusCode names asyncua knows."""
+    names = (name for name in vars(ua.StatusCodes) if name.startswith(("Bad", "Uncertain")))
+    return OPCUA.with_statuses(names)

@@ -43,6 +43,7 @@ The bearer token is compared in constant time and never logged. One debug line p
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -55,7 +56,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from email.message import Message
@@ -78,6 +79,8 @@ from agent.evidence import (
     verify_signature,
 )
 from agent.keys import load_public_key
+
+from .script import QUALITY_SERVICE, Command, drive
 
 __all__ = ["BatchOutcome", "QualityServiceSimulator", "run_forever"]
 
@@ -1072,6 +1075,8 @@ def run_forever(
     token: str | None,
     print_fn: Callable[[str], object] = print,
     mqtt_broker: tuple[str, int] | None = None,
+    script: Sequence[Command] = (),
+    interactive: bool = False,
 ) -> None:
     """Serve in the foreground until Ctrl-C (``gxpgate simulate quality-service``); with
     ``mqtt_broker`` also consume the MQTT uplink's batches from that broker (CONTRACT §4).
@@ -1091,10 +1096,30 @@ def run_forever(
             where = f"mqtt://{mqtt_broker[0]}:{mqtt_broker[1]}"
             print_fn(f"Consuming {EVIDENCE_FILTER} from {where} (QoS 1, persistent session)")
         try:
-            while True:
-                time.sleep(3600)
+            asyncio.run(
+                drive(
+                    lambda command: apply_command(sim, command),
+                    {},
+                    script,
+                    interactive,
+                    print_fn,
+                    QUALITY_SERVICE,
+                )
+            )
         except KeyboardInterrupt:
             pass
         finally:
             if consumer is not None:
                 consumer.stop()
+
+
+def apply_command(sim: QualityServiceSimulator, command: Command) -> None:
+    """Carry out one command of :data:`simulators.script.QUALITY_SERVICE`."""
+    if command.verb == "outage":
+        sim.outage(command.seconds or 0.0)
+    elif command.verb == "delay":
+        sim.set_delay(command.seconds or 0.0)
+    elif command.verb == "drop":
+        sim.drop_next(int(command.values[0]))
+    elif command.verb == "fail":
+        sim.fail_next(int(command.values[0]), int(command.values[1]), command.seconds)

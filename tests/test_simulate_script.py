@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
@@ -144,3 +145,184 @@ def test_commands_typed_on_stdin_run_as_typed() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=DEADLINE_SECS)
+
+
+def test_quality_service_script_stages_429_503_and_an_outage(tmp_path: Path, signing_key) -> None:
+    from agent.evidence import public_key_pem
+
+    pub = tmp_path / "signing.pub.pem"
+    pub.write_text(public_key_pem(signing_key[1].public_key()))
+    script = tmp_path / "qs.txt"
+    script.write_text("fail 429 1 retry-after 2s\nfail 503\nat 1s outage 3s\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "simulate", "quality-service", "--public-key", str(pub),
+         "--port", "0", "--db", str(tmp_path / "qs.db"), "--script", str(script)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        url = proc.stdout.readline().split()[-1]
+        cursor = f"{url}/v1/evidence/cursor"
+        params = {"gw": "gw-x", "chain": "c"}
+        # the first two lines are staged at once; wait until the simulator says so
+        assert "line 1: fail 429" in proc.stdout.readline()
+        assert "line 2: fail 503" in proc.stdout.readline()
+        first = httpx.get(cursor, params=params, timeout=10)
+        assert (first.status_code, first.headers.get("retry-after")) == (429, "2")
+        assert httpx.get(cursor, params=params, timeout=10).status_code == 503
+        assert "line 3: at 1s outage 3s" in proc.stdout.readline()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(cursor, params=params, timeout=10)
+        deadline = time.monotonic() + DEADLINE_SECS
+        while True:  # listening again after the outage
+            try:
+                answer = httpx.get(cursor, params=params, timeout=10)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "still in the outage"
+                time.sleep(0.1)
+        assert answer.json() == {"acked_through": 0}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=DEADLINE_SECS)
+
+
+def test_a_bad_quality_service_script_exits_2(tmp_path: Path, signing_key) -> None:
+    from agent.evidence import public_key_pem
+
+    pub = tmp_path / "signing.pub.pem"
+    pub.write_text(public_key_pem(signing_key[1].public_key()))
+    script = tmp_path / "qs.txt"
+    script.write_text("outage 10s\nfail 42\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "simulate", "quality-service", "--public-key", str(pub),
+         "--port", "0", "--db", str(tmp_path / "qs.db"), "--script", str(script)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{script}: line 2: expected: fail STATUS" in result.stderr
+    assert not (tmp_path / "qs.db").exists()
+
+
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agent", "simulate", *args],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+
+
+def _line_with(proc: subprocess.Popen[str], text: str) -> str:
+    """Read stdout until a line holding ``text`` (pytest's timeout ends a wait for nothing)."""
+    assert proc.stdout is not None
+    seen = []
+    while line := proc.stdout.readline():
+        if text in line:
+            return line
+        seen.append(line)
+    raise AssertionError(f"{text!r} never printed; got {seen}")
+
+
+def test_logger_script_stages_a_value_a_sensor_fault_and_silence(tmp_path: Path) -> None:
+    import serial
+
+    from drivers import gxl
+
+    script = tmp_path / "logger.txt"
+    script.write_text("set temperature 9.5\nbad humidity\nat 1s silent for 3s\n")
+    proc = _spawn("logger", "--serial", "L7", "--stored", "0", "--script", str(script))
+    try:
+        path = _line_with(proc, "device path:").split()[2]
+        _line_with(proc, "line 2: bad humidity")
+        with serial.Serial(path, 9600, timeout=5) as port:
+            port.write(gxl.request_live())
+            live = gxl.parse_live(gxl.decode_line(port.readline()))
+            assert dict(live.values) == {"temperature": 9.5, "humidity": None}  # ERR
+            _line_with(proc, "line 3: at 1s silent for 3s")
+            port.timeout = 1
+            port.reset_input_buffer()
+            port.write(gxl.request_live())
+            assert port.readline() == b""  # silent: no answer at all
+            port.timeout = DEADLINE_SECS
+            deadline = time.monotonic() + DEADLINE_SECS
+            while True:  # it answers again once the 3 s are over
+                port.write(gxl.request_live())
+                port.timeout = 1
+                if answer := port.readline():
+                    break
+                assert time.monotonic() < deadline, "still silent"
+            assert gxl.parse_live(gxl.decode_line(answer)).values["temperature"] == 9.5
+    finally:
+        proc.terminate()
+        proc.wait(timeout=DEADLINE_SECS)
+
+
+def test_opcua_script_stages_a_bad_status_and_a_server_outage(tmp_path: Path) -> None:
+    from asyncua import Client, ua
+
+    script = tmp_path / "opcua.txt"
+    script.write_text(
+        "set cold-room-1.temperature 9.5\n"
+        "bad freezer-1.temperature BadCommunicationError\n"
+        "at 3s drop for 3s\n"
+    )
+    proc = _spawn("opcua", "--port", "0", "--script", str(script))
+    try:
+        endpoint = _line_with(proc, "listening on").split()[-1]
+        _line_with(proc, "line 2: bad freezer-1.temperature")
+
+        async def read() -> tuple[float, int]:
+            async with Client(endpoint, timeout=10) as client:
+                ns = await client.get_namespace_index("urn:gxpgate:simulator:warehouse")
+                cold = client.get_node(f"ns={ns};s=cold-room-1.temperature")
+                frozen = client.get_node(f"ns={ns};s=freezer-1.temperature")
+                bad = await frozen.read_data_value(raise_on_bad_status=False)
+                assert bad.StatusCode is not None
+                return await cold.read_value(), bad.StatusCode.value
+
+        value, status = asyncio.run(read())
+        assert value == 9.5
+        assert status == ua.StatusCodes.BadCommunicationError
+        _line_with(proc, "line 3: at 3s drop for 3s")
+        with pytest.raises((OSError, TimeoutError)):
+            asyncio.run(read())  # the server is down
+        deadline = time.monotonic() + DEADLINE_SECS
+        while True:  # and back up after 3 s, with the staged values
+            try:
+                value, status = asyncio.run(read())
+                break
+            except (OSError, TimeoutError):
+                assert time.monotonic() < deadline, "the server never came back"
+                time.sleep(0.2)
+        assert (value, status) == (9.5, ua.StatusCodes.BadCommunicationError)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=DEADLINE_SECS)
+
+
+@pytest.mark.parametrize(
+    ("kind", "script", "reason"),
+    [
+        ("opcua", "bad cold-room-1.temperature BadNonsense\n", "line 1: unknown status"),
+        ("opcua", "exception 2\n", "line 1: unknown command 'exception'"),
+        ("opcua", "drop cold-room-1\n", "line 1: unexpected 'cold-room-1'"),
+        ("logger", "set door_open 1\n", "line 1: unknown point 'door_open'"),
+        ("logger", "garbage 0\n", "line 1: '0' is not a count"),
+        ("logger", "bad humidity BadSensorFailure\n", "line 1: expected: bad [SENSOR.]POINT"),
+    ],
+)
+def test_bad_opcua_and_logger_scripts_exit_2(
+    tmp_path: Path, kind: str, script: str, reason: str
+) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_text(script)
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "simulate", kind, "--script", str(path)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{path}: {reason}" in result.stderr
+    assert "Traceback" not in result.stderr

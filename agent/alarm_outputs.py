@@ -13,18 +13,20 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
 
 from config.model import GatewayConfig
 from config.rules_model import CoilOutput, MqttAlarmOutput
+from drivers.base import DriverError
 from drivers.modbus_model import ModbusTcpDevice
 
 from .backoff import Backoff
 from .mqtt_client import MqttSettings, RetainedPublisher
+
+if TYPE_CHECKING:
+    from drivers.modbus_coil import CoilWriter
 
 __all__ = ["AlarmOutputs", "alarm_topic"]
 
@@ -82,7 +84,7 @@ class _Coil:
         self.wanted = False
         self.written: bool | None = None
         self.changed = asyncio.Event()
-        self._client: AsyncModbusTcpClient | None = None
+        self._writer: CoilWriter | None = None
 
     def wants(self, alarms: Iterable[Mapping[str, Any]]) -> bool:
         spec = self.spec
@@ -108,9 +110,9 @@ class _Coil:
             value = self.wanted
             try:
                 await self._write(value)
-            except (ModbusException, OSError, TimeoutError, ConnectionError) as exc:
+            except (DriverError, OSError, TimeoutError) as exc:
                 await self.episode.failed(f"{type(exc).__name__}: {exc}")
-                await self._close()
+                await self.aclose()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(backoff.next_delay()):
                         await self.changed.wait()
@@ -125,25 +127,15 @@ class _Coil:
                     await self.changed.wait()
 
     async def _write(self, value: bool) -> None:
-        dev = self.device
-        if self._client is None or not self._client.connected:
-            await self._close()
-            self._client = AsyncModbusTcpClient(
-                dev.host, port=dev.port, timeout=dev.timeout_ms / 1000, retries=0
-            )
-            if not await self._client.connect():
-                raise ConnectionError(f"cannot connect to {dev.host}:{dev.port}")
-        response = await self._client.write_coil(self.spec.address, value, device_id=self.unit)
-        if response.isError():
-            raise ModbusException(f"device answered {response}")
+        if self._writer is None:
+            from drivers.modbus_coil import CoilWriter  # pymodbus only when a coil is configured
 
-    async def _close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
+            self._writer = CoilWriter(self.spec.device, self.device, self.unit)
+        await self._writer.write(self.spec.address, value)
 
     async def aclose(self) -> None:
-        await self._close()
+        if self._writer is not None:
+            self._writer.close()  # the next write connects again
 
 
 def _mqtt_settings(gw: str, cfg: MqttAlarmOutput) -> MqttSettings:

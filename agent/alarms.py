@@ -34,22 +34,21 @@ from drivers.base import utc_now
 from .alarm_outputs import AlarmOutputs
 from .control import Peer
 from .exceptions import ExceptionJudge, Judged
+from .points import GATEWAY_CONDITIONS, point_rules
 from .recorder import CHECKPOINT, Recorder
 from .rules import (
     GATEWAY,
     KEY_PREFIX,
     Engine,
     Event,
-    GatewayCondition,
     LotsBetween,
-    PointRules,
     Reading,
     RuleError,
     Transition,
 )
 from .sealing import Fact, format_time, parse_time
 
-__all__ = ["AlarmService", "control_socket_path", "point_rules"]
+__all__ = ["AlarmService", "control_socket_path"]
 
 log = logging.getLogger(__name__)
 
@@ -60,40 +59,9 @@ ACK_WAIT_SECS = 10.0
 
 STOP_HANDOVER_SECS = 5.0
 
-GATEWAY_CONDITIONS = (
-    GatewayCondition("buffer", "high_water", "alarm", "%"),
-    GatewayCondition("buffer", "full", "alarm", "%"),
-    GatewayCondition("buffer", "disk_full", "alarm", None),
-)
-"""Conditions of the gateway itself that raise local alarms (see agent/capacity.py)."""
-
 
 def control_socket_path(config: GatewayConfig) -> Path:
     return config.alarms.control_socket or config.buffer.path.parent / "gxpgate.sock"
-
-
-def point_rules(config: GatewayConfig) -> list[PointRules]:
-    """Every point's rules: its zone's profile for its quantity, then the zone's override for
-    that quantity, then the point's own override."""
-    found: list[PointRules] = []
-    for dev_id, dev in config.devices.items():
-        points = getattr(dev, "points", None)
-        if not points:
-            continue
-        # Subscriptions report changes only and file drops arrive when someone brings a
-        # file: for both, silence is normal and comm loss counts from the device going offline.
-        changes_only = getattr(dev, "mode", None) == "subscription" or dev.type == "csv_drop"
-        if getattr(dev, "mode", None) == "subscription":
-            interval = dev.publishing_interval_ms / 1000  # type: ignore[union-attr]
-        else:
-            interval = getattr(dev, "poll_interval_secs", 60.0)
-        for name, point in points.items():
-            zone_id = point.zone or dev.zone
-            rules = config.rules_of(dev_id, name)
-            found.append(
-                PointRules(zone_id, dev_id, name, point.unit, rules, interval, changes_only)
-            )
-    return found
 
 
 def _epoch(text: str) -> float:

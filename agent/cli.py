@@ -19,7 +19,7 @@ import typer
 
 from config import example_config_text
 
-from . import alarms_cli, lots_cli, scan_cli, service_cli, status_cli
+from . import alarms_cli, buffer_cli, lots_cli, scan_cli, service_cli, status_cli
 from .cli_common import ConfigOption, fail, load
 from .evidence import public_key_pem
 from .keys import (
@@ -45,7 +45,6 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check and explain the site configuration.", no_args_is_help=True)
 keys_app = typer.Typer(help="The gateway's Ed25519 signing key.", no_args_is_help=True)
-buffer_app = typer.Typer(help="The local evidence buffer.", no_args_is_help=True)
 devices_app = typer.Typer(help="Configured devices.", no_args_is_help=True)
 simulate_app = typer.Typer(
     help="Run one bundled simulator in the foreground.", no_args_is_help=True
@@ -53,7 +52,7 @@ simulate_app = typer.Typer(
 opcua_app = typer.Typer(help="OPC UA client identity.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
-app.add_typer(buffer_app, name="buffer")
+app.add_typer(buffer_cli.app, name="buffer")
 app.add_typer(devices_app, name="devices")
 app.add_typer(simulate_app, name="simulate")
 app.add_typer(opcua_app, name="opcua")
@@ -156,7 +155,7 @@ def keys_show(
     typer.echo(describe(private_key.public_key()), nl=False)
 
 
-# -- verify / export / buffer -------------------------------------------------------------------
+# -- verify / export ----------------------------------------------------------------------------
 
 
 @app.command("verify")
@@ -223,75 +222,6 @@ def export(
     finally:
         outbox.close()
     typer.echo(f"exported {count} record(s) to {out}", err=True)
-
-
-@buffer_app.command("reset")
-def buffer_reset(
-    config: ConfigOption = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Do it (nothing is deleted)")] = False,
-) -> None:
-    """Set a damaged buffer aside: its files are renamed *.damaged-<time>, and the next start
-    begins a new chain whose first records cite the one set aside."""
-    from buffer import BufferLock, BufferLocked
-    from buffer.reset import set_aside
-
-    from .lots import lots_path_for
-
-    loaded = load(config)
-    path = loaded.config.buffer.path
-    if not yes:
-        fail(
-            f"this renames {path} (and its -wal, -shm and the lot register beside it) aside and "
-            "lets the next start begin a new chain; the quality service then holds two chains "
-            "for this gateway. Add --yes to do it.",
-            2,
-        )
-    try:
-        with BufferLock(path):
-            previous = set_aside(path, [lots_path_for(path)])
-    except BufferLocked as exc:
-        fail(str(exc), 2)
-    except OSError as exc:
-        fail(f"{path}: {exc.strerror or exc}")
-    for name in previous["set_aside"]:
-        typer.echo(f"set aside: {path.parent / name}")
-    typer.echo(
-        f"the next start begins a new chain citing chain {previous['chain'] or 'unknown'} "
-        f"(through seq {previous['last_seq'] if previous['last_seq'] is not None else '?'})"
-    )
-
-
-@buffer_app.command("status")
-def buffer_status(config: ConfigOption = None) -> None:
-    """Records held, pending upload, oldest pending, acked through, disk use."""
-    from .runtime import AgentStartError, open_outbox
-
-    loaded = load(config)
-    try:
-        outbox = open_outbox(loaded, must_exist=True)
-    except AgentStartError as exc:
-        fail(str(exc))
-    try:
-        st = outbox.status()
-    finally:
-        outbox.close()
-    share = 100 * st.disk_bytes / st.quota_bytes
-    rows = [
-        ("buffer", str(outbox.path)),
-        ("gateway", st.gw),
-        ("chain", st.chain),
-        ("records held", f"{st.records}"),
-        ("last seq", f"{st.last_seq}"),
-        ("acked through", f"{st.acked_through}"),
-        ("pending upload", f"{st.pending}"),
-        ("oldest pending", st.oldest_pending_at or "-"),
-        (
-            "disk use",
-            f"{st.disk_bytes / 2**20:.1f} MiB of {st.quota_bytes / 2**20:.0f} MiB ({share:.1f} %)",
-        ),
-    ]
-    for label, value in rows:
-        typer.echo(f"{label:<16} {value}")
 
 
 # -- devices ------------------------------------------------------------------------------------
@@ -558,7 +488,7 @@ def simulate_quality_service(
     script: Annotated[str | None, _script_option("outage, fail 503/429, drop, delay")] = None,
 ) -> None:
     """The central quality service: verifies and stores what gateways send (CONTRACT §3, §4)."""
-    from simulators.quality_service import run_forever
+    from simulators.quality_run import run_forever
     from simulators.script import QUALITY_SERVICE
 
     from .simulate_cli import load_script

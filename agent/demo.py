@@ -47,6 +47,7 @@ from .custody import CustodyStreamer
 from .evidence import public_key_pem
 from .exposure_report import lot_history
 from .keys import generate_key_file, load_private_key
+from .logging_setup import quiet_libraries
 from .lots import LotRegister, LotRegisterError, lot_id, lots_path_for
 from .runtime import Agent, AgentStartError
 from .sealing import Fact
@@ -579,8 +580,6 @@ async def _run_agent(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     agent = Agent(loaded, on_ready=lambda _a: ready.set())
-    from .cli import quiet_libraries
-
     quiet_libraries()
     started = time.monotonic()
     state.echo, state.started = echo, started

@@ -5,11 +5,12 @@ buffer file, see :func:`lots_path_for`). The chain is the truth: the register on
 applies ``custody`` records in ``seq`` order and remembers the last ``seq`` it has seen
 (``last_seq``), in the same transaction as the changes. At agent start :meth:`LotRegister.sync`
 applies what the outbox holds after ``last_seq`` (nothing after a clean stop, the tail after a
-crash), and from then on :class:`LotFeed` applies each commit's custody records in a worker
-thread, so sealing never waits for the register. Deleting ``lots.db`` rebuilds it from the chain
-at the next start — complete while the buffer still holds every custody record (delivered
-records are pruned after ``retention_days``); a register whose chain differs from the buffer's
-(a new buffer) or that is ahead of it (a buffer restored from backup) is rebuilt the same way.
+crash), and from then on :class:`~agent.lot_feed.LotFeed` applies each commit's custody
+records in a worker thread, so sealing never waits for the register. Deleting ``lots.db``
+rebuilds it from the chain at the next start — complete while the buffer still holds every
+custody record (delivered records are pruned after ``retention_days``); a register whose
+chain differs from the buffer's (a new buffer) or that is ahead of it (a buffer restored from
+backup) is rebuilt the same way.
 
 Identifiers
     Canonical ids are GS1 element strings in human-readable form: lot ``(01)<GTIN>(10)<lot>``,
@@ -68,14 +69,10 @@ Exceptions::
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import re
 import sqlite3
 import threading
-import time
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -87,25 +84,23 @@ from urllib.parse import unquote
 import orjson
 import sqlite_utils
 
-from buffer import Outbox, Row
+from buffer import Outbox
 from drivers.gs1 import CSET82, GS, gs1_check_digit, parse_scan
 
-from .sealing import Fact, format_time
+from .sealing import format_time
 
 if TYPE_CHECKING:
-    from .exceptions import ExceptionJudge, Judged
-    from .exposure import ExposureBook
     from .rules import Event
 
 __all__ = [
     "EXIT_STEPS",
     "BadIdentifier",
     "Identity",
-    "LotFeed",
     "LotRegister",
     "LotRegisterError",
     "Presence",
     "RegisterMissing",
+    "StayObserver",
     "item_id",
     "lot_id",
     "lots_path_for",
@@ -331,6 +326,22 @@ def _time(text: str) -> datetime:
 # --------------------------------------------------------------------------- the register
 
 
+class StayObserver(Protocol):
+    """What follows the lots' stays in zones to keep their time out of storage (the exposure
+    book, agent/exposure.py): told of every stay and good temperature reading, it writes its
+    figures inside the register's transactions."""
+
+    def attach(self, conn: sqlite3.Connection, lock: threading.Lock) -> None: ...
+    def stay_started(self, presence: int, lot: str, zone: str, at: str) -> None: ...
+    def stay_ended(self, presence: int, zone: str, at: str) -> None: ...
+    def reading(self, device: str, point: str, value: Any, at: str) -> None: ...
+    @property
+    def wants_write(self) -> bool: ...
+    def flush(self) -> None: ...
+    def reset(self) -> None: ...
+    def check(self, now: float | None = None) -> list[Event]: ...
+
+
 class LotRegister:
     """The register in one SQLite file. :meth:`open` (the agent: creates it) or
     :meth:`open_existing` (operators: never creates it)."""
@@ -347,10 +358,10 @@ class LotRegister:
         before = meta.get("incomplete_before")
         self.incomplete_before: int | None = int(before) if before else None
         """Set when the register was built from a buffer that had already pruned records."""
-        self.book: ExposureBook | None = None
+        self.book: StayObserver | None = None
         self.version = SCHEMA_VERSION
 
-    def attach(self, book: ExposureBook) -> None:
+    def attach(self, book: StayObserver) -> None:
         """Keep time out of storage too (the agent does; see agent/exposure.py)."""
         with self._lock:
             book.attach(self._db, self._lock)
@@ -529,7 +540,7 @@ class LotRegister:
             self.apply([], self.last_seq)
 
     @staticmethod
-    def _reading(book: ExposureBook, record: Mapping[str, Any]) -> None:
+    def _reading(book: StayObserver, record: Mapping[str, Any]) -> None:
         if record.get("quality") == "good" and not (record.get("data") or {}).get("backfill"):
             book.reading(record["device"], record["point"], record["value"], record["at"])
 
@@ -852,174 +863,3 @@ def _create_exposure_tables(db: sqlite_utils.Database) -> None:
         not_null={"lot", "seq", "at"},
     )
     db.table("lot_alarm").create_index(["lot", "seq"])
-
-
-# --------------------------------------------------------------------------- the agent's feed
-
-
-class LotFeed:
-    """Keeps a :class:`LotRegister` in step with the recorder, off the event loop.
-
-    Entering syncs the register with the outbox (before anything new is committed: enter it
-    before the recorder runs), then starts one worker task. :meth:`on_commit` is a recorder
-    listener: it only queues the committed custody rows (with a book attached, also good
-    temperature readings and alarm records), and the worker applies them in a thread, in commit
-    order. Batches with nothing to apply only advance the tail in memory; it is written with the
-    next batch, every :attr:`CHECKPOINT_EVERY` records, and on exit, so a restart after a crash
-    re-reads at most that much. Exiting applies what is queued (give it the recorder's last
-    commit first) and closes the register. A write failure (disk full) is logged once and stops
-    the feed: the register then lags, and the next start replays from the chain.
-
-    With a ``judge`` (agent/exceptions.py) each applied batch's custody records are judged
-    right after, and with a book the exposure is checked every :attr:`CHECK_SECS`; what they
-    find goes to the ``sink`` (the alarm service), in the event loop.
-    """
-
-    CHECKPOINT_EVERY = 10_000
-    CHECK_SECS = 1.0
-    PERSIST_SECS = 60.0
-    """Readings applied in memory only (statistics) are written at least this often."""
-
-    def __init__(
-        self,
-        register: LotRegister,
-        outbox: Outbox,
-        *,
-        judge: ExceptionJudge | None = None,
-        points: frozenset[tuple[str, str]] = frozenset(),
-    ) -> None:
-        self.register = register
-        self.outbox = outbox
-        self.judge = judge
-        self.sink: FeedSink | None = None
-        self.failed: str | None = None
-        self._points = points
-        """Temperature points whose readings the book needs."""
-        self._queue: deque[tuple[list[dict[str, Any]], int]] = deque()
-        self._held: list[tuple[Judged | None, list[Event], int]] = []
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._tail = 0
-        self._queued_through = 0
-        self._task: asyncio.Task[None] | None = None
-        self._persist_at = time.monotonic() + self.PERSIST_SECS
-
-    async def __aenter__(self) -> Self:
-        try:
-            await asyncio.to_thread(self.register.sync, self.outbox)
-        except BaseException:
-            await asyncio.to_thread(self.register.close)
-            raise
-        self._tail = self._queued_through = self.register.last_seq
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="lots")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._closing = True
-        self._wake.set()
-        try:
-            if self._task is not None:
-                await self._task
-            register = self.register
-            if self.failed is None and max(self._tail, register.last_seq) > register.persisted_seq:
-                await asyncio.to_thread(register.apply, [], max(self._tail, register.last_seq))
-        except LotRegisterError as exc:
-            log.error("lots.write_failed error=%s", exc)
-        finally:
-            await asyncio.to_thread(self.register.close)
-
-    def on_commit(self, facts: Sequence[Fact], rows: Sequence[Row]) -> None:
-        if not rows:
-            return
-        self._tail = rows[-1].seq
-        wanted: list[dict[str, Any]] = []
-        points = self._points
-        for fact, row in zip(facts, rows, strict=True):
-            kind = row.kind
-            if kind == "custody" or (kind == "alarm" and self.register.book is not None):
-                wanted.append(orjson.loads(row.body))
-            elif (
-                kind == "reading"
-                and (fact.device, fact.point) in points
-                and fact.quality == "good"
-                and not fact.data.get("backfill")
-            ):
-                reading = {
-                    "kind": "reading", "seq": row.seq, "device": fact.device,
-                    "point": fact.point, "value": fact.value, "quality": "good",
-                    "at": format_time(fact.at), "data": {},
-                }  # fmt: skip
-                wanted.append(reading)
-        if wanted or self._tail - self._queued_through >= self.CHECKPOINT_EVERY:
-            self._queue.append((wanted, self._tail))
-            self._queued_through = self._tail
-            self._wake.set()
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_check = loop.time() + self.CHECK_SECS
-        while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wake.clear()
-                if self.register.book is not None:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(max(0.0, next_check - loop.time())):
-                            await self._wake.wait()
-                else:
-                    await self._wake.wait()
-            batch = list(self._queue)
-            self._queue.clear()
-            if self.failed is not None:
-                continue
-            check = self.register.book is not None and loop.time() >= next_check
-            if check:
-                next_check = loop.time() + self.CHECK_SECS
-            if not batch and not check:
-                continue
-            try:
-                found = await asyncio.to_thread(self._apply, batch, check)
-            except LotRegisterError as exc:
-                self.failed = str(exc)
-                log.error("lots.write_failed error=%s; the next start replays from the chain", exc)
-                continue
-            self._deliver(found)
-
-    def _apply(
-        self, batch: list[tuple[list[dict[str, Any]], int]], check: bool
-    ) -> tuple[Judged | None, list[Event], int]:
-        records = [record for wanted, _through in batch for record in wanted]
-        through = batch[-1][1] if batch else self.register.last_seq
-        if batch:
-            self.register.apply(records, through)
-        judged = self.judge.judge(records) if self.judge is not None and batch else None
-        book = self.register.book
-        events: list[Event] = []
-        if book is not None and check:
-            now = time.monotonic()
-            due = now >= self._persist_at
-            if due:
-                self._persist_at = now + self.PERSIST_SECS
-            self.register.flush_book(force=due)
-            events = book.check()
-        return judged, events, through
-
-    def _deliver(self, found: tuple[Judged | None, list[Event], int]) -> None:
-        self._held.append(found)
-        if self.sink is None:
-            return  # held until the alarm service is there
-        for judged, events, through in self._held:
-            self.sink.exceptions(judged, events, through)
-        self._held.clear()
-
-
-class FeedSink(Protocol):
-    """Where the feed hands what it finds (the alarm service)."""
-
-    def exceptions(self, judged: Judged | None, events: list[Event], through: int) -> None: ...

@@ -52,10 +52,9 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import orjson
@@ -69,12 +68,12 @@ from prometheus_client.core import (
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+from buffer import Outbox
 from config.model import MetricsConfig
 
-if TYPE_CHECKING:
-    from .runtime import Agent
+from .snapshot import Snapshot, UplinkHealth
 
-__all__ = ["SNAPSHOT_SECS", "UPLINK_ERROR_KINDS", "Metrics", "MetricsUnavailable", "Snapshot"]
+__all__ = ["SNAPSHOT_SECS", "UPLINK_ERROR_KINDS", "Metrics", "MetricsUnavailable"]
 
 log = logging.getLogger(__name__)
 
@@ -85,103 +84,10 @@ UPLINK_ERROR_KINDS = ("connect", "timeout", "tls", "rejected")
 """Error kinds of both uplinks (HTTP, MQTT), exported as 0 until they occur so that ``rate()``
 sees the first; the transport's other kinds (``http_5xx``, ``broker``, ...) appear when first
 counted."""
-SEVERITIES = ("warning", "alarm")
 
 
 class MetricsUnavailable(OSError):
     """The endpoint cannot listen; the message names the address and the reason."""
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceHealth:
-    device: str
-    type: str
-    zone: str
-    up: bool | None
-    last_data: float | None
-    """``time.monotonic()`` of the last live good reading or scan."""
-    last_error: str | None
-    failing: bool = False
-    """Answering with nothing but bad values (see :mod:`agent.devices`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class UplinkHealth:
-    errors_by_kind: tuple[tuple[str, int], ...]
-    last_error: str | None
-    last_success: float | None
-    """Unix time."""
-    batches: int
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """The loop-owned part of the agent's health at one moment; immutable, so any thread may
-    read it."""
-
-    taken: float
-    """``time.monotonic()`` when taken."""
-    devices: tuple[DeviceHealth, ...]
-    sealed: int
-    uplink: UplinkHealth | None
-    alarms_active: tuple[tuple[str, bool, int], ...]
-    """(severity, acknowledged, count) for every severity, both states."""
-    alarms_pending: int
-    alarms_cleared_unacked: int
-    clock_synchronized: bool | None = None
-    clock_steps: int = 0
-    buffer_thinning: bool = False
-    readings_thinned: int = 0
-
-
-def take_snapshot(agent: Agent) -> Snapshot:
-    """Copy what the metrics need out of the agent's loop-owned state (call on the loop)."""
-    devices = []
-    for task in agent.pollers:
-        dev = agent.config.devices[task.device]
-        devices.append(
-            DeviceHealth(
-                task.device,
-                dev.type,
-                dev.zone,
-                task.up,
-                task.last_data,
-                task.last_error,
-                task.failing is not None,
-            )
-        )
-    uplink = None
-    if agent.forwarder is not None:
-        stats = agent.forwarder.stats
-        uplink = UplinkHealth(
-            tuple(stats.errors_by_kind.items()), stats.last_error, stats.last_success,
-            stats.batches,
-        )  # fmt: skip
-    active = {(s, a): 0 for s in SEVERITIES for a in (False, True)}
-    pending = cleared = 0
-    if agent.alarms is not None:
-        for view in agent.alarms.engine.alarms():
-            if view.state == "pending":
-                pending += 1
-            elif view.state == "cleared":
-                cleared += 1
-            else:
-                key = (view.severity, view.state == "acknowledged")
-                active[key] = active.get(key, 0) + 1
-    guard = agent.buffer_guard
-    return Snapshot(
-        taken=time.monotonic(),
-        devices=tuple(devices),
-        sealed=agent.recorder.sealed if agent.recorder is not None else 0,
-        uplink=uplink,
-        alarms_active=tuple((s, a, n) for (s, a), n in active.items()),
-        alarms_pending=pending,
-        alarms_cleared_unacked=cleared,
-        clock_synchronized=agent.clock.synchronized if agent.clock is not None else None,
-        clock_steps=agent.clock.steps if agent.clock is not None else 0,
-        buffer_thinning=guard is not None and guard.thinning,
-        readings_thinned=sum(guard.thinned.values()) if guard is not None else 0,
-    )
 
 
 class _Collector(Collector):
@@ -387,24 +293,24 @@ class Metrics:
     """The endpoint for one agent. ``async with`` listens (raises :class:`MetricsUnavailable`)
     and stops listening; :meth:`run` refreshes the snapshot until cancelled."""
 
-    def __init__(self, config: MetricsConfig, agent: Agent, *, version: str) -> None:
-        if agent.outbox is None:
-            raise RuntimeError("Metrics need the agent's open outbox")
+    def __init__(
+        self,
+        config: MetricsConfig,
+        snapshot: Callable[[], Snapshot],
+        outbox: Outbox,
+        info: Mapping[str, str],
+    ) -> None:
+        """``snapshot`` takes one on the loop; ``info`` is ``gxpgate_info``'s labels (version,
+        gw, site, chain, key)."""
         self.config = config
-        self.agent = agent
-        self.outbox = agent.outbox
+        self.take_snapshot = snapshot
+        self.outbox = outbox
         self.started = time.time()
-        self.info = {
-            "version": version,
-            "gw": agent.config.gateway.id,
-            "site": agent.config.gateway.site,
-            "chain": agent.outbox.chain,
-            "key": agent.key_id or "",
-        }
+        self.info = dict(info)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         ProcessCollector(registry=self.registry)
-        self.snapshot = take_snapshot(agent)
+        self.snapshot = snapshot()
         self.port: int | None = None
         self._server: ThreadingWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -417,7 +323,7 @@ class Metrics:
 
     def refresh(self) -> None:
         """Take and publish a snapshot (on the event loop)."""
-        self.snapshot = take_snapshot(self.agent)
+        self.snapshot = self.take_snapshot()
 
     async def run(self) -> None:
         while True:

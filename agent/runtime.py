@@ -46,14 +46,16 @@ from .exposure import ExposureBook
 from .forwarder import Forwarder
 from .identity import ZoneMap
 from .keys import KeyFileError, key_path_for, load_private_key
-from .lots import LotFeed, LotRegister, LotRegisterError, lots_path_for
+from .lot_feed import LotFeed
+from .lots import LotRegister, LotRegisterError, lots_path_for
 from .metrics import Metrics, MetricsUnavailable
 from .mqtt_uplink import MqttUplink, MqttUplinkError
 from .policy import PolicyHolder
 from .preflight import start_problems
 from .recorder import Recorder
-from .sdnotify import Notifier, agent_status
+from .sdnotify import Notifier
 from .sealing import Fact, Sealer
+from .snapshot import Snapshot, status_line, take_snapshot
 
 __all__ = [
     "Agent",
@@ -256,6 +258,19 @@ class Agent:
         self.unsaved = 0
         """Records given up at the stop because the disk refused them (the stop says so)."""
 
+    def snapshot(self) -> Snapshot:
+        """The health of the running components (call on the loop)."""
+        return take_snapshot(
+            devices=self.pollers,
+            config=self.config,
+            recorder=self.recorder,
+            uplink=self.forwarder.stats if self.forwarder is not None else None,
+            alarms=self.alarms.engine if self.alarms is not None else None,
+            clock=self.clock,
+            guard=self.buffer_guard,
+            outbox=self.outbox,
+        )
+
     def _load_key(self) -> Ed25519PrivateKey:
         path = key_path_for(self.config.signing.key_file)
         try:
@@ -401,9 +416,9 @@ class Agent:
                         tasks.append(producers.create_task(metrics.run(), name="metrics"))
                     if self.on_ready is not None:
                         self.on_ready(self)
-                    self.notifier.ready(agent_status(self))
+                    self.notifier.ready(status_line(self.snapshot()))
                     notify = self.notifier.run(
-                        lambda: agent_status(self), alive=lambda: not recorder_task.done()
+                        lambda: status_line(self.snapshot()), alive=lambda: not recorder_task.done()
                     )
                     tasks.append(producers.create_task(notify, name="sd_notify"))
                     await stop.wait()
@@ -437,7 +452,15 @@ class Agent:
         if not cfg.enabled:
             return None
         try:
-            metrics = Metrics(cfg, self, version=agent_version())
+            assert self.outbox is not None
+            info = {
+                "version": agent_version(),
+                "gw": self.config.gateway.id,
+                "site": self.config.gateway.site,
+                "chain": self.outbox.chain,
+                "key": self.key_id or "",
+            }
+            metrics = Metrics(cfg, self.snapshot, self.outbox, info)
             self.metrics = await stack.enter_async_context(metrics)
         except MetricsUnavailable as exc:
             log.error("metrics.unavailable error=%s", exc)

@@ -26,12 +26,8 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .runtime import Agent
-
-__all__ = ["STATUS_EVERY_SECS", "Notifier", "agent_status"]
+__all__ = ["STATUS_EVERY_SECS", "Notifier"]
 
 log = logging.getLogger(__name__)
 
@@ -167,21 +163,6 @@ class Notifier:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
-
-
-def agent_status(agent: Agent) -> str:
-    """A short human summary, e.g. ``5/6 devices up, backlog 12 records, uplink ok``."""
-    up = sum(1 for p in agent.pollers if p.online)
-    parts = [f"{up}/{len(agent.pollers)} devices up"]
-    forwarder = agent.forwarder
-    if forwarder is None:
-        parts.append("no uplink")
-    else:
-        if agent.outbox is not None:
-            parts.append(f"backlog {agent.outbox.last_seq - agent.outbox.acked_through} records")
-        error = forwarder.stats.last_error
-        parts.append("uplink ok" if error is None else f"uplink failing: {error}")
-    return ", ".join(parts)
 
 
 def _watchdog_usec(env: Mapping[str, str], pid: int) -> int | None:

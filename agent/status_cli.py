@@ -226,7 +226,7 @@ def _unreachable(
         raise typer.Exit(1)
     typer.echo(f"gxpgate: {message}", err=True)
     typer.echo("From the buffer file (the daemon's own view is not available):", err=True)
-    from .cli import buffer_status  # the CLI module registers this command
+    from .buffer_cli import buffer_status
 
     buffer_status(config)
     raise typer.Exit(1)

@@ -43,7 +43,6 @@ The bearer token is compared in constant time and never logged. One debug line p
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import os
@@ -56,7 +55,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from email.message import Message
@@ -78,11 +77,8 @@ from agent.evidence import (
     public_key_pem,
     verify_signature,
 )
-from agent.keys import load_public_key
 
-from .script import QUALITY_SERVICE, Command, drive
-
-__all__ = ["BatchOutcome", "QualityServiceSimulator", "run_forever"]
+__all__ = ["BatchOutcome", "QualityServiceSimulator"]
 
 logger = logging.getLogger("gxpgate.simulators.quality_service")
 
@@ -1065,61 +1061,3 @@ class BatchOutcome:
     chain: str | None = None
     first_seq: int = 0
     last_seq: int = 0
-
-
-def run_forever(
-    db_path: str | os.PathLike[str],
-    host: str,
-    port: int,
-    public_key_paths: list[Path],
-    token: str | None,
-    print_fn: Callable[[str], object] = print,
-    mqtt_broker: tuple[str, int] | None = None,
-    script: Sequence[Command] = (),
-    interactive: bool = False,
-) -> None:
-    """Serve in the foreground until Ctrl-C (``gxpgate simulate quality-service``); with
-    ``mqtt_broker`` also consume the MQTT uplink's batches from that broker (CONTRACT §4).
-
-    Raises :class:`agent.keys.KeyFileError` for an unreadable or non-Ed25519 key file, and
-    :class:`TimeoutError` when the broker does not confirm the subscription.
-    """
-    from .mqtt_consumer import EVIDENCE_FILTER, MqttEvidenceConsumer  # it imports this module
-
-    keys = [load_public_key(Path(p)) for p in public_key_paths]
-    sim = QualityServiceSimulator(db_path, keys, host=host, port=port, token=token)
-    with sim:
-        print_fn(f"Quality-service simulator listening on {sim.url}")
-        consumer = None
-        if mqtt_broker is not None:
-            consumer = MqttEvidenceConsumer(sim, *mqtt_broker).start()
-            where = f"mqtt://{mqtt_broker[0]}:{mqtt_broker[1]}"
-            print_fn(f"Consuming {EVIDENCE_FILTER} from {where} (QoS 1, persistent session)")
-        try:
-            asyncio.run(
-                drive(
-                    lambda command: apply_command(sim, command),
-                    {},
-                    script,
-                    interactive,
-                    print_fn,
-                    QUALITY_SERVICE,
-                )
-            )
-        except KeyboardInterrupt:
-            pass
-        finally:
-            if consumer is not None:
-                consumer.stop()
-
-
-def apply_command(sim: QualityServiceSimulator, command: Command) -> None:
-    """Carry out one command of :data:`simulators.script.QUALITY_SERVICE`."""
-    if command.verb == "outage":
-        sim.outage(command.seconds or 0.0)
-    elif command.verb == "delay":
-        sim.set_delay(command.seconds or 0.0)
-    elif command.verb == "drop":
-        sim.drop_next(int(command.values[0]))
-    elif command.verb == "fail":
-        sim.fail_next(int(command.values[0]), int(command.values[1]), command.seconds)

@@ -19,9 +19,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.custody import CustodyBuilder
+from agent.lot_feed import LotFeed
 from agent.lots import (
     BadIdentifier,
-    LotFeed,
     LotRegister,
     LotRegisterError,
     Presence,

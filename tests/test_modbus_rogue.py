@@ -18,7 +18,6 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.metrics import take_snapshot
 from drivers.base import DeviceUnreachable
 from drivers.modbus_model import ModbusTcpDevice
 from drivers.modbus_tcp import ModbusTcpSource
@@ -131,12 +130,12 @@ def test_a_device_answering_only_exceptions_is_failing_once_then_recovered(
                 assert poller.up is True, "it answers: not offline"
                 assert poller.failing is not None
                 assert "Modbus exception 2" in poller.failing
-                health = take_snapshot(agent).devices[0]
+                health = agent.snapshot().devices[0]
                 assert health.failing
                 assert "Modbus exception 2" in (health.last_error or "")
                 sim.set_fault(1, None)
                 await until(lambda: poller.failing is None, what="recovery")
-                assert take_snapshot(agent).devices[0].failing is False
+                assert agent.snapshot().devices[0].failing is False
         events = [
             r["data"] for r in exported(config)
             if r["kind"] == "audit" and r["device"] == "wrong-unit"

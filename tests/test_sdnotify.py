@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.sdnotify import Notifier, agent_status
+from agent.sdnotify import Notifier
+from agent.snapshot import status_line
 from simulators.modbus_sim import ModbusSimulator
 from simulators.quality_service import QualityServiceSimulator
 
@@ -280,13 +281,13 @@ def test_status_summarises_devices_backlog_and_uplink(
                     assert agent.outbox is not None
                     await until(lambda: agent.outbox.acked_through > 0, what="a delivery")
                     await until(lambda: agent.forwarder.stats.last_error is None)
-                    assert agent_status(agent).endswith(" records, uplink ok")
+                    assert status_line(agent.snapshot()).endswith(" records, uplink ok")
                     qs.outage_start()
                     await until(lambda: agent.forwarder.stats.last_error is not None)
                     sim.set_fault(1, "no_answer")
                     await until(lambda: not agent.pollers[0].online, what="probe-1 offline")
                     await until(lambda: agent.outbox.last_seq - agent.outbox.acked_through > 5)
-                    status = agent_status(agent)
+                    status = status_line(agent.snapshot())
                     qs.outage_end()
         head, backlog, uplink = status.split(", ", 2)
         assert head == "1/2 devices up"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.alarms import point_rules
 from agent.cli import app
+from agent.points import point_rules
 from config import load_config
 
 runner = CliRunner()

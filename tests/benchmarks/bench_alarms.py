@@ -132,7 +132,7 @@ TICKS = 20
 
 def quiet_logs() -> None:
     """Every sealed alarm is logged as a warning (two per excursion); the figures say it."""
-    from agent.cli import quiet_libraries
+    from agent.logging_setup import quiet_libraries
 
     quiet_libraries()
     logging.getLogger("agent.alarm_outputs").setLevel(logging.ERROR)

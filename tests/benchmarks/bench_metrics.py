@@ -11,8 +11,8 @@ the alarm engine holds a machine per rule and point; all read unit 1, which stay
 no alarm is raised) on the in-process Modbus simulator every second, with the metrics endpoint
 on a free port. Measured once every device is up:
 
-1. :func:`agent.metrics.take_snapshot` on the event loop (it runs once a second): median and
-   p99 of 500 calls.
+1. :func:`agent.snapshot.take_snapshot` (through ``Agent.snapshot``) on the event loop (it
+   runs once a second): median and p99 of 500 calls.
 2. Rendering the exposition in a thread (``generate_latest``: the snapshot's families, the
    outbox reads, prometheus-client's process collector): median of 200.
 3. A scrape over HTTP (httpx, in a thread, back to back): median and p99 of 200, and its size.
@@ -38,7 +38,6 @@ import httpx
 from prometheus_client import generate_latest
 
 from agent.keys import generate_key_file
-from agent.metrics import take_snapshot
 from agent.runtime import Agent
 from simulators.modbus_sim import ModbusSimulator
 from tests.broker import free_port
@@ -108,7 +107,7 @@ async def measure(report: Report, agent: Agent, secs: float) -> None:
     times = []
     for _ in range(500):
         start = time.perf_counter_ns()
-        take_snapshot(agent)
+        agent.snapshot()
         times.append((time.perf_counter_ns() - start) / 1000)
     median, p99, _ = quantiles(times)
     report.add("snapshot_median_us", "take_snapshot, median", median, "µs", below=1000)

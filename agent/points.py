@@ -1,0 +1,44 @@
+"""Which rules watch which point: the site config resolved into the alarm engine's inputs.
+
+Pure: config in, :class:`~agent.rules.PointRules` out. The alarm service and the exposure book
+both start from it.
+"""
+
+from __future__ import annotations
+
+from config import GatewayConfig
+
+from .rules import GatewayCondition, PointRules
+
+__all__ = ["GATEWAY_CONDITIONS", "point_rules"]
+
+GATEWAY_CONDITIONS = (
+    GatewayCondition("buffer", "high_water", "alarm", "%"),
+    GatewayCondition("buffer", "full", "alarm", "%"),
+    GatewayCondition("buffer", "disk_full", "alarm", None),
+)
+"""Conditions of the gateway itself that raise local alarms (see agent/capacity.py)."""
+
+
+def point_rules(config: GatewayConfig) -> list[PointRules]:
+    """Every point's rules: its zone's profile for its quantity, then the zone's override for
+    that quantity, then the point's own override."""
+    found: list[PointRules] = []
+    for dev_id, dev in config.devices.items():
+        points = getattr(dev, "points", None)
+        if not points:
+            continue
+        # Subscriptions report changes only and file drops arrive when someone brings a
+        # file: for both, silence is normal and comm loss counts from the device going offline.
+        changes_only = getattr(dev, "mode", None) == "subscription" or dev.type == "csv_drop"
+        if getattr(dev, "mode", None) == "subscription":
+            interval = dev.publishing_interval_ms / 1000  # type: ignore[union-attr]
+        else:
+            interval = getattr(dev, "poll_interval_secs", 60.0)
+        for name, point in points.items():
+            zone_id = point.zone or dev.zone
+            rules = config.rules_of(dev_id, name)
+            found.append(
+                PointRules(zone_id, dev_id, name, point.unit, rules, interval, changes_only)
+            )
+    return found

@@ -33,6 +33,7 @@ from drivers.base import utc_now
 
 from .alarm_outputs import AlarmOutputs
 from .control import Peer
+from .evidence import format_time, parse_time
 from .exceptions import ExceptionJudge, Judged
 from .points import GATEWAY_CONDITIONS, point_rules
 from .recorder import CHECKPOINT, Recorder
@@ -46,7 +47,7 @@ from .rules import (
     RuleError,
     Transition,
 )
-from .sealing import Fact, format_time, parse_time
+from .sealing import Fact
 
 __all__ = ["AlarmService", "control_socket_path"]
 

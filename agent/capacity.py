@@ -46,7 +46,8 @@ from config.model import BufferConfig
 from drivers.base import utc_now
 
 from .alarms import AlarmService
-from .sealing import Fact, format_time
+from .evidence import format_time
+from .sealing import Fact
 
 __all__ = ["BufferGuard"]
 

@@ -21,14 +21,14 @@ from config import example_config_text
 
 from . import alarms_cli, buffer_cli, lots_cli, scan_cli, service_cli, status_cli
 from .cli_common import ConfigOption, fail, load
-from .evidence import public_key_pem
-from .keys import (
+from .evidence import (
     KeyFileError,
     describe,
     generate_key_file,
     load_private_key,
     load_public_key,
     public_key_path_for,
+    public_key_pem,
 )
 from .logging_setup import quiet_libraries, setup_logging
 
@@ -166,7 +166,7 @@ def verify(
     ],
 ) -> None:
     """Check hashes, signatures, chain links and gaps; exit 1 naming the first bad seq."""
-    from .verify import verify_file
+    from .evidence import verify_file
 
     try:
         keys = [load_public_key(path) for path in public_key]

@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 from config.model import ClockConfig
 from drivers.base import utc_now
 
-from .sealing import Fact, format_time
+from .evidence import format_time
+from .sealing import Fact
 
 __all__ = ["ClockMonitor", "ClockStep", "StepDetector", "SyncProbe", "ntp_synchronized"]
 

@@ -88,9 +88,10 @@ from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 from .backoff import Backoff
 from .devices import _Device, _raise_if_cancelled
 from .epcis_hash import event_hash
+from .evidence import format_time
 from .identity import ZoneMap
 from .recorder import Recorder
-from .sealing import Fact, format_time
+from .sealing import Fact
 
 __all__ = [
     "ADD_STEPS",

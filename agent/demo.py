@@ -44,14 +44,12 @@ from simulators.scanner_sim import DOCK_RECEIVING, PUT_AWAY, BarcodeScannerSimul
 from .alarms import control_socket_path
 from .control import request as control_request
 from .custody import CustodyStreamer
-from .evidence import public_key_pem
+from .evidence import Verdict, generate_key_file, load_private_key, public_key_pem, verify_lines
 from .exposure_report import lot_history
-from .keys import generate_key_file, load_private_key
 from .logging_setup import quiet_libraries
 from .lots import LotRegister, LotRegisterError, lot_id, lots_path_for
 from .runtime import Agent, AgentStartError
 from .sealing import Fact
-from .verify import Verdict, verify_lines
 
 __all__ = ["run_demo"]
 

@@ -39,9 +39,9 @@ from config.products import Policy, ProductRule
 from config.profiles import resolve_profile
 from drivers.gs1 import gs1_date
 
+from .evidence import parse_time
 from .lots import BadIdentifier, LotRegister, item_id, lot_id, parse_identifier, sscc_id
 from .rules import Event
-from .sealing import parse_time
 
 __all__ = [
     "OUTBOUND_STEPS",

@@ -44,11 +44,11 @@ from config.products import Policy
 from config.profiles import resolve_profile
 from config.rules_model import QUANTITY_UNITS
 
+from .evidence import format_time, parse_time
 from .exceptions import rule_id
 from .mkt import kinetic_term
 from .points import point_rules
 from .rules import Event
-from .sealing import format_time, parse_time
 
 __all__ = ["HOLD_INTERVALS", "ExposureBook", "union_secs"]
 

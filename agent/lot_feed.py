@@ -15,10 +15,11 @@ import orjson
 
 from buffer import Outbox, Row
 
+from .evidence import format_time
 from .exceptions import ExceptionJudge, Judged
 from .lots import LotRegister, LotRegisterError
 from .rules import Event
-from .sealing import Fact, format_time
+from .sealing import Fact
 
 __all__ = ["FeedSink", "LotFeed"]
 

@@ -87,7 +87,7 @@ import sqlite_utils
 from buffer import Outbox
 from drivers.gs1 import CSET82, GS, gs1_check_digit, parse_scan
 
-from .sealing import format_time
+from .evidence import format_time
 
 if TYPE_CHECKING:
     from .rules import Event

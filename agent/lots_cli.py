@@ -32,6 +32,7 @@ from config.policy_files import load_policy
 from config.products import PolicyError
 
 from .cli_common import ConfigOption, fail, load
+from .evidence import format_time
 from .exposure_report import LotHistory, lot_history
 from .lots import (
     BadIdentifier,
@@ -41,7 +42,6 @@ from .lots import (
     lots_path_for,
     parse_identifier,
 )
-from .sealing import format_time
 
 __all__ = ["app"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from buffer import BufferLock, BufferLocked
 from config import GatewayConfig
 
-from .keys import KeyFileError, key_path_for, load_private_key
+from .evidence import KeyFileError, key_path_for, load_private_key
 
 __all__ = ["Problem", "port_problems", "start_problems"]
 

@@ -40,12 +40,20 @@ from .clock import ClockMonitor, SyncProbe, ntp_synchronized
 from .control import ControlError, ControlServer
 from .custody import CustodyStreamer
 from .devices import DevicePoller, DeviceStreamer, cursor_prefix
-from .evidence import ChainVerifier, RecordInvalid, key_id, record_hash, verify_signature
+from .evidence import (
+    ChainVerifier,
+    KeyFileError,
+    RecordInvalid,
+    key_id,
+    key_path_for,
+    load_private_key,
+    record_hash,
+    verify_signature,
+)
 from .exceptions import ExceptionJudge
 from .exposure import ExposureBook
 from .forwarder import Forwarder
 from .identity import ZoneMap
-from .keys import KeyFileError, key_path_for, load_private_key
 from .lot_feed import LotFeed
 from .lots import LotRegister, LotRegisterError, lots_path_for
 from .metrics import Metrics, MetricsUnavailable

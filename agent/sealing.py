@@ -12,7 +12,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import nacl.signing
@@ -22,23 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from buffer import Row
 
-from .evidence import FORMAT_VERSION, GENESIS_PREV, canonical_bytes, key_id
+from .evidence import FORMAT_VERSION, GENESIS_PREV, canonical_bytes, format_time, key_id
 
-__all__ = ["Fact", "Sealer", "format_time", "parse_time"]
-
-_ZERO = timedelta(0)
-
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 UTC with microseconds, e.g. ``2026-11-21T10:00:00.123456Z``."""
-    if moment.utcoffset() != _ZERO:
-        raise ValueError(f"{moment!r} is not an aware UTC time")
-    return moment.isoformat(timespec="microseconds")[:-6] + "Z"  # drop "+00:00"
-
-
-def parse_time(text: str) -> datetime:
-    """The moment a record's time names (the inverse of :func:`format_time`)."""
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+__all__ = ["Fact", "Sealer"]
 
 
 @dataclass(slots=True)

@@ -124,7 +124,7 @@ def _validate(config_file: Path, dry_run: bool, example: bool) -> LoadedConfig |
 
 
 def _show_key(key_file: Path, dry_run: bool) -> None:
-    from .keys import KeyFileError, describe, load_private_key
+    from .evidence import KeyFileError, describe, load_private_key
 
     if dry_run and not os.access(key_file, os.R_OK):
         typer.echo("\nA real install prints the public key to enrol.")

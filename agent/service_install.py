@@ -534,7 +534,7 @@ class Installer:
     def create_key(self, account: Account | None) -> Path:
         """The signing key's file on this machine; created (0600, the service user's) if absent.
         An existing key is never touched."""
-        from .keys import KeyFileError, generate_key_file
+        from .evidence import KeyFileError, generate_key_file
 
         key = self.at(KEY_PATH)
         existing = _stat(key)

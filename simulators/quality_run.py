@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from agent.keys import load_public_key
+from agent.evidence import load_public_key
 
 from .mqtt_consumer import EVIDENCE_FILTER, MqttEvidenceConsumer
 from .quality_service import QualityServiceSimulator
@@ -32,7 +32,7 @@ def run_forever(
     """Serve in the foreground until Ctrl-C (``gxpgate simulate quality-service``); with
     ``mqtt_broker`` also consume the MQTT uplink's batches from that broker (CONTRACT §4).
 
-    Raises :class:`agent.keys.KeyFileError` for an unreadable or non-Ed25519 key file, and
+    Raises :class:`agent.evidence.KeyFileError` for an unreadable or non-Ed25519 key file, and
     :class:`TimeoutError` when the broker does not confirm the subscription.
     """
     keys = [load_public_key(Path(p)) for p in public_key_paths]

@@ -19,3 +19,18 @@ def test_import_contracts_are_kept() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "0 broken" in result.stdout
+
+
+def test_the_evidence_contract_is_a_leaf_of_the_agent() -> None:
+    """agent.evidence (what auditors' tools and the service re-implement) depends on nothing
+    else of the agent, so it can be read, and vendored, on its own."""
+    import grimp
+
+    graph = grimp.build_graph("agent")
+    outside = {
+        (importer, imported)
+        for importer in graph.find_descendants("agent.evidence") | {"agent.evidence"}
+        for imported in graph.find_modules_directly_imported_by(importer)
+        if imported.startswith("agent.") and not imported.startswith("agent.evidence")
+    }
+    assert not outside

@@ -87,7 +87,7 @@ def test_run_refuses_open_key_damaged_buffer_and_foreign_key(
     assert "mode 0640 lets other users read the signing key" in result.stderr
     os.chmod(key_path, 0o600)
 
-    from agent.keys import generate_key_file
+    from agent.evidence import generate_key_file
 
     other = generate_key_file(tmp_path / "other.key")
     fill(tmp_path / "buffer.db", other, 5).close()  # a chain signed by another key

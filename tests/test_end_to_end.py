@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from agent.verify import verify_lines
+from agent.evidence import verify_lines
 from config import load_config
 from simulators.modbus_sim import ModbusSimulator
 from simulators.quality_service import QualityServiceSimulator

@@ -11,8 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.evidence import key_id, public_key_pem
-from agent.keys import KeyFileError, load_private_key
+from agent.evidence import KeyFileError, key_id, load_private_key, public_key_pem
 
 from .sealed import fill
 

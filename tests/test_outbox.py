@@ -17,10 +17,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from agent.evidence import ChainVerifier
-from agent.keys import generate_key_file
+from agent.evidence import ChainVerifier, generate_key_file, verify_lines
 from agent.sealing import Sealer
-from agent.verify import verify_lines
 from buffer import BufferCorrupt, BufferMismatch, Outbox
 
 from .sealed import fill, reading
@@ -29,7 +27,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from agent.keys import load_private_key
+    from agent.evidence import load_private_key
     from agent.sealing import Sealer
     from buffer import Outbox
     from tests.sealed import reading

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.keys import generate_key_file
+from agent.evidence import generate_key_file
 from config import load_config
 from config.policy_files import load_policy, parse_hold_csv, parse_products_csv
 from config.products import (

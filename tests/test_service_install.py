@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.keys import describe, load_private_key
+from agent.evidence import describe, load_private_key
 from agent.service_install import (
     DEFAULT_CONFIG,
     member_groups,

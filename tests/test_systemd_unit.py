@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.keys import KeyFileError, generate_key_file, key_path_for, load_private_key
+from agent.evidence import KeyFileError, generate_key_file, key_path_for, load_private_key
 from agent.service_install import DEFAULT_CONFIG, render_unit, unit_file_text
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -475,7 +475,7 @@ def broker_version(kind: str) -> str:
 
 
 def write_config(directory: Path, modbus_port: int, broker_port: int, poll: float) -> Path:
-    from agent.keys import generate_key_file
+    from agent.evidence import generate_key_file
 
     directory.mkdir(parents=True, exist_ok=True)
     key_file = directory / "signing.key"

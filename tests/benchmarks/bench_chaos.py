@@ -42,8 +42,7 @@ from typing import Any
 
 import orjson
 
-from agent.keys import generate_key_file
-from agent.sealing import format_time
+from agent.evidence import format_time, generate_key_file
 from buffer import Outbox
 from drivers.base import utc_now
 from simulators.modbus_sim import ModbusSimulator

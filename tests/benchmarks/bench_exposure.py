@@ -29,9 +29,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from agent.evidence import format_time
 from agent.exposure import ExposureBook
 from agent.lots import LotRegister
-from agent.sealing import format_time
 from config import load_config
 from config.policy_files import load_policy
 

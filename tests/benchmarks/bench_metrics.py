@@ -37,7 +37,7 @@ from pathlib import Path
 import httpx
 from prometheus_client import generate_latest
 
-from agent.keys import generate_key_file
+from agent.evidence import generate_key_file
 from agent.runtime import Agent
 from simulators.modbus_sim import ModbusSimulator
 from tests.broker import free_port

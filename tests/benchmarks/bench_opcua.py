@@ -365,7 +365,7 @@ def write_config(
     sampling_ms: int,
     commit_interval_ms: int | None,
 ) -> Path:
-    from agent.keys import generate_key_file
+    from agent.evidence import generate_key_file
 
     directory.mkdir(parents=True)
     key_file = directory / "signing.key"

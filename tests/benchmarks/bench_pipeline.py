@@ -61,6 +61,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from agent.evidence import (
     ChainVerifier,
     canonical_bytes,
+    format_time,
     key_id,
     public_key_pem,
     sign_hash,
@@ -68,7 +69,7 @@ from agent.evidence import (
 )
 from agent.forwarder import Forwarder
 from agent.recorder import Recorder
-from agent.sealing import Fact, Sealer, format_time
+from agent.sealing import Fact, Sealer
 from buffer import Outbox, Row
 from config.model import UplinkConfig
 from tests.benchmarks.reporting import (
@@ -106,7 +107,7 @@ _DEVICES = 24
 SIM_SCRIPT = """\
 import json, sys, time
 from pathlib import Path
-from agent.keys import load_public_key
+from agent.evidence import load_public_key
 from simulators.quality_service import QualityServiceSimulator
 db, pem, port, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 qs = QualityServiceSimulator(db, [load_public_key(Path(pem))], port=port, verify_signatures=mode)

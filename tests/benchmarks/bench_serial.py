@@ -429,7 +429,7 @@ class SimChild:
 
 
 def write_config(directory: Path, devices: str) -> Path:
-    from agent.keys import generate_key_file
+    from agent.evidence import generate_key_file
 
     directory.mkdir(parents=True, exist_ok=True)
     key_file = directory / "signing.key"

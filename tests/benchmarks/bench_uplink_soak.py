@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.keys import generate_key_file
+from agent.evidence import generate_key_file
 from simulators.modbus_sim import ModbusSimulator
 from simulators.quality_service import QualityServiceSimulator
 

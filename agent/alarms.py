@@ -25,15 +25,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from buffer import Outbox, Row
+from buffer import Outbox
 from config.model import GatewayConfig
 from drivers.base import utc_now
 
 from .alarm_outputs import AlarmOutputs
 from .control import Peer
-from .evidence import format_time, parse_time
+from .evidence import format_time
 from .exceptions import ExceptionJudge, Judged
 from .points import GATEWAY_CONDITIONS, point_rules
 from .recorder import CHECKPOINT, Recorder
@@ -47,7 +45,7 @@ from .rules import (
     RuleError,
     Transition,
 )
-from .sealing import Fact
+from .sealing import Committed, Fact
 
 __all__ = ["AlarmService", "control_socket_path"]
 
@@ -63,10 +61,6 @@ STOP_HANDOVER_SECS = 5.0
 
 def control_socket_path(config: GatewayConfig) -> Path:
     return config.alarms.control_socket or config.buffer.path.parent / "gxpgate.sock"
-
-
-def _epoch(text: str) -> float:
-    return parse_time(text).timestamp()
 
 
 class AlarmService:
@@ -115,8 +109,7 @@ class AlarmService:
             if not rows:
                 break
             for seq, body in rows:
-                record = orjson.loads(body)
-                self._queue_all(self._feed_record(seq, record))
+                self._observe(Committed.stored(seq, body))
                 self.replayed += 1
             after = rows[-1][0]
         if self.replayed:
@@ -126,13 +119,15 @@ class AlarmService:
         for rule, detail, zone in self.engine.watched_events("wrong_zone"):
             judge.watch(rule, detail, zone)
         after = self.engine.judged_through
+        through = outbox.last_seq  # the recorder does not run yet: nothing is added meanwhile
         while True:
-            rows = outbox.pending(after, REPLAY_CHUNK)
+            rows = outbox.pending(after, REPLAY_CHUNK, kind="custody")
             if not rows:
                 break
-            custody = [orjson.loads(body) for _seq, body in rows if b'"kind":"custody"' in body]
             after = rows[-1][0]
+            custody = [Committed.stored(seq, body) for seq, body in rows]
             self.exceptions(judge.judge(custody), [], after)
+        self.engine.judged_through = max(self.engine.judged_through, through)
 
     def exceptions(self, judged: Judged | None, events: list[Event], through: int) -> None:
         """What the lot feed found: custody exceptions judged through ``through``, and time out
@@ -148,54 +143,40 @@ class AlarmService:
         for event in events:
             self._queue_all(engine.raise_event(event, now))
 
-    def _feed_record(self, seq: int, record: dict[str, Any]) -> list[Transition]:
-        kind = record["kind"]
-        if kind == "reading":
-            if record["device"] is None or record["point"] is None:
-                return []
-            at = _epoch(record["at"])
-            src = record["src_at"]
-            reading = Reading(
-                seq, record["device"], record["point"], record["value"], record["quality"],
-                _epoch(src) if src else at, at,
-            )  # fmt: skip
-            return self.engine.observe(reading)
-        if kind == "audit":
-            event = record["data"].get("event")
-            if event in ("device_offline", "device_online") and record["device"]:
-                at = _epoch(record["at"])
-                self.engine.device_status(record["device"], event == "device_online", at, seq)
-        return []
-
     # -- the recorder's side -----------------------------------------------------------------
 
-    def on_commit(self, facts: Sequence[Fact], rows: Sequence[Row]) -> None:
-        for fact, row in zip(facts, rows, strict=True):
-            if fact.kind == "reading":
-                if fact.device is None or fact.point is None:
-                    continue
-                at = fact.at.timestamp()
-                reading = Reading(
-                    row.seq, fact.device, fact.point, fact.value, fact.quality or "bad",
-                    fact.src_at.timestamp() if fact.src_at else at, at,
-                )  # fmt: skip
-                self._queue_all(self.engine.observe(reading))
-            elif fact.kind == "audit":
-                event = fact.data.get("event")
-                if event in ("device_offline", "device_online") and fact.device:
-                    online = event == "device_online"
-                    self.engine.device_status(fact.device, online, fact.at.timestamp(), row.seq)
-            elif fact.kind == "alarm":
-                self._sealed(fact, row)
+    def on_commit(self, committed: Sequence[Committed]) -> None:
+        for record in committed:
+            if record.kind == "alarm":
+                self._sealed(record)
+            else:
+                self._observe(record)
 
-    def _sealed(self, fact: Fact, row: Row) -> None:
+    def _observe(self, record: Committed) -> None:
+        """Readings and device status into the engine (live and on replay alike); what the
+        engine finds is queued for sealing."""
+        if record.kind == "reading":
+            if record.device is None or record.point is None:
+                return
+            reading = Reading(
+                record.seq, record.device, record.point, record.value, record.quality or "bad",
+                record.src_secs if record.src_secs is not None else record.at_secs,
+                record.at_secs,
+            )  # fmt: skip
+            self._queue_all(self.engine.observe(reading))
+        elif record.kind == "audit":
+            event = record.data.get("event")
+            if event in ("device_offline", "device_online") and record.device:
+                online = event == "device_online"
+                self.engine.device_status(record.device, online, record.at_secs, record.seq)
+
+    def _sealed(self, record: Committed) -> None:
         self.sealed_alarms += 1
         self.sealed_event.set()
-        record = orjson.loads(row.body)
-        self.outputs.sealed(record)
-        waiter = self._sealed_waiters.pop((fact.data["alarm_id"], fact.data["state"]), None)
+        self.outputs.sealed(record.record())
+        waiter = self._sealed_waiters.pop((record.data["alarm_id"], record.data["state"]), None)
         if waiter is not None and not waiter.done():
-            waiter.set_result(row.seq)
+            waiter.set_result(record.seq)
 
     def _queue_all(self, transitions: Iterable[Transition]) -> None:
         for transition in transitions:

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from buffer import Outbox, OutboxError, Row
+from buffer import Outbox, OutboxError
 from config import LoadedConfig, load_config
 from config.policy_files import load_policy
 from config.products import PolicyError
@@ -49,7 +49,7 @@ from .exposure_report import lot_history
 from .logging_setup import quiet_libraries
 from .lots import LotRegister, LotRegisterError, lot_id, lots_path_for
 from .runtime import Agent, AgentStartError
-from .sealing import Fact
+from .sealing import Committed
 
 __all__ = ["run_demo"]
 
@@ -290,8 +290,8 @@ class LiveState:
     sealed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set at each alarm transition sealed; the script waits on it (:meth:`wait_for`)."""
 
-    def on_commit(self, facts: Sequence[Fact], _rows: Sequence[Row]) -> None:
-        for fact in facts:
+    def on_commit(self, committed: Sequence[Committed]) -> None:
+        for fact in committed:
             if fact.kind == "alarm":
                 alarm_id = fact.data["alarm_id"]
                 before = self.alarms.get(alarm_id, {})

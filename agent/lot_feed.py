@@ -9,17 +9,14 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Protocol, Self
 
-import orjson
+from buffer import Outbox
 
-from buffer import Outbox, Row
-
-from .evidence import format_time
 from .exceptions import ExceptionJudge, Judged
 from .lots import LotRegister, LotRegisterError
 from .rules import Event
-from .sealing import Fact
+from .sealing import Committed
 
 __all__ = ["FeedSink", "LotFeed"]
 
@@ -64,7 +61,7 @@ class LotFeed:
         self.failed: str | None = None
         self._points = points
         """Temperature points whose readings the book needs."""
-        self._queue: deque[tuple[list[dict[str, Any]], int]] = deque()
+        self._queue: deque[tuple[list[Committed], int]] = deque()
         self._held: list[tuple[Judged | None, list[Event], int]] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -102,28 +99,24 @@ class LotFeed:
         finally:
             await asyncio.to_thread(self.register.close)
 
-    def on_commit(self, facts: Sequence[Fact], rows: Sequence[Row]) -> None:
-        if not rows:
+    def on_commit(self, committed: Sequence[Committed]) -> None:
+        if not committed:
             return
-        self._tail = rows[-1].seq
-        wanted: list[dict[str, Any]] = []
+        self._tail = committed[-1].seq
+        book = self.register.book
         points = self._points
-        for fact, row in zip(facts, rows, strict=True):
-            kind = row.kind
-            if kind == "custody" or (kind == "alarm" and self.register.book is not None):
-                wanted.append(orjson.loads(row.body))
-            elif (
-                kind == "reading"
-                and (fact.device, fact.point) in points
-                and fact.quality == "good"
-                and not fact.data.get("backfill")
-            ):
-                reading = {
-                    "kind": "reading", "seq": row.seq, "device": fact.device,
-                    "point": fact.point, "value": fact.value, "quality": "good",
-                    "at": format_time(fact.at), "data": {},
-                }  # fmt: skip
-                wanted.append(reading)
+        wanted = [
+            record
+            for record in committed
+            if record.kind == "custody"
+            or (book is not None and record.kind == "alarm")
+            or (
+                record.kind == "reading"
+                and (record.device, record.point) in points
+                and record.quality == "good"
+                and not record.data.get("backfill")
+            )
+        ]
         if wanted or self._tail - self._queued_through >= self.CHECKPOINT_EVERY:
             self._queue.append((wanted, self._tail))
             self._queued_through = self._tail
@@ -161,7 +154,7 @@ class LotFeed:
             self._deliver(found)
 
     def _apply(
-        self, batch: list[tuple[list[dict[str, Any]], int]], check: bool
+        self, batch: list[tuple[list[Committed], int]], check: bool
     ) -> tuple[Judged | None, list[Event], int]:
         records = [record for wanted, _through in batch for record in wanted]
         through = batch[-1][1] if batch else self.register.last_seq

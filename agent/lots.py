@@ -81,13 +81,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, Self
 from urllib.parse import unquote
 
-import orjson
 import sqlite_utils
 
 from buffer import Outbox
 from drivers.gs1 import CSET82, GS, gs1_check_digit, parse_scan
 
 from .evidence import format_time
+from .sealing import Committed
 
 if TYPE_CHECKING:
     from .rules import Event
@@ -468,8 +468,8 @@ class LotRegister:
                 self._set_meta({"incomplete_before": str(rows[0][0])})
                 self.incomplete_before = rows[0][0]
             first = False
-            records = [orjson.loads(body) for _seq, body in rows]
-            applied += self.apply([r for r in records if r.get("kind") in _APPLIED], rows[-1][0])
+            records = [Committed.stored(seq, body) for seq, body in rows]
+            applied += self.apply([r for r in records if r.kind in _APPLIED], rows[-1][0])
             after = rows[-1][0]
         if applied:
             log.info("lots.replayed custody_records=%d through_seq=%d", applied, self.last_seq)

@@ -21,7 +21,7 @@ from buffer import BufferWriteError, Outbox, Row
 from drivers.base import utc_now
 
 from .backoff import Backoff
-from .sealing import Fact, Sealer
+from .sealing import Committed, Fact, Sealer
 
 __all__ = ["Recorder"]
 
@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 QUIET_SECS = 0.01
 COMMIT_RETRY_MAX_SECS = 2.0
 
-CommitListener = Callable[[Sequence[Fact], Sequence[Row]], None]
-"""Called after each commit with the sealed facts and their rows, index for index."""
+CommitListener = Callable[[Sequence[Committed]], None]
+"""Called after each commit with what it committed, in seq order."""
 
 CHECKPOINT = ""
 """The ``kind`` of a state-only fact: committed, never sealed."""
@@ -196,9 +196,12 @@ class Recorder:
             self._write_failing = False
             log.warning("buffer.write_recovered")
         self.sealed += len(rows)
+        if not self.listeners:
+            return
         facts = [fact for fact in batch if fact.kind != CHECKPOINT]
+        committed = [Committed.live(fact, row) for fact, row in zip(facts, rows, strict=True)]
         for listener in self.listeners:
-            listener(facts, rows)
+            listener(committed)
 
     def _give_up(self, batch: list[Fact], exc: BufferWriteError) -> None:
         while not self._queue.empty():

@@ -402,7 +402,7 @@ class Agent:
             policy.handle_sighup(stack)
             if cfg.uplink is not None:
                 self.forwarder = await stack.enter_async_context(self._uplink(outbox, recorder))
-                recorder.listeners.append(lambda _facts, _rows: self._wake_forwarder())
+                recorder.listeners.append(lambda _committed: self._wake_forwarder())
             metrics = await self._open_metrics(stack, recorder)
             recorder_task = core.create_task(recorder.run(), name="recorder")
             forwarder_task = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from buffer import Row
 
-from .evidence import FORMAT_VERSION, GENESIS_PREV, canonical_bytes, format_time, key_id
+from .evidence import FORMAT_VERSION, GENESIS_PREV, canonical_bytes, format_time, key_id, parse_time
 
-__all__ = ["Fact", "Sealer"]
+__all__ = ["Committed", "Fact", "Sealer"]
 
 
 @dataclass(slots=True)
@@ -43,6 +43,85 @@ class Fact:
     src_at: datetime | None = None
     state: dict[str, str] | None = None
     """A source's resume state entries (key → JSON) to commit in the same transaction."""
+
+
+def sealed_values(fact: Fact) -> tuple[float | None, str | None, dict[str, Any]]:
+    """The value, quality and data a fact is sealed with: JSON has no NaN, so a non-finite
+    value (a driver bug) becomes a ``bad`` record saying so rather than an unverifiable one."""
+    value, quality, data = fact.value, fact.quality, fact.data
+    if value is not None and not math.isfinite(value):
+        return None, "bad", {**data, "error": f"non-finite value {value}"}
+    return value, quality, data
+
+
+_VIEW_FIELDS = (
+    "seq", "kind", "at", "src_at", "zone", "device", "point", "value", "unit", "quality", "data",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Committed(Mapping[str, Any]):
+    """A sealed record once it is committed, as every consumer sees it: the recorder's
+    listeners live, and replays from the outbox (:meth:`stored`) alike.
+
+    It reads as a mapping of the record's own fields (``seq``, ``kind``, ``at``, ``src_at``,
+    ``zone``, ``device``, ``point``, ``value``, ``unit``, ``quality``, ``data``, with the
+    record's texts), so code written against records takes it as it is; :attr:`at_secs` and
+    :attr:`src_secs` are the times as epoch seconds, :attr:`body` the sealed bytes and
+    :meth:`record` the whole record (chain, hash, signature)."""
+
+    seq: int
+    kind: str
+    at: str
+    src_at: str | None
+    zone: str | None
+    device: str | None
+    point: str | None
+    value: Any
+    unit: str | None
+    quality: str | None
+    data: Mapping[str, Any]
+    body: bytes
+    at_secs: float
+    src_secs: float | None
+
+    @classmethod
+    def live(cls, fact: Fact, row: Row) -> Committed:
+        """The view of ``fact`` as sealed into ``row``, without parsing the body."""
+        value, quality, data = sealed_values(fact)
+        src = fact.src_at
+        return cls(
+            row.seq, row.kind, row.at, format_time(src) if src else None, fact.zone,
+            fact.device, fact.point, value, fact.unit, quality, data, row.body,
+            fact.at.timestamp(), src.timestamp() if src else None,
+        )  # fmt: skip
+
+    @classmethod
+    def stored(cls, seq: int, body: bytes) -> Committed:
+        """The view of a record read back from the outbox."""
+        r = orjson.loads(body)
+        at, src = r["at"], r["src_at"]
+        return cls(
+            seq, r["kind"], at, src, r["zone"], r["device"], r["point"], r["value"], r["unit"],
+            r["quality"], r["data"], body, parse_time(at).timestamp(),
+            parse_time(src).timestamp() if src else None,
+        )  # fmt: skip
+
+    def record(self) -> dict[str, Any]:
+        """The whole sealed record (parsed from :attr:`body`)."""
+        record: dict[str, Any] = orjson.loads(self.body)
+        return record
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in _VIEW_FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_VIEW_FIELDS)
+
+    def __len__(self) -> int:
+        return len(_VIEW_FIELDS)
 
 
 class Sealer:
@@ -72,10 +151,7 @@ class Sealer:
         seq = last_seq
         for fact in facts:
             seq += 1
-            value, quality, data = fact.value, fact.quality, fact.data
-            if value is not None and not math.isfinite(value):
-                # JSON has no NaN; a driver bug must not become an unverifiable record.
-                value, quality, data = None, "bad", {**data, "error": f"non-finite value {value}"}
+            value, quality, data = sealed_values(fact)
             at = format_time(fact.at)
             record: dict[str, Any] = {
                 "v": FORMAT_VERSION,

@@ -459,12 +459,20 @@ class Outbox:
             row = self._reader.execute("SELECT min(seq) FROM records").fetchone()
         return int(row[0] or 0)
 
-    def pending(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
-        """Up to ``limit`` records with ``seq > after_seq``, ascending."""
+    def pending(
+        self, after_seq: int, limit: int, kind: str | None = None
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` records with ``seq > after_seq``, ascending; with ``kind``, only
+        records of that kind (read from the stored column, not sniffed from the bodies)."""
         with self._read_lock:
+            if kind is None:
+                return self._reader.execute(
+                    "SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after_seq, limit),
+                ).fetchall()
             return self._reader.execute(
-                "SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after_seq, limit),
+                "SELECT seq, body FROM records WHERE seq > ? AND kind = ? ORDER BY seq LIMIT ?",
+                (after_seq, kind, limit),
             ).fetchall()
 
     def newest(self, kind: str, limit: int) -> list[tuple[int, bytes]]:

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from agent.runtime import Agent
-from agent.sealing import Fact
+from agent.sealing import Committed
 from buffer import Outbox
 from config import load_config
 
@@ -62,7 +62,7 @@ def watch_event(agent: Agent, event: str) -> asyncio.Event:
     seen = asyncio.Event()
     assert agent.recorder is not None
 
-    def on_commit(facts: Sequence[Fact], _rows: object) -> None:
+    def on_commit(facts: Sequence[Committed]) -> None:
         if any(f.data.get("event") == event for f in facts):
             seen.set()
 

@@ -118,7 +118,7 @@ def test_a_restart_in_the_middle_of_a_file_neither_repeats_nor_skips(
             assert agent.recorder is not None
             recorder = agent.recorder
 
-            def stop_early(_facts: object, _rows: object) -> None:
+            def stop_early(_committed: object) -> None:
                 if recorder.sealed >= 1000:
                     running.stop.set()
 

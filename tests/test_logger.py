@@ -73,7 +73,7 @@ def test_an_hour_off_the_line_is_read_back_once_across_a_restart(write_config) -
                 assert agent.recorder is not None
                 recorder = agent.recorder
 
-                def stop_mid_backfill(facts: list, _rows: object) -> None:
+                def stop_mid_backfill(facts: list) -> None:
                     if any(f.data.get("backfill") for f in facts):
                         running.stop.set()
 

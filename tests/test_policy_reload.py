@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from agent.runtime import Agent, AgentStartError
-from agent.sealing import Fact
+from agent.sealing import Committed
 from config import load_config
 from config.products import Policy
 from tests.conftest import ConfigWriter
@@ -69,7 +69,7 @@ def test_start_load_is_sealed_sighup_reloads_and_a_bad_edit_keeps_the_previous_v
             assert recorder is not None
             committed: list[str] = []  # policy records after the start's
 
-            def on_commit(facts: Sequence[Fact], _rows: object) -> None:
+            def on_commit(facts: Sequence[Committed]) -> None:
                 committed.extend(
                     f.data["event"]
                     for f in facts

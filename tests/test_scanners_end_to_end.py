@@ -28,8 +28,7 @@ from typer.testing import CliRunner
 from agent.custody import CustodyStreamer
 from agent.lots_cli import app as lots_app
 from agent.runtime import Agent
-from agent.sealing import Fact
-from buffer import Row
+from agent.sealing import Committed as Record
 from drivers.base import DeviceUnreachable
 from drivers.gs1 import escape_text
 from drivers.scanner import (
@@ -261,7 +260,7 @@ class Committed:
         assert agent.recorder is not None
         agent.recorder.listeners.append(self.on_commit)
 
-    def on_commit(self, facts: Sequence[Fact], _rows: Sequence[Row]) -> None:
+    def on_commit(self, facts: Sequence[Record]) -> None:
         for fact in facts:
             if fact.kind == "custody":
                 self.custody += 1

@@ -96,7 +96,6 @@ if TYPE_CHECKING:
 
     from agent.rules import Engine, PointRules, Reading
     from agent.runtime import Agent
-    from agent.sealing import Fact
     from config.rules_model import QuantityRules
     from simulators.modbus_sim import ModbusSimulator
     from tests.broker import Broker
@@ -633,11 +632,11 @@ class CommitProbe:
     alarms: dict[tuple[str, str], float] = field(default_factory=dict)
     """(alarm_id, state) -> commit monotonic."""
 
-    def on_commit(self, facts: Sequence[Fact], _rows: object) -> None:
+    def on_commit(self, facts: Sequence[Any]) -> None:
         now = time.monotonic()
         for fact in facts:
             if fact.kind == "reading" and fact.device == DEVICE and fact.point == POINT:
-                self.readings.append((now, fact.at.timestamp(), fact.value))
+                self.readings.append((now, fact.at_secs, fact.value))
             elif fact.kind == "alarm":
                 self.alarms[(fact.data["alarm_id"], fact.data["state"])] = now
 

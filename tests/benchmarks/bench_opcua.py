@@ -316,7 +316,7 @@ class Probe:
     group_tail_ms: list[float] = field(default_factory=list)
     """Per commit group: last acquisition -> commit (recorder wait, seal, append, fsync)."""
 
-    def on_commit(self, facts: Sequence[Any], _rows: Sequence[Any]) -> None:
+    def on_commit(self, facts: Sequence[Any]) -> None:
         now = time.time()
         if self.start <= now < self.end:
             self.groups_in_window += 1
@@ -325,14 +325,14 @@ class Probe:
         for fact in facts:
             if fact.kind != "reading":
                 continue
-            at = fact.at.timestamp()
+            at = fact.at_secs
             first_at, last_at = min(first_at, at), max(last_at, at)
             if self.start <= at < self.end:
                 self.acquired_in_window += 1
             if fact.src_at is None:
                 self.readings_without_src_at += 1
                 continue
-            src = fact.src_at.timestamp()
+            src = fact.src_secs
             if self.start <= src < self.end:
                 self.change_to_commit_ms.append((now - src) * 1000)
                 self.change_to_acq_ms.append((at - src) * 1000)

@@ -69,7 +69,7 @@ from agent.evidence import (
 )
 from agent.forwarder import Forwarder
 from agent.recorder import Recorder
-from agent.sealing import Fact, Sealer
+from agent.sealing import Committed, Fact, Sealer
 from buffer import Outbox, Row
 from config.model import UplinkConfig
 from tests.benchmarks.reporting import (
@@ -241,7 +241,7 @@ async def through_recorder(
     total = len(facts)
     done = asyncio.Event()
 
-    def on_commit(_facts: Sequence[Fact], _rows: Sequence[Row]) -> None:
+    def on_commit(_facts: Sequence[Committed]) -> None:
         if recorder.sealed >= total:
             done.set()
 
@@ -970,7 +970,7 @@ def child_seal(directory: Path, count: int) -> int:
             recorder = Recorder(outbox, sealer)
             done = asyncio.Event()
 
-            def on_commit(_facts: Sequence[Fact], _rows: Sequence[Row]) -> None:
+            def on_commit(_facts: Sequence[Committed]) -> None:
                 if recorder.sealed >= count:
                     done.set()
 

@@ -80,7 +80,6 @@ from tests.benchmarks.reporting import (  # noqa: E402
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
-    from agent.sealing import Fact
     from drivers.modbus_model import ModbusRtuBus, ReadRequest
     from drivers.modbus_rtu import RtuBus
     from tests.running import Running
@@ -580,11 +579,11 @@ class RtuProbe:
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(device, error) of the bad readings in the window."""
 
-    def on_commit(self, facts: Sequence[Fact], _rows: object) -> None:
+    def on_commit(self, facts: Sequence[Any]) -> None:
         for fact in facts:
             if fact.kind != "reading" or fact.device is None:
                 continue
-            if self.start <= fact.at.timestamp() < self.end:
+            if self.start <= fact.at_secs < self.end:
                 if fact.quality == "good":
                     self.good[fact.device] += 1
                 else:
@@ -809,7 +808,7 @@ class BackfillProbe:
     def __post_init__(self) -> None:
         self.per_record = bytearray(self.records + 1)
 
-    def on_commit(self, facts: Sequence[Fact], _rows: object) -> None:
+    def on_commit(self, facts: Sequence[Any]) -> None:
         if not math.isnan(self.first_commit) or any(f.data.get("backfill") for f in facts):
             self.commits += 1
             self.committed_facts += len(facts)

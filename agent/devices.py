@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -175,8 +175,21 @@ def _raise_if_cancelled(task: asyncio.Task[object] | None) -> None:
 
 
 class DevicePoller(_Device):
+    """A polled source on fixed slots of the monotonic clock.
+
+    ``clock`` (default: the event loop's clock) and ``sleep`` (default :func:`asyncio.sleep`)
+    are what the slots, overruns and backoff waits are counted on; tests inject both.
+    """
+
     def __init__(
-        self, source: PolledSource, zones: ZoneMap, recorder: Recorder, reconnect_max_secs: float
+        self,
+        source: PolledSource,
+        zones: ZoneMap,
+        recorder: Recorder,
+        reconnect_max_secs: float,
+        *,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         interval = source.poll_interval_secs
         backoff = Backoff(min(1.0, interval), max(reconnect_max_secs, interval))
@@ -185,13 +198,19 @@ class DevicePoller(_Device):
         self.polls = 0
         self.overruns = 0
         self.caught_up = 0
+        self._clock = clock
+        self._sleep = sleep
+
+    def _now(self) -> Callable[[], float]:
+        return self._clock or asyncio.get_running_loop().time
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        now = self._now()
+        sleep = self._sleep
         interval = self.source.poll_interval_secs
         task = asyncio.current_task()
         async with self.source:
-            next_slot = loop.time()
+            next_slot = now()
             while True:
                 failure: DriverError | None = None
                 try:
@@ -208,41 +227,41 @@ class DevicePoller(_Device):
                 await self.record(samples)
                 await self.record_events(self.source)
                 if failure is not None:
-                    await asyncio.sleep(delay)
-                    next_slot = loop.time()
+                    await sleep(delay)
+                    next_slot = now()
                     continue
                 await self.came_online()
                 await self.judge_answers(samples)
                 next_slot += interval
-                now = loop.time()
-                if next_slot < now:
-                    missed = int((now - next_slot) // interval) + 1
+                ended = now()
+                if next_slot < ended:
+                    missed = int((ended - next_slot) // interval) + 1
                     self.overruns += missed
                     log.warning("device.overrun device=%s skipped_polls=%d", self.device, missed)
                     next_slot += missed * interval
                 if not await self._catch_up(next_slot):
-                    next_slot = loop.time()  # a failed catch-up: retry after the backoff
+                    next_slot = now()  # a failed catch-up: retry after the backoff
                     continue
-                await asyncio.sleep(next_slot - loop.time())
+                await sleep(next_slot - now())
 
     async def _catch_up(self, until: float) -> bool:
         """Use the rest of the poll slot for old data (a logger's memory); False on failure."""
         catch_up = getattr(self.source, "catch_up", None)
         if catch_up is None:
             return True
-        loop = asyncio.get_running_loop()
-        while loop.time() < until:
+        now = self._now()
+        while now() < until:
             try:
                 samples = await catch_up()
             except DeviceUnreachable as exc:
                 delay = await self.went_offline(exc)
                 await self.record(exc.samples, live=False)
                 await self.record_events(self.source)
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 return False
             except DriverError as exc:
                 await self.record_events(self.source)
-                await asyncio.sleep(await self.went_offline(exc))
+                await self._sleep(await self.went_offline(exc))
                 return False
             await self.record_events(self.source)
             if samples is None:

@@ -205,12 +205,15 @@ class Forwarder:
         record: Callable[[Fact], Awaitable[None]],
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
+        """``transport`` and ``sleep`` (the wait after a failed attempt) are for tests."""
         self.outbox = outbox
         self.config = config
         self.record = record
         self.stats = UplinkStats()
         self._transport = transport
+        self._sleep = sleep
         self._client: httpx.AsyncClient | None = None
         self._wake = asyncio.Event()
         self._limit = config.batch_max_records
@@ -454,7 +457,7 @@ class Forwarder:
         if self.stats.failed(exc.kind, exc.reason):
             log.warning("uplink.failing kind=%s error=%s", exc.kind, exc.reason)
         self._cursor_known = False
-        await asyncio.sleep(retry_delay(self._backoff, exc.kind, exc.retry_after))
+        await self._sleep(retry_delay(self._backoff, exc.kind, exc.retry_after))
 
     def _succeeded(self, acked: int, count: int) -> None:
         if self.stats.delivered(acked):

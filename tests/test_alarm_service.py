@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.alarms import AlarmService, stop_quietly
 from agent.control import Peer
+from agent.evidence import format_time
 from agent.recorder import Recorder
-from agent.sealing import Fact, Sealer, format_time
+from agent.sealing import Committed, Fact, Sealer
 from buffer import Outbox
 from config import load_config
 from config.model import GatewayConfig
@@ -70,8 +71,8 @@ class Session:
         self._recorder_task: asyncio.Task[None] | None = None
         self._service_task: asyncio.Task[None] | None = None
 
-    def _count(self, facts: Sequence[Fact], _rows: object) -> None:
-        self.judged += sum(1 for fact in facts if fact.kind == "reading")
+    def _count(self, committed: Sequence[Committed]) -> None:
+        self.judged += sum(1 for record in committed if record.kind == "reading")
 
     async def __aenter__(self) -> Session:
         if self.alarms:

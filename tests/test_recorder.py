@@ -21,9 +21,9 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.evidence import verify_lines
 from agent.recorder import Recorder
-from agent.sealing import Fact, Sealer
-from agent.verify import verify_lines
+from agent.sealing import Committed, Fact, Sealer
 from buffer import Outbox, Row
 
 from .running import until
@@ -60,16 +60,13 @@ class FullDisk:
 
 
 class Commits:
-    """A commit listener: the facts of each commit, and the rows they became."""
+    """A commit listener: the records of each commit."""
 
     def __init__(self) -> None:
-        self.groups: list[list[Fact]] = []
-        self.rows: list[Row] = []
+        self.groups: list[list[Committed]] = []
 
-    def __call__(self, facts: Sequence[Fact], rows: Sequence[Row]) -> None:
-        assert len(facts) == len(rows), "listeners see facts and rows index for index"
-        self.groups.append(list(facts))
-        self.rows.extend(rows)
+    def __call__(self, committed: Sequence[Committed]) -> None:
+        self.groups.append(list(committed))
 
 
 class Site:
@@ -129,7 +126,7 @@ def test_a_group_is_cut_at_max_batch(
 ) -> None:
     site = Site(tmp_path / "buffer.db", signing_key[1], commit_interval_secs=0.05, max_batch=4)
     seen: list[float] = []
-    site.recorder.listeners.append(lambda _f, _r: seen.append(site.recorder.evidence_until()))
+    site.recorder.listeners.append(lambda _c: seen.append(site.recorder.evidence_until()))
 
     async def main() -> float:
         before = time.time()  # the recorder last caught up before this (when it was made)
@@ -142,7 +139,7 @@ def test_a_group_is_cut_at_max_batch(
     try:
         before = asyncio.run(main())
         assert [len(group) for group in site.commits.groups] == [4, 4, 2]
-        assert [r.seq for r in site.commits.rows] == list(range(1, 11))
+        assert [r.seq for group in site.commits.groups for r in group] == list(range(1, 11))
         # A part of what waits is not all of it: evidence holds until the queue is drained.
         assert all(moment <= before for moment in seen)
         assert site.recorder.evidence_until() > before

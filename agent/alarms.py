@@ -32,6 +32,7 @@ from config.model import GatewayConfig
 from drivers.base import utc_now
 
 from .alarm_outputs import AlarmOutputs
+from .audit import ALARM_ACKNOWLEDGED, DEVICE_OFFLINE, DEVICE_ONLINE
 from .control import Peer
 from .evidence import format_time, parse_time
 from .exceptions import ExceptionJudge, Judged
@@ -162,9 +163,9 @@ class AlarmService:
             return self.engine.observe(reading)
         if kind == "audit":
             event = record["data"].get("event")
-            if event in ("device_offline", "device_online") and record["device"]:
+            if event in (DEVICE_OFFLINE, DEVICE_ONLINE) and record["device"]:
                 at = _epoch(record["at"])
-                self.engine.device_status(record["device"], event == "device_online", at, seq)
+                self.engine.device_status(record["device"], event == DEVICE_ONLINE, at, seq)
         return []
 
     # -- the recorder's side -----------------------------------------------------------------
@@ -182,8 +183,8 @@ class AlarmService:
                 self._queue_all(self.engine.observe(reading))
             elif fact.kind == "audit":
                 event = fact.data.get("event")
-                if event in ("device_offline", "device_online") and fact.device:
-                    online = event == "device_online"
+                if event in (DEVICE_OFFLINE, DEVICE_ONLINE) and fact.device:
+                    online = event == DEVICE_ONLINE
                     self.engine.device_status(fact.device, online, fact.at.timestamp(), row.seq)
             elif fact.kind == "alarm":
                 self._sealed(fact, row)
@@ -317,7 +318,7 @@ class AlarmService:
         self._sealed_waiters[(alarm_id, "acknowledged")] = sealed
         self._queue.put_nowait(self._fact(transition))
         audit = {
-            "event": "alarm_acknowledged", "alarm_id": alarm_id, "rule": transition.rule,
+            "event": ALARM_ACKNOWLEDGED, "alarm_id": alarm_id, "rule": transition.rule,
             "by": by, "comment": comment, "os_user": os_user, "os_uid": peer.uid,
         }  # fmt: skip
         self._queue.put_nowait(Fact("audit", utc_now(), audit, zone=transition.zone or None))

@@ -22,6 +22,7 @@ from config.rules_model import CoilOutput, MqttAlarmOutput
 from drivers.base import DriverError
 from drivers.modbus_model import ModbusTcpDevice
 
+from .audit import ALARM_OUTPUT_FAILED, ALARM_OUTPUT_RECOVERED
 from .backoff import Backoff
 from .mqtt_client import MqttSettings, RetainedPublisher
 
@@ -60,16 +61,14 @@ class _Episode:
     async def failed(self, error: str) -> None:
         if self.failing is None:
             log.warning("alarm_output.failed output=%s error=%s", self.output, error)
-            await self.audit(
-                {"event": "alarm_output_failed", "output": self.output, "error": error}
-            )
+            await self.audit({"event": ALARM_OUTPUT_FAILED, "output": self.output, "error": error})
         self.failing = error
 
     async def recovered(self) -> None:
         if self.failing is not None:
             self.failing = None
             log.warning("alarm_output.recovered output=%s", self.output)
-            await self.audit({"event": "alarm_output_recovered", "output": self.output})
+            await self.audit({"event": ALARM_OUTPUT_RECOVERED, "output": self.output})
 
 
 class _Coil:

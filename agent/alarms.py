@@ -30,6 +30,7 @@ from config.model import GatewayConfig
 from drivers.base import utc_now
 
 from .alarm_outputs import AlarmOutputs
+from .audit import ALARM_ACKNOWLEDGED, DEVICE_OFFLINE, DEVICE_ONLINE
 from .control import Peer
 from .evidence import format_time
 from .exceptions import ExceptionJudge, Judged
@@ -166,8 +167,8 @@ class AlarmService:
             self._queue_all(self.engine.observe(reading))
         elif record.kind == "audit":
             event = record.data.get("event")
-            if event in ("device_offline", "device_online") and record.device:
-                online = event == "device_online"
+            if event in (DEVICE_OFFLINE, DEVICE_ONLINE) and record.device:
+                online = event == DEVICE_ONLINE
                 self.engine.device_status(record.device, online, record.at_secs, record.seq)
 
     def _sealed(self, record: Committed) -> None:
@@ -298,7 +299,7 @@ class AlarmService:
         self._sealed_waiters[(alarm_id, "acknowledged")] = sealed
         self._queue.put_nowait(self._fact(transition))
         audit = {
-            "event": "alarm_acknowledged", "alarm_id": alarm_id, "rule": transition.rule,
+            "event": ALARM_ACKNOWLEDGED, "alarm_id": alarm_id, "rule": transition.rule,
             "by": by, "comment": comment, "os_user": os_user, "os_uid": peer.uid,
         }  # fmt: skip
         self._queue.put_nowait(Fact("audit", utc_now(), audit, zone=transition.zone or None))

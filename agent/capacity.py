@@ -46,6 +46,13 @@ from config.model import BufferConfig
 from drivers.base import utc_now
 
 from .alarms import AlarmService
+from .audit import (
+    BUFFER_BELOW_HIGH_WATER,
+    BUFFER_FULL,
+    BUFFER_HIGH_WATER,
+    BUFFER_PRUNED_EARLY,
+    BUFFER_THINNING_ENDED,
+)
 from .evidence import format_time
 from .sealing import Fact
 
@@ -98,7 +105,7 @@ class BufferGuard:
             if pruned:
                 after = await asyncio.to_thread(self.outbox.used_bytes)
                 log.warning("buffer.pruned_early records=%d used_bytes=%d", pruned, after)
-                await self._audit("buffer_pruned_early", used, records=pruned, used_after=after)
+                await self._audit(BUFFER_PRUNED_EARLY, used, records=pruned, used_after=after)
                 used = after
         pct = self.used_pct = self._pct(used)
         mark = self.config.high_water_pct
@@ -106,9 +113,9 @@ class BufferGuard:
         high = at_risk >= mark or (self.high and at_risk >= mark - HYSTERESIS_PCT)
         if high != self.high:
             self.high = high
-            event = "high_water" if high else "below_high_water"
-            log.warning("buffer.%s used_pct=%.1f", event, pct)
-            await self._audit(f"buffer_{event}", used)
+            event = BUFFER_HIGH_WATER if high else BUFFER_BELOW_HIGH_WATER
+            log.warning("buffer.%s used_pct=%.1f", event.removeprefix("buffer_"), pct)
+            await self._audit(event, used)
         value = round(pct, 1)
         self.alarms.condition(
             "buffer", "high_water", active=high, clear=not high, value=round(at_risk, 1),
@@ -119,7 +126,7 @@ class BufferGuard:
             self.full = full
             log.warning("buffer.%s used_pct=%.1f", "full" if full else "below_quota", pct)
             if full:
-                await self._audit("buffer_full", used, policy=self.config.at_quota)
+                await self._audit(BUFFER_FULL, used, policy=self.config.at_quota)
             else:
                 await self._end_thinning(used)
         self.alarms.condition("buffer", "full", active=full, clear=not full, value=value, limit=100)
@@ -187,7 +194,7 @@ class BufferGuard:
         total = sum(self.thinned.values())
         log.warning("buffer.thinning_ended readings_left_out=%d", total)
         await self._audit(
-            "buffer_thinning_ended",
+            BUFFER_THINNING_ENDED,
             used,
             readings_left_out=total,
             by_point=dict(sorted(self.thinned.items())),

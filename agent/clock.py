@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from config.model import ClockConfig
 from drivers.base import utc_now
 
+from .audit import CLOCK_STEP, CLOCK_SYNC
 from .evidence import format_time
 from .sealing import Fact
 
@@ -159,7 +160,7 @@ class ClockMonitor:
             source,
         )
         data = {
-            "event": "clock_sync",
+            "event": CLOCK_SYNC,
             "synchronized": synchronized,
             "source": source,
             "at_start": first,
@@ -175,7 +176,7 @@ class ClockMonitor:
         after = format_time(datetime.fromtimestamp(step.actual, UTC))
         log.warning("clock.step step_secs=%.3f before=%s after=%s", step.step_secs, before, after)
         data = {
-            "event": "clock_step",
+            "event": CLOCK_STEP,
             "before": before,
             "after": after,
             "step_secs": round(step.step_secs, 6),

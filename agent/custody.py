@@ -85,6 +85,7 @@ from drivers.scanner import (
 )
 from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
+from .audit import SCAN_INVALID, SCAN_OVERFLOW
 from .backoff import Backoff
 from .devices import _Device, _raise_if_cancelled
 from .epcis_hash import event_hash
@@ -265,7 +266,7 @@ class CustodyBuilder:
         )
 
     def _rejected(self, at: datetime, scan: dict[str, Any], reason: str) -> list[Fact]:
-        audit = {"event": "scan_invalid", "reason": reason, "scan": dict(scan)}
+        audit = {"event": SCAN_INVALID, "reason": reason, "scan": dict(scan)}
         return [
             self._custody(at, scan, None),
             Fact("audit", at, audit, zone=self.zone, device=self.device_id),
@@ -352,7 +353,7 @@ class CustodyStreamer(_Device):
             self.device, overflow.count, config.max_reads_per_sec,
         )  # fmt: skip
         data = {
-            "event": "scan_overflow", "count": overflow.count,
+            "event": SCAN_OVERFLOW, "count": overflow.count,
             "first_at": format_time(overflow.first), "last_at": format_time(overflow.last),
             "max_reads_per_sec": config.max_reads_per_sec, "burst_reads": config.burst_reads,
         }  # fmt: skip

@@ -42,6 +42,7 @@ from simulators.quality_service import QualityServiceSimulator
 from simulators.scanner_sim import DOCK_RECEIVING, PUT_AWAY, BarcodeScannerSimulator, Scan
 
 from .alarms import control_socket_path
+from .audit import AGENT_STARTED, AGENT_STOPPED
 from .control import request as control_request
 from .custody import CustodyStreamer
 from .evidence import Verdict, generate_key_file, load_private_key, public_key_pem, verify_lines
@@ -849,7 +850,7 @@ def _summary(
     custody = [a["kind"] for a in state.alarms.values() if a["kind"] in CUSTODY_KINDS]
     counts = ", ".join(f"{custody.count(k)} {k}" for k in CUSTODY_KINDS if k in custody)
     echo(f"  custody exceptions    {len(custody)}{f' ({counts})' if counts else ''}")
-    interesting = [e for e in state.audits if e not in ("agent_started", "agent_stopped")]
+    interesting = [e for e in state.audits if e not in (AGENT_STARTED, AGENT_STOPPED)]
     echo(f"  audit events          {', '.join(interesting) or 'none'}")
     for line in _alarm_lines(state, beacon):
         echo(line)

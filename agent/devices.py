@@ -31,6 +31,7 @@ import orjson
 
 from drivers.base import DeviceUnreachable, DriverError, PolledSource, Sample, utc_now
 
+from .audit import DEVICE_FAILING, DEVICE_OFFLINE, DEVICE_ONLINE, DEVICE_RECOVERED
 from .backoff import Backoff
 from .identity import ZoneMap
 from .recorder import Recorder
@@ -128,7 +129,7 @@ class _Device:
         if self.online:
             self.online = False
             log.warning("device.offline device=%s error=%s", self.device, failure.message)
-            await self._audit({"event": "device_offline", "error": failure.message})
+            await self._audit({"event": DEVICE_OFFLINE, "error": failure.message})
         return self._backoff.next_delay()
 
     async def came_online(self) -> None:
@@ -138,7 +139,7 @@ class _Device:
         if not self.online:
             self.online = True
             log.warning("device.online device=%s", self.device)
-            await self._audit({"event": "device_online"})
+            await self._audit({"event": DEVICE_ONLINE})
 
     async def judge_answers(self, samples: list[Sample]) -> None:
         """A poll that was answered: failing while every value is ``bad``, recovered once one
@@ -150,12 +151,12 @@ class _Device:
             self.last_error = error
             if self.failing is None:
                 log.warning("device.failing device=%s error=%s", self.device, error)
-                await self._audit({"event": "device_failing", "error": error})
+                await self._audit({"event": DEVICE_FAILING, "error": error})
             self.failing = error
         elif self.failing is not None:
             self.failing = self.last_error = None
             log.warning("device.recovered device=%s", self.device)
-            await self._audit({"event": "device_recovered"})
+            await self._audit({"event": DEVICE_RECOVERED})
 
     async def _audit(self, data: dict[str, object]) -> None:
         zone = self.zones.zone_of(self.device)

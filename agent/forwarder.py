@@ -35,6 +35,7 @@ from buffer import BufferWriteError, Outbox
 from config.model import UplinkConfig
 from drivers.base import utc_now
 
+from .audit import UPLINK_ACK_BEYOND_SENT, UPLINK_RECORDS_PRUNED, UPLINK_REJECTED
 from .backoff import Backoff
 from .redact import Redactor
 from .sealing import Fact
@@ -416,7 +417,7 @@ class Forwarder:
             return
         self._rejection = episode
         log.error("uplink.rejected status=%d error=%s", status, error)
-        data: dict[str, object] = {"event": "uplink_rejected", "status": status, "error": error}
+        data: dict[str, object] = {"event": UPLINK_REJECTED, "status": status, "error": error}
         if kind != "rejected":
             data["reason"] = kind
         if isinstance(seq, int) and not isinstance(seq, bool):
@@ -431,7 +432,7 @@ class Forwarder:
         self._claiming = True
         log.error("uplink.ack_beyond_sent claimed=%d sent_through=%d", claimed, limit)
         data = {
-            "event": "uplink_ack_beyond_sent", "endpoint": endpoint,
+            "event": UPLINK_ACK_BEYOND_SENT, "endpoint": endpoint,
             "claimed_through": claimed, "sent_through": limit,
         }  # fmt: skip
         await self.record(Fact("audit", utc_now(), data))
@@ -450,7 +451,7 @@ class Forwarder:
             return
         self._gap_reported = (first, last)
         log.error("uplink.records_pruned first=%d last=%d", first, last)
-        data = {"event": "uplink_records_pruned", "first_seq": first, "last_seq": last}
+        data = {"event": UPLINK_RECORDS_PRUNED, "first_seq": first, "last_seq": last}
         await self.record(Fact("audit", utc_now(), data))
 
     async def _failed(self, exc: _Retry) -> None:

@@ -79,6 +79,7 @@ from buffer import BufferWriteError, Outbox
 from config.mqtt_model import MqttUplinkConfig
 from drivers.base import utc_now
 
+from .audit import UPLINK_NO_SUBSCRIBERS, UPLINK_REJECTED
 from .backoff import Backoff
 from .forwarder import Batch, UplinkStats, read_batch
 from .mqtt_client import MqttSettings, _tls_context, call_in_loop
@@ -352,7 +353,7 @@ class MqttUplink:
         episode = reason if code is None else code
         if self._rejection != episode:
             log.error("uplink.rejected first_seq=%d last_seq=%d error=%s", first, last, reason)
-            audit: dict[str, Any] = {"event": "uplink_rejected", "transport": "mqtt"}
+            audit: dict[str, Any] = {"event": UPLINK_REJECTED, "transport": "mqtt"}
             if code is not None:
                 audit["reason_code"] = code
             audit |= {"error": reason, "first_seq": first, "last_seq": last}
@@ -418,7 +419,7 @@ class MqttUplink:
             self._no_subscribers = True
             log.warning("uplink.no_subscribers topic=%s first_seq=%d", self.topic, sent.first)
             self._audits.append(
-                {"event": "uplink_no_subscribers", "topic": self.topic, "first_seq": sent.first}
+                {"event": UPLINK_NO_SUBSCRIBERS, "topic": self.topic, "first_seq": sent.first}
             )
         elif code != _NO_SUBSCRIBERS and self._no_subscribers:
             self._no_subscribers = False

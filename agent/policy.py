@@ -32,6 +32,7 @@ from config.policy_files import load_policy
 from config.products import HoldEntry, Policy, PolicyError, PolicyVersion, ProductRule
 from drivers.base import utc_now
 
+from .audit import POLICY_LOADED, POLICY_RELOAD_FAILED
 from .sealing import Fact
 
 __all__ = ["MAX_RECORDED_ERRORS", "PolicyHolder", "PolicyListener"]
@@ -88,7 +89,7 @@ class PolicyHolder:
     async def seal_loaded(self, reason: str) -> None:
         """Put the policy in force on record (``reason``: ``start`` or ``sighup``)."""
         policy = self.current
-        data: dict[str, Any] = {"event": "policy_loaded", "reason": reason, **policy.record()}
+        data: dict[str, Any] = {"event": POLICY_LOADED, "reason": reason, **policy.record()}
         await self._put(Fact("audit", utc_now(), data))
         products, holds = policy.products_source, policy.holds_source
         log.info(
@@ -149,7 +150,7 @@ class PolicyHolder:
         if len(lines) > MAX_LOGGED_ERRORS:
             log.error("policy.invalid (%d more)", len(lines) - MAX_LOGGED_ERRORS)
         data = {
-            "event": "policy_reload_failed",
+            "event": POLICY_RELOAD_FAILED,
             "reason": reason,
             "error_count": len(lines),
             "errors": lines[:MAX_RECORDED_ERRORS],

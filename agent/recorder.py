@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from buffer import BufferWriteError, Outbox, Row
 from drivers.base import utc_now
 
+from .audit import BUFFER_WRITE_FAILED
 from .backoff import Backoff
 from .sealing import Committed, Fact, Sealer
 
@@ -180,7 +181,7 @@ class Recorder:
                 if not self._write_failing:
                     self._write_failing = True
                     log.error("buffer.write_failed error=%s; records are kept in memory", exc)
-                    event = {"event": "buffer_write_failed", "error": str(exc)}
+                    event = {"event": BUFFER_WRITE_FAILED, "error": str(exc)}
                     batch.append(Fact("audit", utc_now(), event))
                 delay = backoff.next_delay()
                 if self._give_up_at is not None:

@@ -35,6 +35,14 @@ from drivers.modbus_tcp import ModbusTcpSource
 from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
 from .alarms import AlarmService, control_socket_path
+from .audit import (
+    AGENT_STARTED,
+    AGENT_STOPPED,
+    BUFFER_REPAIRED,
+    CHAIN_REPLACED,
+    CONTROL_SOCKET_UNAVAILABLE,
+    METRICS_UNAVAILABLE,
+)
 from .capacity import BufferGuard
 from .clock import ClockMonitor, SyncProbe, ntp_synchronized
 from .control import ControlError, ControlServer
@@ -349,7 +357,7 @@ class Agent:
                 "audit",
                 utc_now(),
                 {
-                    "event": "agent_started",
+                    "event": AGENT_STARTED,
                     "version": agent_version(),
                     "config_sha256": self.loaded.sha256,
                     "config_path": str(self.loaded.path),
@@ -361,13 +369,11 @@ class Agent:
         log.info("agent.started gw=%s chain=%s key=%s", cfg.gateway.id, outbox.chain, sealer.key_id)
         if outbox.predecessor is not None and outbox.last_seq <= 1:
             # The chain before this one was set aside by `gxpgate buffer reset`: say which.
-            event = {"event": "chain_replaced", "previous": outbox.predecessor}
+            event = {"event": CHAIN_REPLACED, "previous": outbox.predecessor}
             await recorder.put(Fact("audit", utc_now(), event))
         for repair in outbox.repairs:
             log.error("buffer.repaired what=%s", repair)
-            await recorder.put(
-                Fact("audit", utc_now(), {"event": "buffer_repaired", "what": repair})
-            )
+            await recorder.put(Fact("audit", utc_now(), {"event": BUFFER_REPAIRED, "what": repair}))
         await policy.seal_loaded("start")
         lots_path = lots_path_for(cfg.buffer.path)
         try:
@@ -450,7 +456,7 @@ class Agent:
             await stack.enter_async_context(server)
         except (ControlError, OSError) as exc:
             log.error("control.unavailable path=%s error=%s", path, exc)
-            event = {"event": "control_socket_unavailable", "path": str(path), "error": str(exc)}
+            event = {"event": CONTROL_SOCKET_UNAVAILABLE, "path": str(path), "error": str(exc)}
             await recorder.put(Fact("audit", utc_now(), event))
 
     async def _open_metrics(self, stack: AsyncExitStack, recorder: Recorder) -> Metrics | None:
@@ -473,7 +479,7 @@ class Agent:
         except MetricsUnavailable as exc:
             log.error("metrics.unavailable error=%s", exc)
             event = {
-                "event": "metrics_unavailable", "address": str(cfg.address), "port": cfg.port,
+                "event": METRICS_UNAVAILABLE, "address": str(cfg.address), "port": cfg.port,
                 "error": str(exc),
             }  # fmt: skip
             await recorder.put(Fact("audit", utc_now(), event))
@@ -503,7 +509,7 @@ class Agent:
     ) -> None:
         self.notifier.stopping()  # before the final flush: systemd disarms the watchdog
         log.info("agent.stopping reason=%s queued=%d", reason, recorder.queued)
-        stopped = Fact("audit", utc_now(), {"event": "agent_stopped", "reason": reason})
+        stopped = Fact("audit", utc_now(), {"event": AGENT_STOPPED, "reason": reason})
         if not recorder_task.done():
             # A recorder that cannot commit (full disk) may have a full queue: never wait on it
             # for longer than the stop allows.

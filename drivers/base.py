@@ -60,7 +60,7 @@ class Sample:
 class DeviceEvent:
     """Something about the device itself that belongs on record as an ``audit`` entry: a clock
     offset measured, a back-fill started or finished, a file imported. ``data["event"]`` names
-    it."""
+    it, one of the names in :mod:`drivers.events`."""
 
     data: dict[str, Any]
     at: datetime = field(default_factory=lambda: utc_now())

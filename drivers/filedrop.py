@@ -40,6 +40,7 @@ from types import TracebackType
 from typing import Any
 
 from .base import DeviceEvent, DeviceUnreachable, Sample, utc_now
+from .events import FILE_DUPLICATE, FILE_IMPORTED, FILE_REJECTED, FILE_ROW_MALFORMED
 from .filedrop_model import CsvDropDevice
 
 __all__ = ["CsvDropSource"]
@@ -181,7 +182,7 @@ class CsvDropSource:
             if self._done(sha) or self._queued(sha):
                 first = self._progress.get(sha, {}).get("name", path.name)
                 self._event(
-                    "file_duplicate",
+                    FILE_DUPLICATE,
                     file=path.name,
                     sha256=sha,
                     first_imported_as=first,
@@ -305,7 +306,7 @@ class CsvDropSource:
         if job.malformed <= MAX_ROW_AUDITS and line > job.after_line:
             cursor = {f"file:{job.sha256}": {"name": job.name, "line": line, "col": 1 << 30}}
             self._event(
-                "file_row_malformed",
+                FILE_ROW_MALFORMED,
                 cursor=cursor,
                 file=job.name,
                 sha256=job.sha256,
@@ -325,7 +326,7 @@ class CsvDropSource:
         done = {"name": job.name, "line": 1 << 30, "col": 1 << 30, "done": True}
         self._progress[job.sha256] = done
         self._event(
-            "file_imported",
+            FILE_IMPORTED,
             cursor={f"file:{job.sha256}": done},
             file=job.name,
             sha256=job.sha256,
@@ -345,7 +346,7 @@ class CsvDropSource:
                 job.path.with_name(job.name + ".imported").unlink(missing_ok=True)
                 self._claim(job.path, job.sha256, "rejected")
         self._event(
-            "file_rejected", file=job.name, sha256=job.sha256, error=reason, kept_at=str(where)
+            FILE_REJECTED, file=job.name, sha256=job.sha256, error=reason, kept_at=str(where)
         )
 
     def _event(self, name: str, cursor: dict[str, Any] | None = None, **data: Any) -> None:

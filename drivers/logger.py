@@ -42,6 +42,17 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from .base import DeviceEvent, DeviceUnreachable, DriverError, Sample, utc_now
+from .events import (
+    BACKFILL_ANSWER_REJECTED,
+    BACKFILL_COMPLETED,
+    BACKFILL_INCOMPLETE,
+    BACKFILL_STARTED,
+    LOGGER_CLOCK,
+    LOGGER_ENROLLED,
+    LOGGER_MEMORY_RESET,
+    LOGGER_POINT_MISMATCH,
+    LOGGER_SWAPPED,
+)
 from .gxl import GxlDeviceError, GxlError, LoggerIdentity, LoggerRecord
 from .logger_model import SerialLoggerDevice
 from .serial_channel import ChannelError, SerialChannel
@@ -148,7 +159,7 @@ class LoggerSource:
         now = utc_now()
         offset = (logger_time - now).total_seconds()
         self._event(
-            "logger_clock",
+            LOGGER_CLOCK,
             serial=identity.serial,
             logger_time=_iso(logger_time),
             gateway_time=_iso(now),
@@ -164,7 +175,7 @@ class LoggerSource:
             self._state = {"serial": identity.serial, "through": identity.last, "gaps": [],
                            "skip": 0, "at": _iso(now)}  # fmt: skip
             self._event(
-                "logger_enrolled",
+                LOGGER_ENROLLED,
                 serial=identity.serial,
                 model=identity.model,
                 first=identity.first,
@@ -173,7 +184,7 @@ class LoggerSource:
             return
         if identity.serial != state["serial"]:
             self._event(
-                "logger_swapped",
+                LOGGER_SWAPPED,
                 previous=state["serial"],
                 serial=identity.serial,
                 abandoned_gaps=state["gaps"],
@@ -191,7 +202,7 @@ class LoggerSource:
             state["through"] = identity.last
         elif identity.last < state["through"]:
             self._event(
-                "logger_memory_reset",
+                LOGGER_MEMORY_RESET,
                 serial=identity.serial,
                 last=identity.last,
                 expected_at_least=state["through"],
@@ -199,7 +210,7 @@ class LoggerSource:
             state["through"] = identity.last
         if state["gaps"]:
             first, last = state["gaps"][0][0], state["gaps"][-1][1]
-            self._event("backfill_started", serial=identity.serial, first=first, last=last)
+            self._event(BACKFILL_STARTED, serial=identity.serial, first=first, last=last)
 
     # -- back-fill ----------------------------------------------------------------------------
 
@@ -217,14 +228,14 @@ class LoggerSource:
         except (GxlDeviceError, GxlError) as exc:
             self._rejected_streak += 1
             if self._rejected_streak == 1:
-                self._event("backfill_answer_rejected", serial=identity.serial, start=start,
+                self._event(BACKFILL_ANSWER_REJECTED, serial=identity.serial, start=start,
                             error=str(exc))  # fmt: skip
             return None  # tried again in the next poll slot
         self._rejected_streak = 0
         records = [r for r in records if r.index is not None and start <= r.index <= end]
         if not records or records[0].index != start:
             lost_to = (records[0].index - 1) if records and records[0].index else end
-            self._event("backfill_incomplete", serial=identity.serial, lost_first=start,
+            self._event(BACKFILL_INCOMPLETE, serial=identity.serial, lost_first=start,
                         lost_last=lost_to, reason="overwritten in the logger's memory")  # fmt: skip
             self._advance(lost_to, drop_skip=True)
             if not records:
@@ -239,7 +250,7 @@ class LoggerSource:
             data = {"backfill": True, "record": record.index, "logger": identity.serial}
             samples.extend(self._samples(record, utc_now(), data, None, skip, backfill=True))
         if not state["gaps"]:
-            self._event("backfill_completed", serial=identity.serial, through=state["through"])
+            self._event(BACKFILL_COMPLETED, serial=identity.serial, through=state["through"])
         return samples
 
     def _before_cutoff(self, record: LoggerRecord) -> bool:
@@ -283,7 +294,7 @@ class LoggerSource:
             unit = identity.points.get(channel)
             if unit != cfg.unit:
                 why = "has no such channel" if unit is None else f"reports unit {unit!r}"
-                self._event("logger_point_mismatch", serial=identity.serial, point=point,
+                self._event(LOGGER_POINT_MISMATCH, serial=identity.serial, point=point,
                             channel=channel, expected_unit=cfg.unit, problem=why)  # fmt: skip
 
     def _samples(

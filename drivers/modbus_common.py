@@ -27,6 +27,7 @@ from pymodbus.client.base import ModbusBaseClient
 from pymodbus.pdu import ExceptionResponse
 
 from .base import DeviceEvent, Sample, utc_now
+from .events import MODBUS_PLAN_SPLIT
 from .modbus_model import DecodeError, ModbusPoint, ReadRequest, Table, decode
 
 __all__ = [
@@ -102,7 +103,7 @@ class LearningPlan:
         self._events.append(
             DeviceEvent(
                 {
-                    "event": "modbus_plan_split",
+                    "event": MODBUS_PLAN_SPLIT,
                     "table": request.table,
                     "block": _span(request),
                     "into": [_span(part) for part in parts],

@@ -19,6 +19,7 @@ from .keys import (
 from .record import (
     FORMAT_VERSION,
     GENESIS_PREV,
+    KEY_ROTATED,
     RECORD_FIELDS,
     ChainVerifier,
     EvidenceError,
@@ -36,6 +37,7 @@ from .verify import Verdict, verify_file, verify_lines
 __all__ = [
     "FORMAT_VERSION",
     "GENESIS_PREV",
+    "KEY_ROTATED",
     "RECORD_FIELDS",
     "ChainVerifier",
     "EvidenceError",

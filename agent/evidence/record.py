@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 __all__ = [
     "FORMAT_VERSION",
     "GENESIS_PREV",
+    "KEY_ROTATED",
     "RECORD_FIELDS",
     "ChainVerifier",
     "EvidenceError",
@@ -52,6 +53,9 @@ RECORD_FIELDS = (
     "value", "unit", "quality", "data", "prev", "hash", "key", "sig",
 )  # fmt: skip
 KINDS = frozenset({"reading", "custody", "alarm", "audit"})
+# The audit event of a key change (§2), from which a verifier learns the new key; the rest of
+# the audit vocabulary is the agent's (agent/audit.py).
+KEY_ROTATED = "key_rotated"
 _UNSIGNED = ("hash", "sig")
 _SAFE_INT = 2**53
 # Magnitudes where orjson's shortest round-trip output is plain decimal, as ECMAScript's is.
@@ -221,7 +225,7 @@ class ChainVerifier:
 
     def _learn_rotation(self, record: Mapping[str, Any]) -> None:
         data = record["data"]
-        if record["kind"] != "audit" or data.get("event") != "key_rotated":
+        if record["kind"] != "audit" or data.get("event") != KEY_ROTATED:
             return
         try:
             new_key = serialization.load_pem_public_key(data["public_key"].encode("ascii"))

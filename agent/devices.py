@@ -24,12 +24,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
-from drivers.base import DeviceUnreachable, DriverError, PolledSource, Sample, utc_now
+from drivers.base import (
+    DeviceUnreachable,
+    DriverError,
+    PolledSource,
+    PushedSource,
+    Sample,
+    utc_now,
+)
 
 from .backoff import Backoff
 from .identity import ZoneMap
@@ -39,20 +45,6 @@ from .sealing import Fact
 __all__ = ["DevicePoller", "DeviceStreamer", "cursor_prefix"]
 
 log = logging.getLogger(__name__)
-
-
-class PushedSource(Protocol):
-    device_id: str
-    poll_interval_secs: float
-
-    async def __aenter__(self) -> PushedSource: ...
-
-    async def __aexit__(self, *exc_info: object) -> None: ...
-
-    def stream(self) -> AsyncIterator[list[Sample]]:
-        """Batches of samples as the device reports them; ``[]`` first, once subscribed.
-        Raises :class:`~drivers.base.DriverError` when the connection is lost."""
-        ...
 
 
 class _Device:

@@ -234,12 +234,10 @@ def devices_test(
 ) -> None:
     """Connect to each configured device once and print what it reads; exit 1 when any
     device does not answer or answers with nothing but bad values."""
-    from drivers.base import DriverError
-
-    from .runtime import SourceFactory
+    from drivers.base import BuildContext, DriverError
 
     loaded = load(config)
-    factory = SourceFactory(loaded.config)
+    ctx = BuildContext(buses=loaded.config.buses)
     devices = loaded.config.devices
     if device is not None:
         if device not in devices:
@@ -249,7 +247,7 @@ def devices_test(
     async def probe() -> int:
         failures = 0
         for dev_id, dev in devices.items():
-            source = factory.build(dev_id, dev)
+            source = dev.build(dev_id, ctx)
             typer.echo(f"{dev_id}:")
             for line in source.describe():
                 typer.echo(f"  {line}")

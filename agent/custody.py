@@ -67,6 +67,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, tzinfo
+from types import TracebackType
 from typing import Any, Final, Literal, Protocol
 
 from drivers.base import DriverError, utc_now
@@ -277,11 +278,18 @@ class CustodySource(Protocol):
     """A pushed source of observations (:mod:`drivers.scanner`)."""
 
     device_id: str
-    config: BarcodeScannerDevice | RfidReaderDevice
+
+    @property
+    def config(self) -> BarcodeScannerDevice | RfidReaderDevice: ...
 
     async def __aenter__(self) -> Any: ...
 
-    async def __aexit__(self, *exc_info: object) -> None: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
     def stream(self) -> AsyncIterator[list[Observation]]:
         """``[]`` once connected, then observations; raises DriverError when the link is lost."""

@@ -24,12 +24,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 
-from drivers.base import DeviceUnreachable, DriverError, PolledSource, Sample, utc_now
+from drivers.base import (
+    DeviceUnreachable,
+    DriverError,
+    PolledSource,
+    PushedSource,
+    Sample,
+    utc_now,
+)
 
 from .audit import DEVICE_FAILING, DEVICE_OFFLINE, DEVICE_ONLINE, DEVICE_RECOVERED
 from .backoff import Backoff
@@ -40,20 +47,6 @@ from .sealing import Fact
 __all__ = ["DevicePoller", "DeviceStreamer", "cursor_prefix"]
 
 log = logging.getLogger(__name__)
-
-
-class PushedSource(Protocol):
-    device_id: str
-    poll_interval_secs: float
-
-    async def __aenter__(self) -> PushedSource: ...
-
-    async def __aexit__(self, *exc_info: object) -> None: ...
-
-    def stream(self) -> AsyncIterator[list[Sample]]:
-        """Batches of samples as the device reports them; ``[]`` first, once subscribed.
-        Raises :class:`~drivers.base.DriverError` when the connection is lost."""
-        ...
 
 
 class _Device:

@@ -25,17 +25,10 @@ def point_rules(config: GatewayConfig) -> list[PointRules]:
     that quantity, then the point's own override."""
     found: list[PointRules] = []
     for dev_id, dev in config.devices.items():
-        points = getattr(dev, "points", None)
-        if not points:
-            continue
-        # Subscriptions report changes only and file drops arrive when someone brings a
-        # file: for both, silence is normal and comm loss counts from the device going offline.
-        changes_only = getattr(dev, "mode", None) == "subscription" or dev.type == "csv_drop"
-        if getattr(dev, "mode", None) == "subscription":
-            interval = dev.publishing_interval_ms / 1000  # type: ignore[union-attr]
-        else:
-            interval = getattr(dev, "poll_interval_secs", 60.0)
-        for name, point in points.items():
+        # How often the device reports, and whether silence is normal (a subscription, a file
+        # drop): its model says (``report_interval_secs``, ``changes_only``).
+        interval, changes_only = dev.report_interval_secs, dev.changes_only
+        for name, point in dev.points.items():
             zone_id = point.zone or dev.zone
             rules = config.rules_of(dev_id, name)
             found.append(

@@ -20,18 +20,16 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 
 import httpx
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from buffer import BufferLock, BufferLocked, BufferWriteError, Outbox, OutboxError
-from config import GatewayConfig, LoadedConfig
+from config import LoadedConfig
 from config.mqtt_model import MqttUplinkConfig
 from config.products import PolicyError
-from drivers.base import utc_now
-from drivers.modbus_tcp import ModbusTcpSource
+from drivers.base import BuildContext, is_pushed, utc_now
 from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
 from .alarms import AlarmService, control_socket_path
@@ -77,7 +75,6 @@ __all__ = [
     "Agent",
     "AgentAlreadyRunning",
     "AgentStartError",
-    "SourceFactory",
     "agent_version",
     "open_outbox",
 ]
@@ -107,45 +104,6 @@ def agent_version() -> str:
         return version("gxpgate")
     except PackageNotFoundError:
         return "unknown"
-
-
-class SourceFactory:
-    """Builds each device's driver (the config's ``type`` decides). Slaves of one serial bus
-    share one :class:`~drivers.modbus_rtu.RtuBus`, so their requests are serialised."""
-
-    def __init__(self, config: GatewayConfig) -> None:
-        self.config = config
-        self._buses: dict[str, Any] = {}
-
-    def build(self, device_id: str, device: Any) -> Any:
-        if device.type == "modbus_tcp":
-            return ModbusTcpSource(device_id, device)
-        if device.type == "modbus_rtu":
-            from drivers.modbus_rtu import ModbusRtuSource, RtuBus
-
-            bus = self._buses.get(device.bus)
-            if bus is None:
-                bus = self._buses[device.bus] = RtuBus(device.bus, self.config.buses[device.bus])
-            return ModbusRtuSource(device_id, device, bus)
-        if device.type == "serial_logger":
-            from drivers.logger import LoggerSource
-
-            return LoggerSource(device_id, device)
-        if device.type == "csv_drop":
-            from drivers.filedrop import CsvDropSource
-
-            return CsvDropSource(device_id, device)
-        if device.type == "opcua":
-            from drivers.opcua import OpcUaSource  # asyncua is imported only where it is used
-
-            return OpcUaSource(device_id, device)
-        if device.type in ("barcode_scanner", "rfid_reader"):
-            from drivers.scanner import BarcodeScannerSource, RfidReaderSource
-
-            if device.type == "barcode_scanner":
-                return BarcodeScannerSource(device_id, device)
-            return RfidReaderSource(device_id, device)
-        raise AgentStartError(f"device {device_id}: no driver for type {device.type!r}")
 
 
 def open_outbox(loaded: LoadedConfig, *, must_exist: bool = False, agent: bool = False) -> Outbox:
@@ -335,23 +293,31 @@ class Agent:
             raise AgentStartError("product master / hold list:\n" + str(exc)) from exc
         zones = ZoneMap(cfg)
         self.pollers = []
-        factory = SourceFactory(cfg)
+        ctx = BuildContext(buses=cfg.buses)  # each device's model builds its source
         for dev_id, dev in cfg.devices.items():
-            source = factory.build(dev_id, dev)
+            if isinstance(dev, BarcodeScannerDevice | RfidReaderDevice):
+                self.pollers.append(
+                    CustodyStreamer(
+                        dev.build(dev_id, ctx),
+                        zones,
+                        recorder,
+                        cfg.gateway.id,
+                        site_gln=cfg.gateway.gln,
+                    )
+                )
+                continue
+            source = dev.build(dev_id, ctx)
             restore = getattr(source, "restore", None)
             if restore is not None:
                 prefix = cursor_prefix(dev_id)
                 saved = outbox.states(prefix)
                 restore({k[len(prefix) :]: orjson.loads(v) for k, v in saved.items()})
-            if isinstance(dev, BarcodeScannerDevice | RfidReaderDevice):
-                self.pollers.append(
-                    CustodyStreamer(
-                        source, zones, recorder, cfg.gateway.id, site_gln=cfg.gateway.gln
-                    )
-                )
-                continue
-            task_type = DeviceStreamer if getattr(source, "pushed", False) else DevicePoller
-            self.pollers.append(task_type(source, zones, recorder, dev.reconnect_max_secs))
+            runner: DevicePoller | DeviceStreamer
+            if is_pushed(source):
+                runner = DeviceStreamer(source, zones, recorder, dev.reconnect_max_secs)
+            else:
+                runner = DevicePoller(source, zones, recorder, dev.reconnect_max_secs)
+            self.pollers.append(runner)
         await recorder.put(
             Fact(
                 "audit",

@@ -1,9 +1,14 @@
 """The seam between drivers and the agent.
 
 A *source* is an async context manager that owns its connection. A polled source offers
-``read()``, which returns one :class:`Sample` per configured point. Sources start no tasks and
-own no timers: the agent decides when to call ``read()`` and never calls it concurrently on one
-source, so a source needs no locking of its own.
+``read()``, which returns one :class:`Sample` per configured point; a pushed source offers
+``stream()``, which yields samples as the device reports them. Sources start no tasks and own no
+timers: the agent decides when to call ``read()`` or iterate ``stream()`` and never does either
+concurrently on one source, so a source needs no locking of its own.
+
+Each device's config model builds its source (``build(device_id, ctx)``), importing its driver
+only then: validating a config loads no protocol library. The :class:`BuildContext` carries
+what sources built from one config share (the Modbus RTU buses).
 
 Exceptions::
 
@@ -16,20 +21,27 @@ back as ``bad``-quality samples with the error in ``data``, and ``read()`` does 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard
+
+if TYPE_CHECKING:
+    from .modbus_model import ModbusRtuBus
+    from .modbus_rtu import RtuBus
 
 __all__ = [
+    "BuildContext",
     "DeviceEvent",
     "DeviceUnreachable",
     "DriverError",
     "PolledSource",
+    "PushedSource",
     "Quality",
     "ResumableSource",
     "Sample",
+    "is_pushed",
     "utc_now",
 ]
 
@@ -111,6 +123,46 @@ class PolledSource(Protocol):
     def describe(self) -> list[str]:
         """Human-readable lines on what the source reads (for ``gxpgate devices test``)."""
         ...
+
+
+class PushedSource(Protocol):
+    """A source that reports on its own (an OPC UA subscription); the agent iterates
+    :meth:`stream` and never polls it."""
+
+    device_id: str
+    poll_interval_secs: float
+
+    async def __aenter__(self) -> PushedSource: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def stream(self) -> AsyncIterator[list[Sample]]:
+        """Batches of samples as the device reports them; ``[]`` first, once subscribed.
+        Raises :class:`DriverError` when the connection is lost."""
+        ...
+
+
+def is_pushed(source: object) -> TypeGuard[PushedSource]:
+    """Whether the agent iterates the source's ``stream()`` rather than polling ``read()``: its
+    ``pushed`` flag (an OPC UA source's mode decides it; sources that are only polled have none)."""
+    return bool(getattr(source, "pushed", False))
+
+
+@dataclass
+class BuildContext:
+    """What the sources built from one config share; one per build of the config's devices
+    (an agent start, a ``gxpgate devices test``). Not thread-safe: build on one thread."""
+
+    buses: Mapping[str, ModbusRtuBus] = field(default_factory=dict)
+    """The config's ``[buses]``: serial lines with Modbus RTU slaves, by name."""
+    rtu_buses: dict[str, RtuBus] = field(default_factory=dict)
+    """The :class:`~drivers.modbus_rtu.RtuBus` of each line built so far: the slaves of one
+    line share it, so their requests are serialised."""
 
 
 class ResumableSource(Protocol):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import zoneinfo
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .units import Unit
+
+if TYPE_CHECKING:
+    from .base import BuildContext
+    from .filedrop import CsvDropSource
 
 __all__ = ["CsvColumn", "CsvDropDevice"]
 
@@ -77,6 +81,22 @@ class CsvDropDevice(BaseModel):
     """Cap of the backoff while the folder is unreachable."""
     points: dict[Identifier, CsvColumn] = Field(min_length=1)
     """Points by name (the record's ``point``), each read from one column."""
+
+    @property
+    def report_interval_secs(self) -> float:
+        """How often the folder is looked at."""
+        return self.poll_interval_secs
+
+    @property
+    def changes_only(self) -> bool:
+        """Files arrive when someone brings one: silence is normal, and comm loss counts from
+        the folder becoming unreachable."""
+        return True
+
+    def build(self, device_id: str, ctx: BuildContext) -> CsvDropSource:
+        from .filedrop import CsvDropSource
+
+        return CsvDropSource(device_id, self)
 
     @field_validator("timezone")
     @classmethod

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .serial_model import SerialLine
 from .units import Unit
+
+if TYPE_CHECKING:
+    from .base import BuildContext
+    from .logger import LoggerSource
 
 __all__ = ["LoggerPoint", "SerialLoggerDevice"]
 
@@ -66,3 +70,18 @@ class SerialLoggerDevice(BaseModel):
 
     def channel_of(self, point: str) -> str:
         return self.points[point].channel or point
+
+    @property
+    def report_interval_secs(self) -> float:
+        """How often the device reports: every poll of live values."""
+        return self.poll_interval_secs
+
+    @property
+    def changes_only(self) -> bool:
+        """Polled: silence is a communication loss."""
+        return False
+
+    def build(self, device_id: str, ctx: BuildContext) -> LoggerSource:
+        from .logger import LoggerSource  # pyserial is imported only where it is used
+
+        return LoggerSource(device_id, self)

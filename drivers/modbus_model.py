@@ -16,12 +16,17 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .serial_model import SerialLine, char_time_secs
 from .units import Unit
+
+if TYPE_CHECKING:
+    from .base import BuildContext
+    from .modbus_rtu import ModbusRtuSource
+    from .modbus_tcp import ModbusTcpSource
 
 __all__ = [
     "DataType",
@@ -123,6 +128,16 @@ class _ModbusDevice(BaseModel):
     def plan(self) -> tuple[ReadRequest, ...]:
         return compile_plan(self.points, self.max_gap, self.max_registers_per_request)
 
+    @property
+    def report_interval_secs(self) -> float:
+        """How often the device reports: every poll."""
+        return self.poll_interval_secs
+
+    @property
+    def changes_only(self) -> bool:
+        """Polled: silence is a communication loss."""
+        return False
+
 
 class ModbusTcpDevice(_ModbusDevice):
     """A Modbus TCP device (or a TCP gateway in front of serial slaves)."""
@@ -133,6 +148,11 @@ class ModbusTcpDevice(_ModbusDevice):
     port: int = Field(default=502, ge=1, le=65535)
     unit_id: int = Field(default=1, ge=0, le=255)
     """Modbus unit (slave) id."""
+
+    def build(self, device_id: str, ctx: BuildContext) -> ModbusTcpSource:
+        from .modbus_tcp import ModbusTcpSource  # pymodbus is imported only where it is used
+
+        return ModbusTcpSource(device_id, self)
 
 
 class ModbusRtuDevice(_ModbusDevice):
@@ -149,6 +169,15 @@ class ModbusRtuDevice(_ModbusDevice):
     """Modbus slave address on the bus, 1..247."""
     timeout_ms: int = Field(default=300, ge=10, le=60000)
     """How long to wait for this slave's answer before it counts as unreachable."""
+
+    def build(self, device_id: str, ctx: BuildContext) -> ModbusRtuSource:
+        """The slave's source, on the bus its line's other slaves share (``ctx.rtu_buses``)."""
+        from .modbus_rtu import ModbusRtuSource, RtuBus  # pymodbus only where it is used
+
+        bus = ctx.rtu_buses.get(self.bus)
+        if bus is None:
+            bus = ctx.rtu_buses[self.bus] = RtuBus(self.bus, ctx.buses[self.bus])
+        return ModbusRtuSource(device_id, self, bus)
 
 
 class ModbusRtuBus(SerialLine):

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from .units import Unit
+
+if TYPE_CHECKING:
+    from .base import BuildContext
+    from .opcua import OpcUaSource
 
 __all__ = ["OpcUaDevice", "OpcUaPoint", "OpcUaSecurity"]
 
@@ -114,6 +118,25 @@ class OpcUaDevice(BaseModel):
     """File with the username on the first line and the password on the second (keeps the
     secret out of the config); instead of ``username``/``password``."""
     points: dict[Identifier, OpcUaPoint] = Field(min_length=1)
+
+    @property
+    def report_interval_secs(self) -> float:
+        """How often the device reports: the publishing interval of a subscription, the poll
+        interval otherwise."""
+        if self.mode == "subscription":
+            return self.publishing_interval_ms / 1000
+        return self.poll_interval_secs
+
+    @property
+    def changes_only(self) -> bool:
+        """A subscription reports changes only: silence is normal, and comm loss counts from
+        the server going offline."""
+        return self.mode == "subscription"
+
+    def build(self, device_id: str, ctx: BuildContext) -> OpcUaSource:
+        from .opcua import OpcUaSource  # asyncua is imported only where it is used
+
+        return OpcUaSource(device_id, self)
 
     @model_validator(mode="after")
     def _credentials(self) -> OpcUaDevice:

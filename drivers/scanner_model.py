@@ -12,12 +12,17 @@ private ``urn:gxpgate:…`` URI built from the gateway id and the device id or t
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Annotated, Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .serial_model import SerialLine
+
+if TYPE_CHECKING:
+    from .base import BuildContext
+    from .scanner import BarcodeScannerSource, RfidReaderSource
 
 __all__ = [
     "CBV_BIZ_STEPS",
@@ -119,6 +124,16 @@ class _CustodyDevice(BaseModel):
         """Custody devices have no measurement points (the config's zone checks iterate them)."""
         return {}
 
+    @property
+    def report_interval_secs(self) -> float:
+        """No rhythm to miss: reads arrive when something is read (and there are no points)."""
+        return math.inf
+
+    @property
+    def changes_only(self) -> bool:
+        """Silence is normal; comm loss counts from the device going offline."""
+        return True
+
     @model_validator(mode="after")
     def _transport_settings(self) -> _CustodyDevice:
         if self.transport == "serial":
@@ -155,6 +170,11 @@ class BarcodeScannerDevice(_CustodyDevice):
             raise ValueError("no_read_text must be printable ASCII without edge spaces")
         return self
 
+    def build(self, device_id: str, ctx: BuildContext) -> BarcodeScannerSource:
+        from .scanner import BarcodeScannerSource  # pyserial is imported only where it is used
+
+        return BarcodeScannerSource(device_id, self)
+
 
 class RfidReaderDevice(_CustodyDevice):
     """An RFID reader (a portal at a dock door, a tunnel on a conveyor) that reports each tag as
@@ -168,6 +188,11 @@ class RfidReaderDevice(_CustodyDevice):
     dedupe_window_secs: float = Field(default=5.0, ge=0, le=3600)
     """A tag read again within this many seconds of its previous read is the same observation,
     however long it stays in the field (0: every read counts)."""
+
+    def build(self, device_id: str, ctx: BuildContext) -> RfidReaderSource:
+        from .scanner import RfidReaderSource  # pyserial is imported only where it is used
+
+        return RfidReaderSource(device_id, self)
 
 
 CustodyDevice = BarcodeScannerDevice | RfidReaderDevice

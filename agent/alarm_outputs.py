@@ -22,7 +22,7 @@ from config.rules_model import CoilOutput, MqttAlarmOutput
 from drivers.base import DriverError
 from drivers.modbus_model import ModbusTcpDevice
 
-from .backoff import Backoff
+from ._retry import Backoff, Episode
 from .mqtt_client import MqttSettings, RetainedPublisher
 
 if TYPE_CHECKING:
@@ -49,27 +49,17 @@ def alarm_topic(gw: str, zone: str | None, rule: str) -> str:
     return f"gxpgate/{gw}/alarms/{zone or GATEWAY_TOPIC_ZONE}/{rule}"
 
 
-class _Episode:
+def _episode(output: str, audit: Audit) -> Episode:
     """Says a failing output once, and its recovery once."""
-
-    def __init__(self, output: str, audit: Audit) -> None:
-        self.output = output
-        self.audit = audit
-        self.failing: str | None = None
-
-    async def failed(self, error: str) -> None:
-        if self.failing is None:
-            log.warning("alarm_output.failed output=%s error=%s", self.output, error)
-            await self.audit(
-                {"event": "alarm_output_failed", "output": self.output, "error": error}
-            )
-        self.failing = error
-
-    async def recovered(self) -> None:
-        if self.failing is not None:
-            self.failing = None
-            log.warning("alarm_output.recovered output=%s", self.output)
-            await self.audit({"event": "alarm_output_recovered", "output": self.output})
+    return Episode(
+        log,
+        "alarm_output.failed output=%s error=%s",
+        "alarm_output.recovered output=%s",
+        output,
+        audit=audit,
+        events=("alarm_output_failed", "alarm_output_recovered"),
+        fields={"output": output},
+    )
 
 
 class _Coil:
@@ -80,7 +70,7 @@ class _Coil:
         self.device = device
         self.unit = spec.unit_id if spec.unit_id is not None else device.unit_id
         self.name = f"coil:{spec.device}:{spec.address}"
-        self.episode = _Episode(self.name, audit)
+        self.episode = _episode(self.name, audit)
         self.wanted = False
         self.written: bool | None = None
         self.changed = asyncio.Event()
@@ -170,7 +160,7 @@ class AlarmOutputs:
         self.active = active
         self.published = 0
         self.mqtt: RetainedPublisher | None = None
-        self._mqtt_episode = _Episode("mqtt", audit)
+        self._mqtt_episode = _episode("mqtt", audit)
         if config.alarms.mqtt is not None:
             self.mqtt = RetainedPublisher(
                 _mqtt_settings(self.gw, config.alarms.mqtt), on_state=self._mqtt_state

@@ -85,7 +85,7 @@ from drivers.scanner import (
 )
 from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
-from .backoff import Backoff
+from ._retry import Backoff
 from .devices import _Device, _raise_if_cancelled
 from .epcis_hash import event_hash
 from .evidence import format_time

@@ -35,7 +35,7 @@ from buffer import BufferWriteError, Outbox
 from config.model import UplinkConfig
 from drivers.base import utc_now
 
-from .backoff import Backoff
+from ._retry import Backoff
 from .redact import Redactor
 from .sealing import Fact
 

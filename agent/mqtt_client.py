@@ -42,6 +42,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
+from ._retry import Episode
+
 __all__ = ["MqttSettings", "RetainedPublisher", "StateEvent", "call_in_loop"]
 
 log = logging.getLogger(__name__)
@@ -127,7 +129,12 @@ class RetainedPublisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = False
         self._reported: StateEvent | None = None
-        self._publish_failing = False
+        self._publishing = Episode(
+            log,
+            "mqtt.publish_failed topic=%s error=%s",
+            "mqtt.publish_recovered topic=%s",
+            levels=(logging.WARNING, logging.INFO),
+        )
         self._started = False
         self._stopping = False
 
@@ -252,9 +259,7 @@ class RetainedPublisher:
             return
         desired.mid = None  # sent again on the next connect
         error = paho.error_string(info.rc)
-        if not self._publish_failing:
-            self._publish_failing = True
-            log.warning("mqtt.publish_failed topic=%s error=%s", topic, error)
+        if self._publishing.fail(error, topic):
             self._report("publish_failed", error)
 
     def _on_link_up(self, session_present: bool, dropped: list[int]) -> None:
@@ -302,9 +307,7 @@ class RetainedPublisher:
         if desired is not None and desired.version == version:
             desired.acked = True
             desired.mid = None
-        if self._publish_failing:
-            self._publish_failing = False
-            log.info("mqtt.publish_recovered topic=%s", topic)
+        self._publishing.recover(topic)
         if self.undelivered == 0:
             self._all_acked.set()
 

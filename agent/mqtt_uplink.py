@@ -79,7 +79,7 @@ from buffer import BufferWriteError, Outbox
 from config.mqtt_model import MqttUplinkConfig
 from drivers.base import utc_now
 
-from .backoff import Backoff
+from ._retry import Backoff
 from .forwarder import Batch, UplinkStats, read_batch
 from .mqtt_client import MqttSettings, _tls_context, call_in_loop
 from .redact import Redactor

@@ -1,9 +1,8 @@
 """The MQTT uplink (CONTRACT §4): evidence batches published QoS 1 to ``gxpgate/{gw}/evidence``.
 
-Same batches as HTTP (:func:`agent.forwarder.read_batch`: ``{"gw", "chain", "records"}``,
+Same batches as HTTP (:func:`agent.uplink_base.read_batch`: ``{"gw", "chain", "records"}``,
 records exactly as sealed, gzipped), same interface as :class:`agent.forwarder.Forwarder`
-(``async with``, :meth:`MqttUplink.run`, :meth:`~MqttUplink.wake`, :meth:`~MqttUplink.flush`,
-``stats``), so the agent picks one by ``[uplink] transport``.
+(:class:`agent.uplink.Uplink`), so the agent picks one by ``[uplink] transport``.
 
 Delivery and the cursor
     A batch is delivered when the broker's PUBACK arrives (MQTT 5: with a reason code below
@@ -48,7 +47,7 @@ Threads
     paho's thread is ``drop_out_messages`` in ``on_connect``. Reading and gzipping batches and
     moving the cursor run in worker threads (``asyncio.to_thread``).
 
-Failures are counted in :class:`~agent.forwarder.UplinkStats` by kind (``connect``, ``tls``,
+Failures are counted in :class:`~agent.uplink_base.UplinkStats` by kind (``connect``, ``tls``,
 ``timeout``, ``broker`` for a refused CONNACK or a DISCONNECT from the broker, ``rejected``
 for a refused PUBLISH) and logged once per episode (``uplink.failing`` … ``uplink.recovered``).
 The password is never logged.
@@ -80,10 +79,10 @@ from config.mqtt_model import MqttUplinkConfig
 from drivers.base import utc_now
 
 from ._retry import Backoff
-from .forwarder import Batch, UplinkStats, read_batch
 from .mqtt_client import MqttSettings, _tls_context, call_in_loop
 from .redact import Redactor
 from .sealing import Fact
+from .uplink_base import Batch, ErrorKind, UplinkStats, classify_error, read_batch
 
 __all__ = ["MqttUplink", "MqttUplinkError", "evidence_topic"]
 
@@ -129,7 +128,7 @@ class MqttUplink:
         self.outbox = outbox
         self.config = config
         self.record = record
-        self.stats = UplinkStats()
+        self.stats = UplinkStats(log, "uplink.recovered delivered_through=%d")
         self.topic = evidence_topic(outbox.gw)
         self._settings = _settings(config, config.client_id or f"gxpgate-{outbox.gw}-uplink")
         # A broker's error text may echo the credentials; none of it reaches a log or record.
@@ -338,11 +337,10 @@ class MqttUplink:
         self._next_after = self._delivered
         self._epoch += 1
 
-    def _retry_later(self, kind: str, reason: str) -> None:
+    def _retry_later(self, kind: ErrorKind, reason: str) -> None:
         assert self._loop is not None
         reason = self._redact(reason)
-        if self.stats.failed(kind, reason):
-            log.warning("uplink.failing kind=%s error=%s", kind, reason)
+        self.stats.failed(kind, reason)
         self._rewind()
         self._paused_until = self._loop.time() + self._backoff.next_delay()
 
@@ -384,7 +382,7 @@ class MqttUplink:
         )
         self._changed.set()
 
-    def _on_link_down(self, kind: str, error: str, too_large: bool) -> None:
+    def _on_link_down(self, kind: ErrorKind, error: str, too_large: bool) -> None:
         if self._stopping:
             return
         error = self._redact(error)
@@ -396,8 +394,8 @@ class MqttUplink:
             last = max(sent.last for sent in self._inflight.values())
             self._refused(first, last, _PACKET_TOO_LARGE, error)
             self._paused_until = 0.0  # smaller batches can go as soon as the link is back
-        elif self.stats.failed(kind, error):
-            log.warning("uplink.failing kind=%s error=%s", kind, error)
+        else:
+            self.stats.failed(kind, error)
         self._inflight.clear()
         self._stale.clear()
         self._next_after = self._delivered
@@ -429,8 +427,7 @@ class MqttUplink:
                 break
             del self._inflight[mid]
             self._delivered = oldest.last
-            if self.stats.delivered(oldest.last):
-                log.warning("uplink.recovered delivered_through=%d", oldest.last)
+            self.stats.delivered(oldest.last)
             self._rejection = None
             self._backoff.reset()
         self._changed.set()
@@ -497,14 +494,8 @@ class MqttUplink:
         # paho calls this inside its ``except OSError`` block, so the error is at hand.
         exc = sys.exception()
         error = f"{type(exc).__name__}: {exc}" if exc is not None else "connection failed"
-        if isinstance(exc, ssl.SSLError | ssl.CertificateError):
-            kind = "tls"
-        elif isinstance(exc, TimeoutError):
-            kind = "timeout"
-        else:
-            kind = "connect"
         self._paho_error = None
-        self._post(self._on_link_down, kind, error, False)
+        self._post(self._on_link_down, classify_error(exc or error), error, False)
 
     def _paho_on_log(self, client: paho.Client, userdata: Any, level: int, message: str) -> None:
         if level == paho.MQTT_LOG_ERR:
@@ -530,7 +521,7 @@ class MqttUplink:
             return
         cause, self._paho_error = self._paho_error, None
         error = f"connection lost: {cause or reason_code}"
-        self._post(self._on_link_down, _error_kind(error), error, False)
+        self._post(self._on_link_down, classify_error(error), error, False)
 
     def _paho_on_publish(
         self,
@@ -541,15 +532,6 @@ class MqttUplink:
         properties: Any,
     ) -> None:
         self._post(self._on_puback, mid, reason_code.value, str(reason_code))
-
-
-def _error_kind(message: str) -> str:
-    """The kind of a connection lost with paho's error ``message`` (paho keeps no exception)."""
-    if "SSL" in message or "certificate" in message:
-        return "tls"
-    if "timeout" in message or "timed out" in message:
-        return "timeout"
-    return "connect"
 
 
 def _settings(config: MqttUplinkConfig, client_id: str) -> MqttSettings:

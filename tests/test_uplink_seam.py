@@ -1,14 +1,20 @@
-"""The uplink seam: one error classifier, the error vocabulary, build_uplink."""
+"""The uplink seam: one error classifier, the error vocabulary, build_uplink, the paho bridge."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import ssl
 from types import SimpleNamespace
 from typing import Any, get_args
 
 import httpx
+import paho.mqtt.client as paho
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
+from agent._paho import LinkDown, LinkUp, MqttSettings, PahoLink
 from agent.forwarder import Forwarder
 from agent.metrics import UPLINK_ERROR_KINDS
 from agent.mqtt_uplink import MqttUplink
@@ -60,3 +66,50 @@ def test_build_uplink_builds_the_transport_the_config_names() -> None:
     assert isinstance(build_uplink(http, outbox, record), Forwarder)
     mqtt = MqttUplinkConfig(transport="mqtt", host="broker.local")
     assert isinstance(build_uplink(mqtt, outbox, record), MqttUplink)
+
+
+def test_the_bridge_hands_paho_events_to_the_loop_once_each() -> None:
+    """paho's callbacks, played from another thread as paho would: a refused CONNACK is told
+    once (not again by the disconnect paho reports after it), a DISCONNECT from the broker
+    keeps its reason code, a lost connection carries paho's last error message."""
+    ups: list[LinkUp] = []
+    downs: list[LinkDown] = []
+    acks: list[tuple[int, int, str]] = []
+    link = PahoLink(
+        MqttSettings(host="broker.local", client_id="gw-1"),
+        on_up=ups.append,
+        on_down=downs.append,
+        on_puback=lambda *ack: acks.append(ack),
+        paho_log=logging.getLogger("tests.paho"),
+        paho_log_as_debug=True,
+    )
+    client = link.client
+    refused = ReasonCode(PacketTypes.CONNACK, identifier=0x87)
+    accepted = ReasonCode(PacketTypes.CONNACK, identifier=0)
+    too_large = ReasonCode(PacketTypes.DISCONNECT, identifier=0x95)
+    unspecified = ReasonCode(PacketTypes.DISCONNECT, identifier=0x80)
+    puback = ReasonCode(PacketTypes.PUBACK, identifier=0x10)
+
+    def paho_thread() -> None:
+        link._paho_on_connect(client, None, paho.ConnectFlags(False), refused, None)
+        link._paho_on_disconnect(client, None, paho.DisconnectFlags(False), unspecified, None)
+        link._paho_on_connect(client, None, paho.ConnectFlags(True), accepted, None)
+        link._paho_on_publish(client, None, 7, puback, None)
+        link._paho_on_disconnect(client, None, paho.DisconnectFlags(True), too_large, None)
+        link._paho_on_log(client, None, paho.MQTT_LOG_ERR, "failed to receive on socket: EOF")
+        link._paho_on_disconnect(client, None, paho.DisconnectFlags(False), unspecified, None)
+
+    async def main() -> None:
+        link._loop = asyncio.get_running_loop()  # what start() records, without connecting
+        await asyncio.to_thread(paho_thread)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert ups == [LinkUp(True, [], None, None)]
+    assert acks == [(7, 0x10, "No matching subscribers")]
+    assert [(d.how, d.code, d.error) for d in downs] == [
+        ("refused", 0x87, "connection refused: Not authorized"),
+        ("by_broker", 0x95, "connection lost: Packet too large"),
+        ("lost", 0x80, "connection lost: Unspecified error"),
+    ]
+    assert downs[2].paho_error == "failed to receive on socket: EOF"

@@ -22,8 +22,8 @@ from config.rules_model import CoilOutput, MqttAlarmOutput
 from drivers.base import DriverError
 from drivers.modbus_model import ModbusTcpDevice
 
+from ._retry import Backoff, Episode
 from .audit import ALARM_OUTPUT_FAILED, ALARM_OUTPUT_RECOVERED
-from .backoff import Backoff
 from .mqtt_client import MqttSettings, RetainedPublisher
 
 if TYPE_CHECKING:
@@ -50,25 +50,17 @@ def alarm_topic(gw: str, zone: str | None, rule: str) -> str:
     return f"gxpgate/{gw}/alarms/{zone or GATEWAY_TOPIC_ZONE}/{rule}"
 
 
-class _Episode:
+def _episode(output: str, audit: Audit) -> Episode:
     """Says a failing output once, and its recovery once."""
-
-    def __init__(self, output: str, audit: Audit) -> None:
-        self.output = output
-        self.audit = audit
-        self.failing: str | None = None
-
-    async def failed(self, error: str) -> None:
-        if self.failing is None:
-            log.warning("alarm_output.failed output=%s error=%s", self.output, error)
-            await self.audit({"event": ALARM_OUTPUT_FAILED, "output": self.output, "error": error})
-        self.failing = error
-
-    async def recovered(self) -> None:
-        if self.failing is not None:
-            self.failing = None
-            log.warning("alarm_output.recovered output=%s", self.output)
-            await self.audit({"event": ALARM_OUTPUT_RECOVERED, "output": self.output})
+    return Episode(
+        log,
+        "alarm_output.failed output=%s error=%s",
+        "alarm_output.recovered output=%s",
+        output,
+        audit=audit,
+        events=(ALARM_OUTPUT_FAILED, ALARM_OUTPUT_RECOVERED),
+        fields={"output": output},
+    )
 
 
 class _Coil:
@@ -79,7 +71,7 @@ class _Coil:
         self.device = device
         self.unit = spec.unit_id if spec.unit_id is not None else device.unit_id
         self.name = f"coil:{spec.device}:{spec.address}"
-        self.episode = _Episode(self.name, audit)
+        self.episode = _episode(self.name, audit)
         self.wanted = False
         self.written: bool | None = None
         self.changed = asyncio.Event()
@@ -169,7 +161,7 @@ class AlarmOutputs:
         self.active = active
         self.published = 0
         self.mqtt: RetainedPublisher | None = None
-        self._mqtt_episode = _Episode("mqtt", audit)
+        self._mqtt_episode = _episode("mqtt", audit)
         if config.alarms.mqtt is not None:
             self.mqtt = RetainedPublisher(
                 _mqtt_settings(self.gw, config.alarms.mqtt), on_state=self._mqtt_state

@@ -86,8 +86,8 @@ from drivers.scanner import (
 )
 from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
+from ._retry import Backoff
 from .audit import SCAN_INVALID, SCAN_OVERFLOW
-from .backoff import Backoff
 from .devices import _Device, _raise_if_cancelled
 from .epcis_hash import event_hash
 from .evidence import format_time

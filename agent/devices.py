@@ -38,8 +38,8 @@ from drivers.base import (
     utc_now,
 )
 
+from ._retry import Backoff, Episode
 from .audit import DEVICE_FAILING, DEVICE_OFFLINE, DEVICE_ONLINE, DEVICE_RECOVERED
-from .backoff import Backoff
 from .identity import ZoneMap
 from .recorder import Recorder
 from .sealing import Fact
@@ -56,15 +56,38 @@ class _Device:
         self.device = device
         self.zones = zones
         self.recorder = recorder
-        self.online = True
         self.up: bool | None = None
         """Health as last seen: None until the first attempt, then as :attr:`online`."""
         self.last_error: str | None = None
-        self.failing: str | None = None
-        """The error while the device answers with nothing but ``bad`` values; None: not."""
         self.last_data: float | None = None
         """``time.monotonic()`` of the last live good reading (or scan); None: none yet."""
         self._backoff = backoff
+        self._offline = Episode(
+            log,
+            "device.offline device=%s error=%s",
+            "device.online device=%s",
+            device,
+            audit=self._audit,
+            events=(DEVICE_OFFLINE, DEVICE_ONLINE),
+        )
+        self._failing = Episode(
+            log,
+            "device.failing device=%s error=%s",
+            "device.recovered device=%s",
+            device,
+            audit=self._audit,
+            events=(DEVICE_FAILING, DEVICE_RECOVERED),
+        )
+
+    @property
+    def online(self) -> bool:
+        """False from the first failed attempt of an episode to the next that succeeds."""
+        return not self._offline.failing
+
+    @property
+    def failing(self) -> str | None:
+        """The error while the device answers with nothing but ``bad`` values; None: not."""
+        return self._failing.error
 
     def saw_data(self) -> None:
         """Live data arrived (a good reading, a scan): for the last-data age in metrics."""
@@ -119,20 +142,14 @@ class _Device:
         """Record the failure (once per episode); return how long to wait before retrying."""
         self.last_error = failure.message
         self.up = False
-        if self.online:
-            self.online = False
-            log.warning("device.offline device=%s error=%s", self.device, failure.message)
-            await self._audit({"event": DEVICE_OFFLINE, "error": failure.message})
+        await self._offline.failed(failure.message)
         return self._backoff.next_delay()
 
     async def came_online(self) -> None:
         self.last_error = None
         self.up = True
         self._backoff.reset()
-        if not self.online:
-            self.online = True
-            log.warning("device.online device=%s", self.device)
-            await self._audit({"event": DEVICE_ONLINE})
+        await self._offline.recovered()
 
     async def judge_answers(self, samples: list[Sample]) -> None:
         """A poll that was answered: failing while every value is ``bad``, recovered once one
@@ -142,14 +159,10 @@ class _Device:
         if all(s.quality == "bad" for s in samples):
             error = str(samples[0].data.get("error") or "every value bad")
             self.last_error = error
-            if self.failing is None:
-                log.warning("device.failing device=%s error=%s", self.device, error)
-                await self._audit({"event": DEVICE_FAILING, "error": error})
-            self.failing = error
-        elif self.failing is not None:
-            self.failing = self.last_error = None
-            log.warning("device.recovered device=%s", self.device)
-            await self._audit({"event": DEVICE_RECOVERED})
+            await self._failing.failed(error)
+        elif self._failing.failing:
+            self.last_error = None
+            await self._failing.recovered()
 
     async def _audit(self, data: dict[str, object]) -> None:
         zone = self.zones.zone_of(self.device)

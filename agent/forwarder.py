@@ -8,10 +8,12 @@ and after every error.
 Responses: ``200`` moves the cursor; ``413`` halves the batch; ``400/401/403/409/422`` keep the
 records, are sealed once per episode as an ``audit`` record, and are retried with backoff;
 ``429``, ``5xx``, timeouts and connection errors are retried with backoff, at least as long as
-``Retry-After`` asks. Library errors (httpx) are translated in :meth:`Forwarder._post` only.
+``Retry-After`` asks. Library errors (httpx) are translated in :meth:`Forwarder._request` only,
+their kind named by :func:`agent.uplink_base.classify_error`.
 
-:func:`read_batch` (the gzipped batch body) and :class:`UplinkStats` are shared with the MQTT
-uplink (:mod:`agent.mqtt_uplink`).
+The batch body (:func:`~agent.uplink_base.read_batch`) and the statistics
+(:class:`~agent.uplink_base.UplinkStats`) are shared with the MQTT uplink
+(:mod:`agent.mqtt_uplink`).
 """
 
 from __future__ import annotations
@@ -19,12 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
-import gzip
 import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -35,20 +36,13 @@ from buffer import BufferWriteError, Outbox
 from config.model import UplinkConfig
 from drivers.base import utc_now
 
+from ._retry import Backoff
 from .audit import UPLINK_ACK_BEYOND_SENT, UPLINK_RECORDS_PRUNED, UPLINK_REJECTED
-from .backoff import Backoff
 from .redact import Redactor
 from .sealing import Fact
+from .uplink_base import CONNECTION_KINDS, Batch, ErrorKind, UplinkStats, classify_error, read_batch
 
-__all__ = [
-    "Batch",
-    "CursorAnswer",
-    "Forwarder",
-    "Reply",
-    "UplinkStats",
-    "read_batch",
-    "retry_delay",
-]
+__all__ = ["CursorAnswer", "Forwarder", "Reply", "retry_delay"]
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +55,6 @@ CONNECT_RETRY_MAX_SECS = 10.0
 """Cap on the wait after a connection failure (refused, timeout, TLS), whatever
 ``backoff_max_secs`` says: the next attempt is a cheap cursor probe, and a service that returns
 should be refilled within seconds, not minutes. Rejections and 5xx keep the configured cap."""
-
-_CONNECTION_KINDS = frozenset({"connect", "timeout", "tls"})
 
 
 class CursorAnswer(BaseModel):
@@ -90,72 +82,6 @@ class Reply:
         return self.body.decode("utf-8", errors="replace")
 
 
-@dataclass
-class UplinkStats:
-    """What an uplink (HTTP or MQTT) reports to health, metrics and ``gxpgate status``."""
-
-    batches: int = 0
-    delivered_through: int = 0
-    errors: int = 0
-    errors_by_kind: dict[str, int] = field(default_factory=dict)
-    """Failed attempts by kind: ``connect``, ``timeout``, ``tls``, ``rejected``, ``http_5xx``,
-    ``throttled``, ``malformed``, ``broker`` (MQTT), …"""
-    last_error: str | None = None
-    last_success: float | None = None
-
-    def failed(self, kind: str, reason: str) -> bool:
-        """Count a failed attempt; True when it starts an episode (the last attempt succeeded)."""
-        self.errors += 1
-        self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
-        first = self.last_error is None
-        self.last_error = reason
-        return first
-
-    def delivered(self, through: int) -> bool:
-        """Count a delivered batch; True when it ends an episode of failures."""
-        recovered = self.last_error is not None
-        self.last_error = None
-        self.batches += 1
-        self.delivered_through = through
-        self.last_success = time.time()
-        return recovered
-
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    """Consecutive records ``first..last`` as one gzipped body (CONTRACT §3 and §4 share it)."""
-
-    first: int
-    last: int
-    count: int
-    payload: bytes
-
-
-def read_batch(
-    outbox: Outbox, after_seq: int, limit: int, max_bytes: int | None = None
-) -> Batch | None:
-    """Read up to ``limit`` records after ``after_seq`` and build the gzipped body; ``None``
-    when nothing is pending.
-
-    With ``max_bytes`` the batch is cut to fewer records until its payload fits (a broker caps
-    its packet size); a single record that does not fit comes back as it is, and the caller
-    must notice. Blocking: run it in a thread. Joining and gzipping thousands of records takes
-    tens of ms (zlib releases the GIL). Records go in exactly as sealed, never re-serialised.
-    """
-    rows = outbox.pending(after_seq, limit)
-    if not rows:
-        return None
-    head = b"".join((b'{"gw":', orjson.dumps(outbox.gw), b',"chain":', orjson.dumps(outbox.chain)))
-    count = len(rows)
-    while True:
-        body = b"".join((head, b',"records":[', b",".join(r[1] for r in rows[:count]), b"]}"))
-        payload = gzip.compress(body, compresslevel=1)
-        if max_bytes is None or len(payload) <= max_bytes or count == 1:
-            return Batch(rows[0][0], rows[count - 1][0], count, payload)
-        # Compressed size is close to proportional to the record count; aim 10 % under.
-        count = max(1, min(count - 1, int(count * max_bytes * 0.9 / len(payload))))
-
-
 class _Retry(Exception):
     def __init__(
         self,
@@ -163,7 +89,7 @@ class _Retry(Exception):
         status: int | None = None,
         retry_after: float = 0.0,
         *,
-        kind: str | None = None,
+        kind: ErrorKind | None = None,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -172,22 +98,14 @@ class _Retry(Exception):
         self.kind = kind or _kind_of(status)
 
 
-def _kind_of(status: int | None) -> str:
+def _kind_of(status: int | None) -> ErrorKind:
     if status is None:
         return "malformed"
     if status in _REJECTED:
         return "rejected"
     if status == 429:
         return "throttled"
-    return "http_5xx" if status >= 500 else f"http_{status}"
-
-
-def _error_kind(exc: Exception) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        return "timeout"
-    if isinstance(exc, ssl.SSLError) or "SSL" in str(exc) or "certificate" in str(exc):
-        return "tls"
-    return "connect"
+    return "http_5xx" if status >= 500 else "http_other"
 
 
 class Forwarder:
@@ -212,7 +130,7 @@ class Forwarder:
         self.outbox = outbox
         self.config = config
         self.record = record
-        self.stats = UplinkStats()
+        self.stats = UplinkStats(log, "uplink.recovered acked_through=%d")
         self._transport = transport
         self._sleep = sleep
         self._client: httpx.AsyncClient | None = None
@@ -382,7 +300,7 @@ class Forwarder:
         except (httpx.HTTPError, OSError) as exc:
             # OSError: httpcore lets some TLS alerts through untranslated (ssl.SSLError), e.g.
             # TLS 1.3's "certificate required", which arrives after the handshake.
-            raise _Retry(self._redact(_describe(exc)), kind=_error_kind(exc)) from exc
+            raise _Retry(self._redact(_describe(exc)), kind=classify_error(exc)) from exc
         return Reply(response.status_code, response.headers, body, response.reason_phrase)
 
     async def _classify(self, answer: Reply) -> None:
@@ -408,7 +326,7 @@ class Forwarder:
         raise _Retry(error, kind="malformed")
 
     async def _rejected(
-        self, status: int, error: str, seq: object, *, kind: str = "rejected"
+        self, status: int, error: str, seq: object, *, kind: ErrorKind = "rejected"
     ) -> None:
         """Seal one audit record per rejection episode (a status or kind different from the
         last; a delivered batch ends the episode)."""
@@ -455,14 +373,12 @@ class Forwarder:
         await self.record(Fact("audit", utc_now(), data))
 
     async def _failed(self, exc: _Retry) -> None:
-        if self.stats.failed(exc.kind, exc.reason):
-            log.warning("uplink.failing kind=%s error=%s", exc.kind, exc.reason)
+        self.stats.failed(exc.kind, exc.reason)
         self._cursor_known = False
         await self._sleep(retry_delay(self._backoff, exc.kind, exc.retry_after))
 
     def _succeeded(self, acked: int, count: int) -> None:
-        if self.stats.delivered(acked):
-            log.warning("uplink.recovered acked_through=%d", acked)
+        self.stats.delivered(acked)
         self._rejection = None
         self._backoff.reset()
         self._limit = min(self.config.batch_max_records, self._limit * 2)
@@ -495,11 +411,11 @@ def _seq_of(answer: Reply) -> object:
     return None
 
 
-def retry_delay(backoff: Backoff, kind: str, retry_after: float = 0.0) -> float:
+def retry_delay(backoff: Backoff, kind: ErrorKind, retry_after: float = 0.0) -> float:
     """How long to wait after a failed attempt of ``kind``: the backoff's next delay, at most
     :data:`CONNECT_RETRY_MAX_SECS` after a connection failure, at least ``Retry-After``."""
     delay = backoff.next_delay()
-    if kind in _CONNECTION_KINDS:
+    if kind in CONNECTION_KINDS:
         delay = min(delay, CONNECT_RETRY_MAX_SECS)
     return max(delay, retry_after)
 

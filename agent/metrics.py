@@ -72,6 +72,7 @@ from buffer import Outbox
 from config.model import MetricsConfig
 
 from .snapshot import Snapshot, UplinkHealth
+from .uplink_base import COMMON_ERROR_KINDS
 
 __all__ = ["SNAPSHOT_SECS", "UPLINK_ERROR_KINDS", "Metrics", "MetricsUnavailable"]
 
@@ -80,10 +81,10 @@ log = logging.getLogger(__name__)
 SNAPSHOT_SECS = 1.0
 REQUEST_TIMEOUT_SECS = 10.0
 SCANNER_TYPES = frozenset({"barcode_scanner", "rfid_reader"})
-UPLINK_ERROR_KINDS = ("connect", "timeout", "tls", "rejected")
+UPLINK_ERROR_KINDS: tuple[str, ...] = COMMON_ERROR_KINDS
 """Error kinds of both uplinks (HTTP, MQTT), exported as 0 until they occur so that ``rate()``
-sees the first; the transport's other kinds (``http_5xx``, ``broker``, ...) appear when first
-counted."""
+sees the first; the transport's other kinds (``http_5xx``, ``broker``, ...: the rest of
+:data:`~agent.uplink_base.ErrorKind`) appear when first counted."""
 
 
 class MetricsUnavailable(OSError):

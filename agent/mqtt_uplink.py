@@ -1,9 +1,8 @@
 """The MQTT uplink (CONTRACT §4): evidence batches published QoS 1 to ``gxpgate/{gw}/evidence``.
 
-Same batches as HTTP (:func:`agent.forwarder.read_batch`: ``{"gw", "chain", "records"}``,
+Same batches as HTTP (:func:`agent.uplink_base.read_batch`: ``{"gw", "chain", "records"}``,
 records exactly as sealed, gzipped), same interface as :class:`agent.forwarder.Forwarder`
-(``async with``, :meth:`MqttUplink.run`, :meth:`~MqttUplink.wake`, :meth:`~MqttUplink.flush`,
-``stats``), so the agent picks one by ``[uplink] transport``.
+(:class:`agent.uplink.Uplink`), so the agent picks one by ``[uplink] transport``.
 
 Delivery and the cursor
     A batch is delivered when the broker's PUBACK arrives (MQTT 5: with a reason code below
@@ -42,13 +41,12 @@ Refusals and limits
     oversized packet: set ``max_payload_kb`` to its limit.
 
 Threads
-    As in :mod:`agent.mqtt_client`: paho runs its network loop in its own thread; its
-    callbacks only hand events to the asyncio loop with ``call_soon_threadsafe``, so all state
-    here is owned by the event-loop thread and needs no lock. The only paho call made in
-    paho's thread is ``drop_out_messages`` in ``on_connect``. Reading and gzipping batches and
-    moving the cursor run in worker threads (``asyncio.to_thread``).
+    As in :mod:`agent.mqtt_client`: paho runs in its own thread, bridged by
+    :class:`agent._paho.PahoLink`, so all state here is owned by the event-loop thread and
+    needs no lock. Reading and gzipping batches and moving the cursor run in worker threads
+    (``asyncio.to_thread``).
 
-Failures are counted in :class:`~agent.forwarder.UplinkStats` by kind (``connect``, ``tls``,
+Failures are counted in :class:`~agent.uplink_base.UplinkStats` by kind (``connect``, ``tls``,
 ``timeout``, ``broker`` for a refused CONNACK or a DISCONNECT from the broker, ``rejected``
 for a refused PUBLISH) and logged once per episode (``uplink.failing`` … ``uplink.recovered``).
 The password is never logged.
@@ -64,27 +62,20 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from buffer import BufferWriteError, Outbox
 from config.mqtt_model import MqttUplinkConfig
 from drivers.base import utc_now
 
+from ._paho import LinkDown, LinkUp, MqttSettings, PahoLink
+from ._retry import Backoff
 from .audit import UPLINK_NO_SUBSCRIBERS, UPLINK_REJECTED
-from .backoff import Backoff
-from .forwarder import Batch, UplinkStats, read_batch
-from .mqtt_client import MqttSettings, _tls_context, call_in_loop
 from .redact import Redactor
 from .sealing import Fact
+from .uplink_base import Batch, ErrorKind, UplinkStats, classify_error, read_batch
 
 __all__ = ["MqttUplink", "MqttUplinkError", "evidence_topic"]
 
@@ -130,13 +121,12 @@ class MqttUplink:
         self.outbox = outbox
         self.config = config
         self.record = record
-        self.stats = UplinkStats()
+        self.stats = UplinkStats(log, "uplink.recovered delivered_through=%d")
         self.topic = evidence_topic(outbox.gw)
         self._settings = _settings(config, config.client_id or f"gxpgate-{outbox.gw}-uplink")
         # A broker's error text may echo the credentials; none of it reaches a log or record.
         self._redact = Redactor([self._settings.password])
-        self._v5 = config.protocol == "5"
-        self._client = self._build_client()
+        self._link = self._build_link()
         self._backoff = Backoff(config.backoff_initial_secs, config.backoff_max_secs)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
@@ -157,8 +147,6 @@ class MqttUplink:
         self._rejection: int | str | None = None  # reason code (or text) of this episode
         self._no_subscribers = False
         self._audits: list[dict[str, Any]] = []
-        self._paho_error: str | None = None  # paho's thread only: its last error message
-        self._connack_refused = False  # paho's thread only: the disconnect that follows
 
     # -- the interface the agent uses ------------------------------------------------------
 
@@ -181,15 +169,7 @@ class MqttUplink:
             s.tls,
             self.config.protocol,
         )
-        if self._v5:
-            properties = Properties(PacketTypes.CONNECT)
-            properties.SessionExpiryInterval = self.config.session_expiry_secs
-            self._client.connect_async(
-                s.host, s.port, s.keepalive_secs, clean_start=False, properties=properties
-            )
-        else:
-            self._client.connect_async(s.host, s.port, s.keepalive_secs)
-        self._client.loop_start()
+        self._link.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -198,10 +178,7 @@ class MqttUplink:
         if not self._started or self._stopping:
             return
         self._stopping = True
-        self._client.disconnect()
-        await asyncio.to_thread(self._client.loop_stop)
-        # A connection attempt racing the first disconnect() may have completed: close it too.
-        self._client.disconnect()
+        await self._link.stop()
         self._connected = False
         await self._persist()
         log.info("uplink.stopped delivered_through=%d", self._delivered)
@@ -318,13 +295,13 @@ class MqttUplink:
         return max(budget, 1)
 
     def _publish(self, batch: Batch) -> None:
-        info = self._client.publish(self.topic, batch.payload, qos=1)
-        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-            # NO_CONN: the link dropped and we have not heard yet; paho holds the message until
+        sent = self._link.publish(self.topic, batch.payload)
+        if isinstance(sent, str):
+            # Not when the link dropped and we have not heard yet: paho holds the message until
             # the next CONNACK, where it is dropped and the batch published again.
-            self._retry_later("connect", f"publish failed: {paho.error_string(info.rc)}")
+            self._retry_later("connect", f"publish failed: {sent}")
             return
-        self._inflight[info.mid] = _InFlight(batch.first, batch.last, len(batch.payload))
+        self._inflight[sent] = _InFlight(batch.first, batch.last, len(batch.payload))
         self._next_after = batch.last
 
     def _idle_secs(self) -> float:
@@ -339,11 +316,10 @@ class MqttUplink:
         self._next_after = self._delivered
         self._epoch += 1
 
-    def _retry_later(self, kind: str, reason: str) -> None:
+    def _retry_later(self, kind: ErrorKind, reason: str) -> None:
         assert self._loop is not None
         reason = self._redact(reason)
-        if self.stats.failed(kind, reason):
-            log.warning("uplink.failing kind=%s error=%s", kind, reason)
+        self.stats.failed(kind, reason)
         self._rewind()
         self._paused_until = self._loop.time() + self._backoff.next_delay()
 
@@ -362,9 +338,7 @@ class MqttUplink:
         self._retry_later("rejected", reason)
         self._changed.set()
 
-    def _on_link_up(
-        self, session_present: bool, receive_maximum: int | None, max_packet: int | None
-    ) -> None:
+    def _on_link_up(self, up: LinkUp) -> None:
         if self._stopping:
             return
         self._connected = True
@@ -372,33 +346,34 @@ class MqttUplink:
         self._stale.clear()
         self._next_after = self._delivered
         self._epoch += 1
-        self._window = min(self.config.inflight_max_batches, receive_maximum or 65535)
-        self._broker_max_bytes = max_packet
+        self._window = min(self.config.inflight_max_batches, up.receive_maximum or 65535)
+        self._broker_max_bytes = up.max_packet_bytes
         s = self._settings
         log.info(
             "uplink.connected host=%s port=%d session_present=%s window=%d max_bytes=%d",
             s.host,
             s.port,
-            session_present,
+            up.session_present,
             self._window,
             self._budget(),
         )
         self._changed.set()
 
-    def _on_link_down(self, kind: str, error: str, too_large: bool) -> None:
+    def _on_link_down(self, down: LinkDown) -> None:
         if self._stopping:
             return
+        kind, error = _described(down)
         error = self._redact(error)
         self._connected = False
-        if too_large and self._inflight:
+        if down.how == "by_broker" and down.code == _PACKET_TOO_LARGE and self._inflight:
             largest = max(sent.size for sent in self._inflight.values())
             self._learned_max_bytes = max(1, largest // 2)
             first = min(sent.first for sent in self._inflight.values())
             last = max(sent.last for sent in self._inflight.values())
             self._refused(first, last, _PACKET_TOO_LARGE, error)
             self._paused_until = 0.0  # smaller batches can go as soon as the link is back
-        elif self.stats.failed(kind, error):
-            log.warning("uplink.failing kind=%s error=%s", kind, error)
+        else:
+            self.stats.failed(kind, error)
         self._inflight.clear()
         self._stale.clear()
         self._next_after = self._delivered
@@ -430,127 +405,42 @@ class MqttUplink:
                 break
             del self._inflight[mid]
             self._delivered = oldest.last
-            if self.stats.delivered(oldest.last):
-                log.warning("uplink.recovered delivered_through=%d", oldest.last)
+            self.stats.delivered(oldest.last)
             self._rejection = None
             self._backoff.reset()
         self._changed.set()
 
-    # -- paho's network thread: hand over to the event loop, nothing else -------------------
-
-    def _build_client(self) -> paho.Client:
-        s = self._settings
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=s.client_id,
-            clean_session=None if self._v5 else False,
-            protocol=paho.MQTTv5 if self._v5 else paho.MQTTv311,
-            reconnect_on_failure=True,
-        )
-        # paho's own messages go to debug: it logs every failed reconnect attempt as an error,
-        # and the uplink logs state changes only (with paho's last error as the reason).
-        client.on_log = self._paho_on_log
-        # The window is ours (see _can_publish); paho's counter is not adjusted by
-        # drop_out_messages().
-        client.max_inflight_messages_set(0)
-        # paho sleeps with float arithmetic; its int annotation is narrower than the code.
-        client.reconnect_delay_set(
-            s.reconnect_min_secs,  # type: ignore[arg-type]
-            s.reconnect_max_secs,  # type: ignore[arg-type]
-        )
-        client.connect_timeout = self.config.connect_timeout_secs
-        if s.username is not None:
-            client.username_pw_set(s.username, s.password)
-        if s.tls:
-            try:
-                client.tls_set_context(_tls_context(s))
-            except (OSError, ssl.SSLError) as exc:
-                raise MqttUplinkError(f"uplink: TLS files: {exc}") from exc
-        client.on_connect = self._paho_on_connect
-        client.on_connect_fail = self._paho_on_connect_fail
-        client.on_disconnect = self._paho_on_disconnect
-        client.on_publish = self._paho_on_publish
-        return client
-
-    def _post(self, callback: Callable[..., None], *args: Any) -> None:
-        call_in_loop(self._loop, callback, *args)
-
-    def _paho_on_connect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason_code.is_failure:
-            self._connack_refused = True
-            self._post(self._on_link_down, "broker", f"connection refused: {reason_code}", False)
-            return
-        self._connack_refused = False
-        # Before paho re-sends its own queue right after this callback returns.
-        client.drop_out_messages()
-        receive_maximum = getattr(properties, "ReceiveMaximum", None)
-        max_packet = getattr(properties, "MaximumPacketSize", None)
-        self._post(self._on_link_up, flags.session_present, receive_maximum, max_packet)
-
-    def _paho_on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        # paho calls this inside its ``except OSError`` block, so the error is at hand.
-        exc = sys.exception()
-        error = f"{type(exc).__name__}: {exc}" if exc is not None else "connection failed"
-        if isinstance(exc, ssl.SSLError | ssl.CertificateError):
-            kind = "tls"
-        elif isinstance(exc, TimeoutError):
-            kind = "timeout"
-        else:
-            kind = "connect"
-        self._paho_error = None
-        self._post(self._on_link_down, kind, error, False)
-
-    def _paho_on_log(self, client: paho.Client, userdata: Any, level: int, message: str) -> None:
-        if level == paho.MQTT_LOG_ERR:
-            self._paho_error = message
-        paho_log.debug("%s", message)
-
-    def _paho_on_disconnect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Any,
-    ) -> None:
-        if self._connack_refused:  # already reported by on_connect, with the better reason
-            self._connack_refused = False
-            self._paho_error = None
-            return
-        if flags.is_disconnect_packet_from_server:
-            too_large = reason_code.value == _PACKET_TOO_LARGE
-            error = f"disconnected by the broker: {reason_code}"
-            self._post(self._on_link_down, "broker", error, too_large)
-            return
-        cause, self._paho_error = self._paho_error, None
-        error = f"connection lost: {cause or reason_code}"
-        self._post(self._on_link_down, _error_kind(error), error, False)
-
-    def _paho_on_publish(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        mid: int,
-        reason_code: ReasonCode,
-        properties: Any,
-    ) -> None:
-        self._post(self._on_puback, mid, reason_code.value, str(reason_code))
+    def _build_link(self) -> PahoLink:
+        try:
+            return PahoLink(
+                self._settings,
+                on_up=self._on_link_up,
+                on_down=self._on_link_down,
+                on_puback=self._on_puback,
+                # paho's own messages go to debug: it logs every failed reconnect attempt as an
+                # error, and the uplink logs state changes only (with paho's last error as the
+                # reason).
+                paho_log=paho_log,
+                paho_log_as_debug=True,
+                session_expiry_secs=(
+                    self.config.session_expiry_secs if self.config.protocol == "5" else None
+                ),
+                connect_timeout_secs=self.config.connect_timeout_secs,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise MqttUplinkError(f"uplink: TLS files: {exc}") from exc
 
 
-def _error_kind(message: str) -> str:
-    """The kind of a connection lost with paho's error ``message`` (paho keeps no exception)."""
-    if "SSL" in message or "certificate" in message:
-        return "tls"
-    if "timeout" in message or "timed out" in message:
-        return "timeout"
-    return "connect"
+def _described(down: LinkDown) -> tuple[ErrorKind, str]:
+    """The failure's kind and its words for the log and the stats."""
+    if down.how == "refused":
+        return "broker", down.error
+    if down.how == "by_broker":
+        return "broker", f"disconnected by the broker: {down.reason}"
+    if down.how == "failed":
+        return classify_error(down.exception or down.error), down.error
+    error = f"connection lost: {down.paho_error or down.reason}"
+    return classify_error(error), error
 
 
 def _settings(config: MqttUplinkConfig, client_id: str) -> MqttSettings:

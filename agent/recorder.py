@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from buffer import BufferWriteError, Outbox, Row
 from drivers.base import utc_now
 
+from ._retry import Backoff, Episode
 from .audit import BUFFER_WRITE_FAILED
-from .backoff import Backoff
 from .sealing import Committed, Fact, Sealer
 
 __all__ = ["Recorder"]
@@ -62,7 +62,12 @@ class Recorder:
         self._queue: asyncio.Queue[Fact] = asyncio.Queue(queue_size)
         self._arrived = asyncio.Event()
         self._closing = asyncio.Event()
-        self._write_failing = False
+        self._write = Episode(
+            log,
+            "buffer.write_failed error=%s; records are kept in memory",
+            "buffer.write_recovered",
+            levels=(logging.ERROR, logging.WARNING),
+        )
         self._first_arrival = 0.0
         self._caught_up_at = time.time()
         self._committing = False
@@ -124,7 +129,7 @@ class Recorder:
     @property
     def write_failing(self) -> bool:
         """The last commit failed (disk full, I/O error); its records wait in memory."""
-        return self._write_failing
+        return self._write.failing
 
     @property
     def queued(self) -> int:
@@ -178,9 +183,7 @@ class Recorder:
             try:
                 rows = await asyncio.to_thread(self._seal_and_append, batch)
             except BufferWriteError as exc:
-                if not self._write_failing:
-                    self._write_failing = True
-                    log.error("buffer.write_failed error=%s; records are kept in memory", exc)
+                if self._write.fail(str(exc)):
                     event = {"event": BUFFER_WRITE_FAILED, "error": str(exc)}
                     batch.append(Fact("audit", utc_now(), event))
                 delay = backoff.next_delay()
@@ -193,9 +196,7 @@ class Recorder:
                 await asyncio.sleep(delay)
                 continue
             break
-        if self._write_failing:
-            self._write_failing = False
-            log.warning("buffer.write_recovered")
+        self._write.recover()
         self.sealed += len(rows)
         if not self.listeners:
             return

@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from buffer import BufferLock, BufferLocked, BufferWriteError, Outbox, OutboxError
 from config import LoadedConfig
-from config.mqtt_model import MqttUplinkConfig
 from config.products import PolicyError
 from drivers.base import BuildContext, is_pushed, utc_now
 from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
@@ -58,18 +57,17 @@ from .evidence import (
 )
 from .exceptions import ExceptionJudge
 from .exposure import ExposureBook
-from .forwarder import Forwarder
 from .identity import ZoneMap
 from .lot_feed import LotFeed
 from .lots import LotRegister, LotRegisterError, lots_path_for
 from .metrics import Metrics, MetricsUnavailable
-from .mqtt_uplink import MqttUplink, MqttUplinkError
 from .policy import PolicyHolder
 from .preflight import start_problems
 from .recorder import Recorder
 from .sdnotify import Notifier
 from .sealing import Fact, Sealer
 from .snapshot import Snapshot, status_line, take_snapshot
+from .uplink import MqttUplinkError, Uplink, build_uplink
 
 __all__ = [
     "Agent",
@@ -222,7 +220,7 @@ class Agent:
         self.notifier = Notifier.from_environment() if notifier is None else notifier
         self.outbox: Outbox | None = None
         self.recorder: Recorder | None = None
-        self.forwarder: Forwarder | MqttUplink | None = None
+        self.forwarder: Uplink | None = None
         self.pollers: list[DevicePoller | DeviceStreamer | CustodyStreamer] = []
         self.lots: LotFeed | None = None
         self.alarms: AlarmService | None = None
@@ -451,16 +449,15 @@ class Agent:
             await recorder.put(Fact("audit", utc_now(), event))
         return self.metrics
 
-    def _uplink(self, outbox: Outbox, recorder: Recorder) -> Forwarder | MqttUplink:
+    def _uplink(self, outbox: Outbox, recorder: Recorder) -> Uplink:
         """The uplink the config's ``transport`` names."""
-        uplink = self.config.uplink
-        if isinstance(uplink, MqttUplinkConfig):
-            try:
-                return MqttUplink(outbox, uplink, recorder.put)
-            except MqttUplinkError as exc:
-                raise AgentStartError(str(exc)) from exc
-        assert uplink is not None
-        return Forwarder(outbox, uplink, recorder.put, transport=self.uplink_transport)
+        assert self.config.uplink is not None
+        try:
+            return build_uplink(
+                self.config.uplink, outbox, recorder.put, transport=self.uplink_transport
+            )
+        except MqttUplinkError as exc:
+            raise AgentStartError(str(exc)) from exc
 
     def _wake_forwarder(self) -> None:
         if self.forwarder is not None:

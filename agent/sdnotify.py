@@ -27,6 +27,8 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 
+from ._retry import Episode
+
 __all__ = ["STATUS_EVERY_SECS", "Notifier"]
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,13 @@ class Notifier:
         )
         """Seconds between keep-alives: half the watchdog timeout, or ``None`` (no watchdog)."""
         self._socket: socket.socket | None = None
-        self._failing = False
+        self._sending = Episode(
+            log,
+            "sdnotify.send_failed socket=%s error=%s",
+            "sdnotify.recovered socket=%s",
+            _printable(address or ""),
+            levels=(logging.WARNING, logging.INFO),
+        )
         self._status: str | None = None
         self._stopping = False
 
@@ -90,17 +98,9 @@ class Notifier:
                 self._socket.setblocking(False)
             self._socket.sendto(message, self.address)
         except OSError as exc:
-            if not self._failing:
-                self._failing = True
-                log.warning(
-                    "sdnotify.send_failed socket=%s error=%s",
-                    _printable(self.address),
-                    exc.strerror or exc,
-                )
+            self._sending.fail(str(exc.strerror or exc))
             return False
-        if self._failing:
-            self._failing = False
-            log.info("sdnotify.recovered socket=%s", _printable(self.address))
+        self._sending.recover()
         return True
 
     def ready(self, status: str) -> None:

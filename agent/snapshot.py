@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 
     from .capacity import BufferGuard
     from .clock import ClockMonitor
-    from .forwarder import UplinkStats
     from .recorder import Recorder
     from .rules import Engine
+    from .uplink_base import UplinkStats
 
 __all__ = [
     "SEVERITIES",

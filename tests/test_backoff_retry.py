@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from agent.backoff import Backoff
+from agent._retry import Backoff
 from agent.forwarder import _retry_after
 
 

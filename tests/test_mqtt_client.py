@@ -363,7 +363,7 @@ def test_puback_of_a_superseded_payload_does_not_count() -> None:
 def test_publish_failed_is_reported_once_per_episode() -> None:
     states = States()
     pub = RetainedPublisher(MqttSettings(host="broker.local", client_id="gw-1"), on_state=states)
-    pub._client.max_queued_messages_set(1)  # paho refuses a second queued message
+    pub._link.client.max_queued_messages_set(1)  # paho refuses a second queued message
     _linked(pub)
     pub.publish(f"{ALARMS}/a/r", b"1")
     pub.publish(f"{ALARMS}/b/r", b"1")

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from agent.backoff import Backoff
+from agent._retry import Backoff
 from agent.cli import app
 from agent.forwarder import CONNECT_RETRY_MAX_SECS, retry_delay
 from buffer import Outbox

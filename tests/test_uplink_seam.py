@@ -1,0 +1,115 @@
+"""The uplink seam: one error classifier, the error vocabulary, build_uplink, the paho bridge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from types import SimpleNamespace
+from typing import Any, get_args
+
+import httpx
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent._paho import LinkDown, LinkUp, MqttSettings, PahoLink
+from agent.forwarder import Forwarder
+from agent.metrics import UPLINK_ERROR_KINDS
+from agent.mqtt_uplink import MqttUplink
+from agent.uplink import ErrorKind, build_uplink, classify_error
+from config.model import UplinkConfig
+from config.mqtt_model import MqttUplinkConfig
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        # Exceptions: the type decides a timeout and TLS ...
+        (TimeoutError("timed out"), "timeout"),
+        (httpx.ConnectTimeout("timed out"), "timeout"),
+        (httpx.ReadTimeout("SSL read timed out"), "timeout"),
+        (ssl.SSLCertVerificationError("certificate verify failed"), "tls"),
+        (ssl.SSLError("wrong version number"), "tls"),
+        # ... the text names TLS a library wrapped ...
+        (httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"), "tls"),
+        # ... and the rest is a connection failure, whatever its text says of time.
+        (ConnectionRefusedError(111, "Connection refused"), "connect"),
+        (httpx.ConnectError("[Errno 110] Connection timed out"), "connect"),
+        (OSError("Network is unreachable"), "connect"),
+        # paho's messages (a lost connection keeps no exception): TLS, then a timeout.
+        ("connection lost: [SSL: SSLV3_ALERT_CERTIFICATE_REVOKED] sslv3 alert", "tls"),
+        ("connection lost: SSL read timed out", "tls"),
+        ("connection lost: timed out", "timeout"),
+        ("connection lost: Keep alive timeout", "timeout"),
+        ("connection lost: Unspecified error", "connect"),
+        ("connection failed", "connect"),
+    ],
+)
+def test_one_classifier_for_exceptions_and_messages(error: BaseException | str, kind: str) -> None:
+    assert classify_error(error) == kind
+
+
+def test_metrics_count_from_zero_the_kinds_both_transports_report() -> None:
+    assert UPLINK_ERROR_KINDS == ("connect", "timeout", "tls", "rejected")
+    assert set(UPLINK_ERROR_KINDS) < set(get_args(ErrorKind))
+
+
+def test_build_uplink_builds_the_transport_the_config_names() -> None:
+    outbox: Any = SimpleNamespace(gw="gw-1", chain="c")
+
+    async def record(fact: object) -> None:
+        pass
+
+    http = UplinkConfig(url="http://quality.local")
+    assert isinstance(build_uplink(http, outbox, record), Forwarder)
+    mqtt = MqttUplinkConfig(transport="mqtt", host="broker.local")
+    assert isinstance(build_uplink(mqtt, outbox, record), MqttUplink)
+
+
+def test_the_bridge_hands_paho_events_to_the_loop_once_each() -> None:
+    """paho's callbacks, played from another thread as paho would: a refused CONNACK is told
+    once (not again by the disconnect paho reports after it), a DISCONNECT from the broker
+    keeps its reason code, a lost connection carries paho's last error message."""
+    ups: list[LinkUp] = []
+    downs: list[LinkDown] = []
+    acks: list[tuple[int, int, str]] = []
+    link = PahoLink(
+        MqttSettings(host="broker.local", client_id="gw-1"),
+        on_up=ups.append,
+        on_down=downs.append,
+        on_puback=lambda *ack: acks.append(ack),
+        paho_log=logging.getLogger("tests.paho"),
+        paho_log_as_debug=True,
+    )
+    client = link.client
+    refused = ReasonCode(PacketTypes.CONNACK, identifier=0x87)
+    accepted = ReasonCode(PacketTypes.CONNACK, identifier=0)
+    too_large = ReasonCode(PacketTypes.DISCONNECT, identifier=0x95)
+    unspecified = ReasonCode(PacketTypes.DISCONNECT, identifier=0x80)
+    puback = ReasonCode(PacketTypes.PUBACK, identifier=0x10)
+
+    def paho_thread() -> None:
+        link._paho_on_connect(client, None, paho.ConnectFlags(False), refused, None)
+        link._paho_on_disconnect(client, None, paho.DisconnectFlags(False), unspecified, None)
+        link._paho_on_connect(client, None, paho.ConnectFlags(True), accepted, None)
+        link._paho_on_publish(client, None, 7, puback, None)
+        link._paho_on_disconnect(client, None, paho.DisconnectFlags(True), too_large, None)
+        link._paho_on_log(client, None, paho.MQTT_LOG_ERR, "failed to receive on socket: EOF")
+        link._paho_on_disconnect(client, None, paho.DisconnectFlags(False), unspecified, None)
+
+    async def main() -> None:
+        link._loop = asyncio.get_running_loop()  # what start() records, without connecting
+        await asyncio.to_thread(paho_thread)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert ups == [LinkUp(True, [], None, None)]
+    assert acks == [(7, 0x10, "No matching subscribers")]
+    assert [(d.how, d.code, d.error) for d in downs] == [
+        ("refused", 0x87, "connection refused: Not authorized"),
+        ("by_broker", 0x95, "connection lost: Packet too large"),
+        ("lost", 0x80, "connection lost: Unspecified error"),
+    ]
+    assert downs[2].paho_error == "failed to receive on socket: EOF"

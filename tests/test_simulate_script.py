@@ -111,12 +111,7 @@ def test_script_stages_an_excursion_and_an_exception(simulate) -> None:
 def test_a_bad_script_exits_2_naming_the_line(tmp_path: Path, script: str, reason: str) -> None:
     path = tmp_path / "bad.txt"
     path.write_text(script)
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "simulate", "modbus", "--port", "0",
-         "--script", str(path)],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    result = _refused("modbus", "--port", "0", "--script", str(path))
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"{path}: {reason}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -147,19 +142,28 @@ def test_commands_typed_on_stdin_run_as_typed() -> None:
         proc.wait(timeout=DEADLINE_SECS)
 
 
-def test_quality_service_script_stages_429_503_and_an_outage(tmp_path: Path, signing_key) -> None:
+def _service_args(tmp_path: Path, signing_key) -> list[str]:
     from agent.evidence import public_key_pem
 
     pub = tmp_path / "signing.pub.pem"
     pub.write_text(public_key_pem(signing_key[1].public_key()))
-    script = tmp_path / "qs.txt"
-    script.write_text("fail 429 1 retry-after 2s\nfail 503\nat 1s outage 3s\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "simulate", "quality-service", "--public-key", str(pub),
-         "--port", "0", "--db", str(tmp_path / "qs.db"), "--script", str(script)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    return ["quality-service", "--public-key", str(pub), "--port", "0",
+            "--db", str(tmp_path / "qs.db")]  # fmt: skip
+
+
+def _refused(*args: str) -> subprocess.CompletedProcess[str]:
+    """``gxpgate simulate ARGS`` expected to refuse its script before it starts."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "simulate", *args],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
+
+
+def test_quality_service_script_stages_429_503_and_an_outage(tmp_path: Path, signing_key) -> None:
+    script = tmp_path / "qs.txt"
+    script.write_text("fail 429 1 retry-after 2s\nfail 503\nat 1s outage 3s\n")
+    proc = _spawn(*_service_args(tmp_path, signing_key), "--script", str(script))
     assert proc.stdout is not None
     try:
         url = proc.stdout.readline().split()[-1]
@@ -189,18 +193,9 @@ def test_quality_service_script_stages_429_503_and_an_outage(tmp_path: Path, sig
 
 
 def test_a_bad_quality_service_script_exits_2(tmp_path: Path, signing_key) -> None:
-    from agent.evidence import public_key_pem
-
-    pub = tmp_path / "signing.pub.pem"
-    pub.write_text(public_key_pem(signing_key[1].public_key()))
     script = tmp_path / "qs.txt"
     script.write_text("outage 10s\nfail 42\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "simulate", "quality-service", "--public-key", str(pub),
-         "--port", "0", "--db", str(tmp_path / "qs.db"), "--script", str(script)],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    result = _refused(*_service_args(tmp_path, signing_key), "--script", str(script))
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"{script}: line 2: expected: fail STATUS" in result.stderr
     assert not (tmp_path / "qs.db").exists()
@@ -318,11 +313,7 @@ def test_bad_opcua_and_logger_scripts_exit_2(
 ) -> None:
     path = tmp_path / "bad.txt"
     path.write_text(script)
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "simulate", kind, "--script", str(path)],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    result = _refused(kind, "--script", str(path))
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"{path}: {reason}" in result.stderr
     assert "Traceback" not in result.stderr

@@ -21,7 +21,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +30,18 @@ from drivers.base import utc_now
 
 from .alarm_outputs import AlarmOutputs
 from .audit import ALARM_ACKNOWLEDGED, DEVICE_OFFLINE, DEVICE_ONLINE
-from .control import Peer
 from .evidence import format_time
-from .exceptions import ExceptionJudge, Judged
 from .points import GATEWAY_CONDITIONS, point_rules
 from .recorder import CHECKPOINT, Recorder
 from .rules import (
     GATEWAY,
     KEY_PREFIX,
+    AlarmView,
     Engine,
     Event,
+    Judged,
     LotsBetween,
     Reading,
-    RuleError,
     Transition,
 )
 from .sealing import Committed, Fact
@@ -91,11 +89,12 @@ class AlarmService:
 
     # -- start-up ----------------------------------------------------------------------------
 
-    def restore(self, outbox: Outbox, judge: ExceptionJudge | None = None) -> None:
+    def restore(self, outbox: Outbox, rejudge: Callable[[], None] | None = None) -> None:
         """Load the checkpoint and replay what was sealed after it (call before the recorder
-        runs, off the event loop). Transitions found on the way are queued for sealing. With a
-        ``judge``, custody records not yet judged for exceptions are judged again (the engine
-        skips what it has already raised)."""
+        runs, off the event loop). Transitions found on the way are queued for sealing.
+        ``rejudge`` runs right after the checkpoint is loaded: the lot feed judging again the
+        custody records not yet judged for exceptions (:meth:`agent.lot_feed.LotFeed.rejudge`;
+        the engine skips what it has already raised)."""
         saved = outbox.states(KEY_PREFIX)
         if not saved:
             # First start with rules (a new buffer, or one from a version without them): judge
@@ -103,8 +102,8 @@ class AlarmService:
             self.engine.through = self.engine.judged_through = outbox.last_seq
             return
         after = self.engine.load({k[len(KEY_PREFIX) :]: v for k, v in saved.items()})
-        if judge is not None:
-            self._rejudge(outbox, judge)
+        if rejudge is not None:
+            rejudge()
         while True:
             rows = outbox.pending(after, REPLAY_CHUNK)
             if not rows:
@@ -116,19 +115,15 @@ class AlarmService:
         if self.replayed:
             log.info("alarms.replayed records=%d through=%d", self.replayed, after)
 
-    def _rejudge(self, outbox: Outbox, judge: ExceptionJudge) -> None:
-        for rule, detail, zone in self.engine.watched_events("wrong_zone"):
-            judge.watch(rule, detail, zone)
-        after = self.engine.judged_through
-        through = outbox.last_seq  # the recorder does not run yet: nothing is added meanwhile
-        while True:
-            rows = outbox.pending(after, REPLAY_CHUNK, kind="custody")
-            if not rows:
-                break
-            after = rows[-1][0]
-            custody = [Committed.stored(seq, body) for seq, body in rows]
-            self.exceptions(judge.judge(custody), [], after)
-        self.engine.judged_through = max(self.engine.judged_through, through)
+    def watched_events(self, kind: str) -> list[tuple[str, dict[str, Any], str]]:
+        """The active custody exceptions of ``kind`` (rule, detail, zone): what a judge must
+        keep watching after a restart."""
+        return self.engine.watched_events(kind)
+
+    @property
+    def judged_through(self) -> int:
+        """The seq through which custody records have been judged for exceptions."""
+        return self.engine.judged_through
 
     def exceptions(self, judged: Judged | None, events: list[Event], through: int) -> None:
         """What the lot feed found: custody exceptions judged through ``through``, and time out
@@ -274,56 +269,33 @@ class AlarmService:
     def _checkpoint_entries(self) -> dict[str, str]:
         return self.engine.checkpoint()
 
-    # -- the control channel -----------------------------------------------------------------
+    # -- operators' requests (the control channel's ops call these: agent/control_ops.py) ------
 
-    async def handle(self, request: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        op = request.get("op")
-        if op == "list":
-            return {"ok": True, "alarms": [_view(v) for v in self.engine.alarms()]}
-        if op == "ack":
-            return await self._ack(request, peer)
-        return {"ok": False, "error": f"unknown op {op!r}"}
+    def views(self) -> list[AlarmView]:
+        """Every alarm the engine holds, as operators list them."""
+        return self.engine.alarms()
 
-    async def _ack(self, request: dict[str, Any], peer: Peer) -> dict[str, Any]:
-        alarm_id = str(request.get("alarm_id") or "").strip()
-        by = str(request.get("by") or "").strip()
-        comment = str(request.get("comment") or "").strip()
-        if not alarm_id or not by or not comment:
-            return {"ok": False, "error": "alarm_id, by and comment are all required"}
-        os_user = peer.user or f"uid {peer.uid}"
-        try:
-            transition = self.engine.acknowledge(alarm_id, by, comment, self.clock(), os_user)
-        except RuleError as exc:
-            return {"ok": False, "error": str(exc)}
+    async def acknowledge(
+        self, alarm_id: str, by: str, comment: str, os_user: str, os_uid: int
+    ) -> int:
+        """Acknowledge ``alarm_id`` for ``by`` (as the OS user ``os_user`` asked) and return the
+        seq of the sealed ``acknowledged`` transition; the ``alarm_acknowledged`` audit record is
+        committed with or right after it. Raises :class:`RuleError` when the engine refuses and
+        :class:`TimeoutError` when the transition is not sealed within ``ACK_WAIT_SECS``."""
+        transition = self.engine.acknowledge(alarm_id, by, comment, self.clock(), os_user)
         sealed = asyncio.get_running_loop().create_future()
         self._sealed_waiters[(alarm_id, "acknowledged")] = sealed
         self._queue.put_nowait(self._fact(transition))
         audit = {
             "event": ALARM_ACKNOWLEDGED, "alarm_id": alarm_id, "rule": transition.rule,
-            "by": by, "comment": comment, "os_user": os_user, "os_uid": peer.uid,
+            "by": by, "comment": comment, "os_user": os_user, "os_uid": os_uid,
         }  # fmt: skip
         self._queue.put_nowait(Fact("audit", utc_now(), audit, zone=transition.zone or None))
         self._queue_all(self.engine.settle(alarm_id, self.clock()))
         log.info("alarm.ack_requested id=%s by=%s os_user=%s", alarm_id, by, os_user)
-        try:
-            async with asyncio.timeout(ACK_WAIT_SECS):
-                seq = await sealed
-        except TimeoutError:
-            return {"ok": False, "error": "acknowledgement queued but not sealed within 10 s"}
-        return {"ok": True, "alarm_id": alarm_id, "seq": seq}
-
-
-def _view(view: Any) -> dict[str, Any]:
-    return {
-        "alarm_id": view.alarm_id,
-        "rule": view.rule,
-        "zone": view.zone,
-        "severity": view.severity,
-        "state": view.state,
-        "started_at": datetime.fromtimestamp(view.started_at, UTC).isoformat(),
-        "value": view.value,
-        "limit": view.limit,
-    }
+        async with asyncio.timeout(ACK_WAIT_SECS):
+            seq: int = await sealed
+        return seq
 
 
 async def stop_quietly(task: asyncio.Task[None]) -> None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final
 
@@ -41,14 +41,13 @@ from drivers.gs1 import gs1_date
 
 from .evidence import parse_time
 from .lots import BadIdentifier, LotRegister, item_id, lot_id, parse_identifier, sscc_id
-from .rules import Event
+from .rules import Event, Judged
 
 __all__ = [
     "OUTBOUND_STEPS",
     "PUT_AWAY_STEPS",
     "RECEIVING_STEPS",
     "ExceptionJudge",
-    "Judged",
     "rule_id",
 ]
 
@@ -65,14 +64,6 @@ def rule_id(kind: str, identifier: str, *, area: str = "custody") -> str:
     """``<area>.<kind>.<id>``, with the characters MQTT topics reserve percent-encoded."""
     safe = "".join(_TOPIC_UNSAFE.get(c, c) for c in identifier)
     return f"{area}.{kind}.{safe}"
-
-
-@dataclass(slots=True)
-class Judged:
-    events: list[tuple[Event, int]] = field(default_factory=list)
-    """Each exception with the ``seq`` of the record it comes from."""
-    resolved: list[str] = field(default_factory=list)
-    """Rules of ``wrong_zone`` exceptions that are put right (the thing left the zone)."""
 
 
 @dataclass(frozen=True, slots=True)

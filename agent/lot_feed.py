@@ -9,18 +9,20 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 from buffer import Outbox
 
-from .exceptions import ExceptionJudge, Judged
+from .exceptions import ExceptionJudge
 from .lots import LotRegister, LotRegisterError
-from .rules import Event
+from .rules import Event, Judged
 from .sealing import Committed
 
 __all__ = ["FeedSink", "LotFeed"]
 
 log = logging.getLogger(__name__)
+
+REJUDGE_CHUNK = 5000
 
 
 class LotFeed:
@@ -98,6 +100,21 @@ class LotFeed:
             log.error("lots.write_failed error=%s", exc)
         finally:
             await asyncio.to_thread(self.register.close)
+
+    def rejudge(self, sink: FeedSink) -> None:
+        """Judge again the custody records ``sink`` has not seen judged (at start, off the event
+        loop, before the recorder runs: nothing is added meanwhile); ``wrong_zone`` exceptions
+        still active are watched again first."""
+        judge = self.judge
+        if judge is None:
+            return
+        for rule, detail, zone in sink.watched_events("wrong_zone"):
+            judge.watch(rule, detail, zone)
+        after, through = sink.judged_through, self.outbox.last_seq
+        while rows := self.outbox.pending(after, REJUDGE_CHUNK, kind="custody"):
+            after = rows[-1][0]
+            sink.exceptions(judge.judge([Committed.stored(s, b) for s, b in rows]), [], after)
+        sink.exceptions(Judged(), [], through)  # judged through the tail, custody or not
 
     def on_commit(self, committed: Sequence[Committed]) -> None:
         if not committed:
@@ -185,3 +202,6 @@ class FeedSink(Protocol):
     """Where the feed hands what it finds (the alarm service)."""
 
     def exceptions(self, judged: Judged | None, events: list[Event], through: int) -> None: ...
+    def watched_events(self, kind: str) -> list[tuple[str, dict[str, Any], str]]: ...
+    @property
+    def judged_through(self) -> int: ...

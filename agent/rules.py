@@ -56,6 +56,7 @@ __all__ = [
     "Engine",
     "Event",
     "GatewayCondition",
+    "Judged",
     "Machine",
     "PointRules",
     "Reading",
@@ -139,6 +140,17 @@ class Event:
     """True: the acknowledgement ends it. False: :meth:`Engine.resolve_event` ends it."""
     once: bool = False
     """True: the rule never fires again, even after it is over."""
+
+
+@dataclass(slots=True)
+class Judged:
+    """What the custody judge (agent/exceptions.py) found in a batch of custody records: an
+    input of the alarm engine, as a reading is."""
+
+    events: list[tuple[Event, int]] = field(default_factory=list)
+    """Each exception with the ``seq`` of the record it comes from."""
+    resolved: list[str] = field(default_factory=list)
+    """Rules of ``wrong_zone`` exceptions that are put right (the thing left the zone)."""
 
 
 @dataclass(slots=True)

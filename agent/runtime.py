@@ -43,6 +43,7 @@ from .audit import (
 from .capacity import BufferGuard
 from .clock import ClockMonitor, SyncProbe, ntp_synchronized
 from .control import ControlError, ControlServer
+from .control_ops import AlarmOps
 from .custody import CustodyStreamer
 from .devices import DevicePoller, DeviceStreamer, cursor_prefix
 from .evidence import (
@@ -355,7 +356,7 @@ class Agent:
             self.lots = await stack.enter_async_context(feed)
             recorder.listeners.append(self.lots.on_commit)
             alarms = AlarmService(cfg, recorder, lots=register.present_between)
-            await asyncio.to_thread(alarms.restore, outbox, judge)
+            await asyncio.to_thread(alarms.restore, outbox, partial(feed.rejudge, alarms))
             recorder.listeners.append(alarms.on_commit)
             feed.sink = self.alarms = alarms
             guard = BufferGuard(
@@ -415,7 +416,8 @@ class Agent:
         """The local channel for acknowledgements. Without it the gateway still monitors and
         alarms (that matters more); the failure is logged and on record."""
         path = control_socket_path(self.config)
-        server = ControlServer(path, alarms.handle, group=self.config.alarms.admin_group)
+        ops = AlarmOps(alarms)
+        server = ControlServer(path, ops.handle, group=self.config.alarms.admin_group)
         try:
             await stack.enter_async_context(server)
         except (ControlError, OSError) as exc:

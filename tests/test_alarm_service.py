@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.alarms import AlarmService, stop_quietly
 from agent.control import Peer
+from agent.control_ops import AlarmOps
 from agent.evidence import format_time
 from agent.recorder import Recorder
 from agent.sealing import Committed, Fact, Sealer
@@ -204,7 +205,7 @@ def test_an_acknowledgement_is_sealed_with_who_and_why_and_only_once(
     async def main() -> tuple[str, int]:
         async with Session(config, key) as session:
             alarm_id = (await raise_alarm(session))["data"]["alarm_id"]
-            handle = session.service.handle
+            handle = AlarmOps(session.service).handle
             missing = await handle({"op": "ack", "alarm_id": alarm_id, "by": "anna"}, PEER)
             assert missing == {"ok": False, "error": "alarm_id, by and comment are all required"}
             unknown = await handle(
@@ -258,7 +259,7 @@ def test_an_alarm_clears_after_its_off_delay_beyond_the_hysteresis(
             assert session.views() == [(RULE, "cleared")]
             alarm_id = session.records("alarm")[-1]["data"]["alarm_id"]
             request = {"op": "ack", "alarm_id": alarm_id, "by": "qa.anna", "comment": "seen"}
-            assert (await session.service.handle(request, PEER))["ok"] is True
+            assert (await AlarmOps(session.service).handle(request, PEER))["ok"] is True
             assert session.views() == []
 
     asyncio.run(main())
@@ -277,10 +278,10 @@ def test_an_active_acknowledged_alarm_survives_a_restart_and_clears_once(
         async with Session(config, key) as first:
             alarm_id = str((await raise_alarm(first))["data"]["alarm_id"])
             request = {"op": "ack", "alarm_id": alarm_id, "by": "qa.anna", "comment": "moving"}
-            assert (await first.service.handle(request, PEER))["ok"] is True
+            assert (await AlarmOps(first.service).handle(request, PEER))["ok"] is True
         async with Session(config, key) as second:
             assert second.views() == [(RULE, "acknowledged")]
-            again = await second.service.handle({**request, "by": "qa.ben"}, PEER)
+            again = await AlarmOps(second.service).handle({**request, "by": "qa.ben"}, PEER)
             assert "already acknowledged" in again["error"]
             await second.feed(temperature(1000, 9.8))
             await second.feed(temperature(1100, 6.0), temperature(1400, 6.1))

@@ -1,6 +1,7 @@
-"""The import rules of STYLE.md hold: no cycles among a package's modules, drivers/buffer/config
-below the agent, protocol libraries only in their drivers, the simulators using only the
-evidence contract (the contracts are in pyproject.toml, ``[tool.importlinter]``)."""
+"""The import rules of STYLE.md hold: the agent's modules in one layer order, no cycles among a
+package's modules, drivers/buffer/config below the agent, protocol libraries only in their
+drivers, the simulators using only the evidence contract (the contracts are in pyproject.toml,
+``[tool.importlinter]``)."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ class LotFeed:
 
     With a ``judge`` (agent/exceptions.py) each applied batch's custody records are judged
     right after, and with a book the exposure is checked every :attr:`CHECK_SECS`; what they
-    find goes to the ``sink`` (the alarm service), in the event loop.
+    find goes to the ``sink`` (the alarm service, given at construction), in the event loop.
     """
 
     CHECKPOINT_EVERY = 10_000
@@ -55,16 +55,16 @@ class LotFeed:
         *,
         judge: ExceptionJudge | None = None,
         points: frozenset[tuple[str, str]] = frozenset(),
+        sink: FeedSink | None = None,
     ) -> None:
         self.register = register
         self.outbox = outbox
         self.judge = judge
-        self.sink: FeedSink | None = None
+        self.sink = sink
         self.failed: str | None = None
         self._points = points
         """Temperature points whose readings the book needs."""
         self._queue: deque[tuple[list[Committed], int]] = deque()
-        self._held: list[tuple[Judged | None, list[Event], int]] = []
         self._wake = asyncio.Event()
         self._closing = False
         self._tail = 0
@@ -101,12 +101,12 @@ class LotFeed:
         finally:
             await asyncio.to_thread(self.register.close)
 
-    def rejudge(self, sink: FeedSink) -> None:
-        """Judge again the custody records ``sink`` has not seen judged (at start, off the event
+    def rejudge(self) -> None:
+        """Judge again the custody records the sink has not seen judged (at start, off the event
         loop, before the recorder runs: nothing is added meanwhile); ``wrong_zone`` exceptions
         still active are watched again first."""
-        judge = self.judge
-        if judge is None:
+        judge, sink = self.judge, self.sink
+        if judge is None or sink is None:
             return
         for rule, detail, zone in sink.watched_events("wrong_zone"):
             judge.watch(rule, detail, zone)
@@ -190,12 +190,8 @@ class LotFeed:
         return judged, events, through
 
     def _deliver(self, found: tuple[Judged | None, list[Event], int]) -> None:
-        self._held.append(found)
-        if self.sink is None:
-            return  # held until the alarm service is there
-        for judged, events, through in self._held:
-            self.sink.exceptions(judged, events, through)
-        self._held.clear()
+        if self.sink is not None:  # none: a register kept without alarms (a test, a tool)
+            self.sink.exceptions(*found)
 
 
 class FeedSink(Protocol):

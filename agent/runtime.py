@@ -351,14 +351,13 @@ class Agent:
         await asyncio.to_thread(register.attach, book)
         judge = ExceptionJudge(cfg, lambda: policy.current, register)
         async with AsyncExitStack() as stack, asyncio.TaskGroup() as core:
+            alarms = self.alarms = AlarmService(cfg, recorder, lots=register.present_between)
             # Entered first, so it is synced before the recorder commits and closed after it.
-            feed = LotFeed(register, outbox, judge=judge, points=book.points)
+            feed = LotFeed(register, outbox, judge=judge, points=book.points, sink=alarms)
             self.lots = await stack.enter_async_context(feed)
             recorder.listeners.append(self.lots.on_commit)
-            alarms = AlarmService(cfg, recorder, lots=register.present_between)
-            await asyncio.to_thread(alarms.restore, outbox, partial(feed.rejudge, alarms))
+            await asyncio.to_thread(alarms.restore, outbox, feed.rejudge)
             recorder.listeners.append(alarms.on_commit)
-            feed.sink = self.alarms = alarms
             guard = BufferGuard(
                 outbox, cfg.buffer, alarms, recorder.put,
                 write_failing=lambda: recorder.write_failing,

@@ -56,27 +56,21 @@ Company prefixes
     URI goes. A class-level fallback (LGTIN in ``quantityList``) would not help: the LGTIN URN
     needs the same prefix length, and it would lose the serial.
 
-The :class:`CustodyStreamer` runs one custody device the way ``DeviceStreamer`` runs an OPC UA
-subscription: ``stream()`` batches as they come, offline/online audit records once per episode,
-capped jittered backoff between reconnects.
+The device side (the scanner's connection, its read budget, the custody device's health) is
+:mod:`agent.scanners`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
 from datetime import datetime, tzinfo
-from types import TracebackType
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal
 
-from drivers.base import DriverError, utc_now
 from drivers.gs1 import ScanResult
 from drivers.scanner import (
     BarcodeRead,
     CompanyPrefixes,
     Observation,
-    Overflow,
     TagRead,
     gtin_class_uri,
     lgtin_uri,
@@ -86,13 +80,9 @@ from drivers.scanner import (
 )
 from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
-from ._retry import Backoff
-from .audit import SCAN_INVALID, SCAN_OVERFLOW
-from .devices import _Device, _raise_if_cancelled
+from .audit import SCAN_INVALID
 from .epcis_hash import event_hash
 from .evidence import format_time
-from .identity import ZoneMap
-from .recorder import Recorder
 from .sealing import Fact
 
 __all__ = [
@@ -101,8 +91,6 @@ __all__ = [
     "EPCIS_CONTEXT",
     "EXTENSION_NAMESPACE",
     "CustodyBuilder",
-    "CustodySource",
-    "CustodyStreamer",
     "action_for",
 ]
 
@@ -272,112 +260,3 @@ class CustodyBuilder:
             self._custody(at, scan, None),
             Fact("audit", at, audit, zone=self.zone, device=self.device_id),
         ]
-
-
-class CustodySource(Protocol):
-    """A pushed source of observations (:mod:`drivers.scanner`)."""
-
-    device_id: str
-
-    @property
-    def config(self) -> BarcodeScannerDevice | RfidReaderDevice: ...
-
-    async def __aenter__(self) -> Any: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-    def stream(self) -> AsyncIterator[list[Observation]]:
-        """``[]`` once connected, then observations; raises DriverError when the link is lost."""
-        ...
-
-    def take_overflow(self, *, force: bool = False) -> Overflow | None:
-        """Reads refused by the device's read budget, when a report is due."""
-        ...
-
-
-class CustodyStreamer(_Device):
-    """Runs one barcode scanner or RFID reader: each observation sealed as it arrives."""
-
-    def __init__(
-        self,
-        source: CustodySource,
-        zones: ZoneMap,
-        recorder: Recorder,
-        gw: str,
-        *,
-        tz: tzinfo | None = None,
-        site_gln: str | None = None,
-    ) -> None:
-        config = source.config
-        super().__init__(source.device_id, zones, recorder, Backoff(0.5, config.reconnect_max_secs))
-        self.source = source
-        self.builder = CustodyBuilder(gw, source.device_id, config, tz=tz, site_gln=site_gln)
-        self.batches = 0
-        """Batches received; the first (empty) one of each connection says it is up."""
-        self.listening = asyncio.Event()
-        """Set once the first connection is up: from then on a scan reaches the gateway."""
-        self.observations = 0
-        self.rejected = 0
-
-    async def run(self) -> None:
-        task = asyncio.current_task()
-        async with self.source:
-            try:
-                while True:
-                    try:
-                        async for observations in self.source.stream():
-                            _raise_if_cancelled(task)
-                            self.batches += 1
-                            self.listening.set()
-                            await self.came_online()
-                            for observation in observations:
-                                await self._record(observation)
-                            await self._report_overflow()
-                    except DriverError as exc:
-                        _raise_if_cancelled(task)
-                        await self._report_overflow(force=True)
-                        await asyncio.sleep(await self.went_offline(exc))
-            finally:
-                # At a stop too: what the budget refused is on record, counted. The recorder's
-                # queue takes it without waiting (the producers are stopping).
-                overflow = self.source.take_overflow(force=True)
-                if overflow is not None:
-                    self.recorder.put_nowait(self._overflow_fact(overflow))
-
-    async def _report_overflow(self, *, force: bool = False) -> None:
-        overflow = self.source.take_overflow(force=force)
-        if overflow is not None:
-            await self.recorder.put(self._overflow_fact(overflow))
-
-    def _overflow_fact(self, overflow: Overflow) -> Fact:
-        config = self.source.config
-        log.warning(
-            "custody.overflow device=%s refused=%d max_reads_per_sec=%g",
-            self.device, overflow.count, config.max_reads_per_sec,
-        )  # fmt: skip
-        data = {
-            "event": SCAN_OVERFLOW, "count": overflow.count,
-            "first_at": format_time(overflow.first), "last_at": format_time(overflow.last),
-            "max_reads_per_sec": config.max_reads_per_sec, "burst_reads": config.burst_reads,
-        }  # fmt: skip
-        zone = self.zones.zone_of(self.device)
-        return Fact("audit", utc_now(), data, zone=zone, device=self.device)
-
-    async def _record(self, observation: Observation) -> None:
-        self.observations += 1
-        self.saw_data()
-        facts = self.builder.facts(observation)
-        if len(facts) > 1:
-            self.rejected += 1
-            log.warning(
-                "custody.scan_invalid device=%s reason=%s",
-                self.device,
-                facts[0].data["scan"].get("error"),
-            )
-        for fact in facts:
-            await self.recorder.put(fact)

@@ -44,7 +44,7 @@ from simulators.scanner_sim import DOCK_RECEIVING, PUT_AWAY, BarcodeScannerSimul
 from .alarms import control_socket_path
 from .audit import AGENT_STARTED, AGENT_STOPPED
 from .control import request as control_request
-from .custody import CustodyStreamer
+from .scanners import CustodyStreamer
 from .evidence import Verdict, generate_key_file, load_private_key, public_key_pem, verify_lines
 from .exposure_report import lot_history
 from .logging_setup import quiet_libraries

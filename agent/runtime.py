@@ -44,7 +44,7 @@ from .capacity import BufferGuard
 from .clock import ClockMonitor, SyncProbe, ntp_synchronized
 from .control import ControlError, ControlServer
 from .control_ops import AlarmOps
-from .custody import CustodyStreamer
+from .scanners import CustodyStreamer
 from .devices import DevicePoller, DeviceStreamer, cursor_prefix
 from .evidence import (
     ChainVerifier,

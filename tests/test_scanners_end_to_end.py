@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from agent.custody import CustodyStreamer
+from agent.scanners import CustodyStreamer
 from agent.lots_cli import app as lots_app
 from agent.runtime import Agent
 from agent.sealing import Committed as Record

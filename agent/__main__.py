@@ -1,5 +1,5 @@
-"""``python -m agent``: the gxpgate command line."""
+"""``python -m gxpgate.agent`` (as ``python -m gxpgate``): the gxpgate command line."""
 
-from .cli import main
+from gxpgate.agent.cli.main import main
 
 main()

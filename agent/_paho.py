@@ -1,7 +1,8 @@
 """paho-mqtt bridged into asyncio, in one place: :class:`PahoLink`, :class:`MqttSettings`.
 
-Both MQTT clients of the agent (:class:`~agent.mqtt_client.RetainedPublisher` for alarms,
-:class:`~agent.mqtt_uplink.MqttUplink` for evidence) drive paho through a :class:`PahoLink`.
+Both MQTT clients of the agent (:class:`~gxpgate.agent.alarms.mqtt_client.RetainedPublisher` for
+alarms,
+:class:`~gxpgate.agent.uplink.mqtt.MqttUplink` for evidence) drive paho through a :class:`PahoLink`.
 
 Threads. paho runs its network loop in a thread of its own (``loop_start``) and reconnects there
 with capped exponential backoff. Its callbacks do one thing in that thread: hand the event to

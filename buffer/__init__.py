@@ -1,7 +1,7 @@
-"""The SQLite outbox (see :mod:`buffer.outbox` for its invariants)."""
+"""The SQLite outbox (see :mod:`gxpgate.buffer.outbox` for its invariants)."""
 
-from .lock import BufferLock, BufferLocked, lock_holder
-from .outbox import (
+from gxpgate.buffer.lock import BufferLock, BufferLocked, lock_holder
+from gxpgate.buffer.outbox import (
     BufferCorrupt,
     BufferMismatch,
     BufferStatus,

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from .outbox import OutboxError
+from gxpgate.buffer.outbox import OutboxError
 
 __all__ = ["BufferLock", "BufferLocked", "lock_holder"]
 

@@ -39,7 +39,7 @@ When full
     else filled; :attr:`Outbox.disk_full` says so until :meth:`Outbox.restore_reserve` finds
     room for the reserve again. Once the reserve is gone too, :meth:`Outbox.append` raises
     :class:`BufferWriteError`; the caller keeps the records and retries.
-    The quota is the agent's policy (agent/capacity.py): :meth:`Outbox.used_bytes`
+    The quota is the agent's policy (agent/health/capacity.py): :meth:`Outbox.used_bytes`
     measures against it, and :meth:`Outbox.prune` with a zero retention frees what the service
     already holds.
 

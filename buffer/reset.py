@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from .outbox import BufferCorrupt, read_witness
+from gxpgate.buffer.outbox import BufferCorrupt, read_witness
 
 __all__ = ["set_aside"]
 

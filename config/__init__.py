@@ -2,8 +2,8 @@
 
 from importlib.resources import files
 
-from .loader import ConfigError, LoadedConfig, default_config_path, load_config
-from .model import GatewayConfig
+from gxpgate.config.loader import ConfigError, LoadedConfig, default_config_path, load_config
+from gxpgate.config.model import GatewayConfig
 
 __all__ = [
     "ConfigError",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .rules_model import LimitRule, QuantityRules, StorageProfile
+from gxpgate.config.rules_model import LimitRule, QuantityRules, StorageProfile
 
 __all__ = ["FREEZING_C", "Band", "condition", "unmet"]
 

@@ -1,7 +1,7 @@
 """Custody exceptions and time out of storage: the site's thresholds (``[exceptions]``).
 
-What is judged, and when, is described in agent/exceptions.py and agent/exposure.py; here are
-only the numbers a site chooses.
+What is judged, and when, is described in agent/custody/exceptions.py and agent/custody/exposure.py;
+here are only the numbers a site chooses.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .model import DEVICE_TYPES, PATTERN_WORDS, UPLINK_TRANSPORTS, GatewayConfig
+from gxpgate.config.model import DEVICE_TYPES, PATTERN_WORDS, UPLINK_TRANSPORTS, GatewayConfig
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",

@@ -22,18 +22,17 @@ from pydantic import (
     model_validator,
 )
 
-from drivers.filedrop_model import CsvDropDevice
-from drivers.gs1 import CSET82, gs1_check_digit
-from drivers.logger_model import SerialLoggerDevice
-from drivers.modbus_model import ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
-from drivers.opcua_model import OpcUaDevice
-from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
-
-from .exceptions_model import ExceptionsConfig
-from .mqtt_model import MqttUplinkConfig
-from .products import HoldListConfig, ProductsConfig
-from .profiles import BUILTIN_PROFILES, resolve_profile
-from .rules_model import QUANTITY_UNITS, AlarmsConfig, QuantityRules, StorageProfile
+from gxpgate.config.exceptions_model import ExceptionsConfig
+from gxpgate.config.mqtt_model import MqttUplinkConfig
+from gxpgate.config.products import HoldListConfig, ProductsConfig
+from gxpgate.config.profiles import BUILTIN_PROFILES, resolve_profile
+from gxpgate.config.rules_model import QUANTITY_UNITS, AlarmsConfig, QuantityRules, StorageProfile
+from gxpgate.drivers.filedrop_model import CsvDropDevice
+from gxpgate.drivers.gs1 import CSET82, gs1_check_digit
+from gxpgate.drivers.logger_model import SerialLoggerDevice
+from gxpgate.drivers.modbus_model import ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
+from gxpgate.drivers.opcua_model import OpcUaDevice
+from gxpgate.drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
 __all__ = [
     "DEVICE_TYPES",

@@ -1,9 +1,9 @@
 """The product master and hold list files a site exports from its ERP, and loading the whole
-policy (inline entries and files) into a :class:`~config.products.Policy`.
+policy (inline entries and files) into a :class:`~gxpgate.config.products.Policy`.
 
 Every problem of a file is collected, not just the first, as ``FILE:LINE: reason``;
-:func:`load_policy` raises one :class:`~config.products.PolicyError` with them all, and with the
-SHA-256 of each file it read (so a failed load can say which version of a file was refused).
+:func:`load_policy` raises one :class:`~gxpgate.config.products.PolicyError` with them all, and with
+the SHA-256 of each file it read (so a failed load can say which version of a file was refused).
 
 CSV format
 ----------
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Final
 
 from pydantic import BaseModel
 
-from .products import (
+from gxpgate.config.products import (
     MAX_TOS_HOURS,
     HoldEntry,
     HoldKey,
@@ -51,10 +51,10 @@ from .products import (
     product_key,
     profile_problem,
 )
-from .rules_model import StorageProfile
+from gxpgate.config.rules_model import StorageProfile
 
 if TYPE_CHECKING:
-    from .model import GatewayConfig
+    from gxpgate.config.model import GatewayConfig
 
 __all__ = ["HOLD_COLUMNS", "PRODUCT_COLUMNS", "load_policy", "parse_hold_csv", "parse_products_csv"]
 

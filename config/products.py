@@ -1,7 +1,7 @@
 """The product master and the hold list: the storage profile each product requires, and the lots
 and SSCCs the site has put on hold. The config's inline parts (strict models), how entries are
 keyed, and the frozen :class:`Policy` the agent queries per scan; the CSV files and loading are
-in :mod:`config.policy_files`. Pure: imports nothing of the agent.
+in :mod:`gxpgate.config.policy_files`. Pure: imports nothing of the agent.
 
 Keys
 ----
@@ -32,10 +32,9 @@ from typing import Any, Final, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from drivers.gs1 import CSET82, gs1_check_digit
-
-from .profiles import BUILTIN_PROFILES, resolve_profile
-from .rules_model import StorageProfile
+from gxpgate.config.profiles import BUILTIN_PROFILES, resolve_profile
+from gxpgate.config.rules_model import StorageProfile
+from gxpgate.drivers.gs1 import CSET82, gs1_check_digit
 
 __all__ = [
     "MAX_TOS_HOURS",

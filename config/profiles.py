@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from importlib.resources import files
 from types import MappingProxyType
 
-from .rules_model import StorageProfile
+from gxpgate.config.rules_model import StorageProfile
 
 __all__ = ["BUILTIN_PROFILES", "resolve_profile"]
 

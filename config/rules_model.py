@@ -16,7 +16,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .mqtt_model import MqttBroker
+from gxpgate.config.mqtt_model import MqttBroker
 
 __all__ = [
     "LEVELS",

@@ -28,8 +28,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeGuard
 
 if TYPE_CHECKING:
-    from .modbus_model import ModbusRtuBus
-    from .modbus_rtu import RtuBus
+    from gxpgate.drivers.modbus_model import ModbusRtuBus
+    from gxpgate.drivers.modbus_rtu import RtuBus
 
 __all__ = [
     "BuildContext",
@@ -72,7 +72,7 @@ class Sample:
 class DeviceEvent:
     """Something about the device itself that belongs on record as an ``audit`` entry: a clock
     offset measured, a back-fill started or finished, a file imported. ``data["event"]`` names
-    it, one of the names in :mod:`drivers.events`."""
+    it, one of the names in :mod:`gxpgate.drivers.events`."""
 
     data: dict[str, Any]
     at: datetime = field(default_factory=lambda: utc_now())
@@ -161,7 +161,7 @@ class BuildContext:
     buses: Mapping[str, ModbusRtuBus] = field(default_factory=dict)
     """The config's ``[buses]``: serial lines with Modbus RTU slaves, by name."""
     rtu_buses: dict[str, RtuBus] = field(default_factory=dict)
-    """The :class:`~drivers.modbus_rtu.RtuBus` of each line built so far: the slaves of one
+    """The :class:`~gxpgate.drivers.modbus_rtu.RtuBus` of each line built so far: the slaves of one
     line share it, so their requests are serialised."""
 
 

@@ -20,8 +20,8 @@ zero padding, and non-zero SSCC-96 reserved bits are all errors; bits after the 
 
 From the fields: the GTIN-14 (indicator digit + company prefix + item reference + check digit,
 §7.3) or the SSCC-18 (extension digit + company prefix + serial reference + check digit, §7.4),
-with the check digit from :func:`drivers.gs1.gs1_check_digit`; the EPC tag URI (§12.3) with the
-filter value, the pure identity URI (§6.3.1, §6.3.2), in which a string serial escapes
+with the check digit from :func:`gxpgate.drivers.gs1.gs1_check_digit`; the EPC tag URI (§12.3) with
+the filter value, the pure identity URI (§6.3.1, §6.3.2), in which a string serial escapes
 ``" % & / < > ?`` as ``%XX`` (Table A-1), and the GS1 element string in HRI form.
 
 The PC word (EPC Gen2 / TDS §15.1.1) may lead the hex (``strip_pc=True``): its top five bits
@@ -36,7 +36,7 @@ import string
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from .gs1 import CSET82, escape_text, gs1_check_digit
+from gxpgate.drivers.gs1 import CSET82, escape_text, gs1_check_digit
 
 __all__ = ["EpcResult", "decode_epc"]
 

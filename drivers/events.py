@@ -1,10 +1,10 @@
-"""The audit events drivers report: the names a :class:`~drivers.base.DeviceEvent` puts in
+"""The audit events drivers report: the names a :class:`~gxpgate.drivers.base.DeviceEvent` puts in
 ``data["event"]``, each with what it means and the fields of ``data`` beside it.
 
 The agent seals each as an ``audit`` record of the device (zone and device set). The drivers
-never import the agent, so their names live here; ``agent/audit.py`` lists them with the agent's
-own in one vocabulary, and README.md ("Audit records") documents all of them (a test keeps the
-three in step).
+never import the agent, so their names live here; ``agent/recording/audit.py`` lists them with the
+agent's own in one vocabulary, and README.md ("Audit records") documents all of them (a test keeps
+the three in step).
 
 The names are plain ``str`` constants, not an enum: record data is canonicalised on a fast path
 that accepts exact ``str`` only (agent/evidence/record.py), so an enum member would send every

@@ -39,9 +39,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .base import DeviceEvent, DeviceUnreachable, Sample, utc_now
-from .events import FILE_DUPLICATE, FILE_IMPORTED, FILE_REJECTED, FILE_ROW_MALFORMED
-from .filedrop_model import CsvDropDevice
+from gxpgate.drivers.base import DeviceEvent, DeviceUnreachable, Sample, utc_now
+from gxpgate.drivers.events import FILE_DUPLICATE, FILE_IMPORTED, FILE_REJECTED, FILE_ROW_MALFORMED
+from gxpgate.drivers.filedrop_model import CsvDropDevice
 
 __all__ = ["CsvDropSource"]
 

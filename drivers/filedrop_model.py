@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .units import Unit
+from gxpgate.drivers.units import Unit
 
 if TYPE_CHECKING:
-    from .base import BuildContext
-    from .filedrop import CsvDropSource
+    from gxpgate.drivers.base import BuildContext
+    from gxpgate.drivers.filedrop import CsvDropSource
 
 __all__ = ["CsvColumn", "CsvDropDevice"]
 
@@ -94,7 +94,7 @@ class CsvDropDevice(BaseModel):
         return True
 
     def build(self, device_id: str, ctx: BuildContext) -> CsvDropSource:
-        from .filedrop import CsvDropSource
+        from gxpgate.drivers.filedrop import CsvDropSource
 
         return CsvDropSource(device_id, self)
 

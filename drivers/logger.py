@@ -1,7 +1,7 @@
 """Data loggers: live values every poll, and the logger's memory read back after any gap.
 
 A logger numbers its records (1, 2, 3…, never reused). The source's resume state, committed
-with every reading it produces (see :class:`drivers.base.ResumableSource`), is::
+with every reading it produces (see :class:`gxpgate.drivers.base.ResumableSource`), is::
 
     {"serial": "L0042", "through": 1234, "gaps": [[1100, 1180]], "skip": 1, "at": "…Z"}
 
@@ -28,8 +28,8 @@ which reads one chunk of the oldest gap. Back-filled readings carry ``data: {"ba
 ``backfill_incomplete`` audit naming the lost indices.
 
 Protocols: a session offers ``identify``, ``clock``, ``live`` and ``records``
-(:class:`LoggerSession`); ``protocol = "gxl"`` is :mod:`drivers.logger_gxl`. Another protocol is
-one more module and one more line in :func:`_session`.
+(:class:`LoggerSession`); ``protocol = "gxl"`` is :mod:`gxpgate.drivers.logger_gxl`. Another
+protocol is one more module and one more line in :func:`_session`.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol
 
-from .base import DeviceEvent, DeviceUnreachable, DriverError, Sample, utc_now
-from .events import (
+from gxpgate.drivers.base import DeviceEvent, DeviceUnreachable, DriverError, Sample, utc_now
+from gxpgate.drivers.events import (
     BACKFILL_ANSWER_REJECTED,
     BACKFILL_COMPLETED,
     BACKFILL_INCOMPLETE,
@@ -53,9 +53,9 @@ from .events import (
     LOGGER_POINT_MISMATCH,
     LOGGER_SWAPPED,
 )
-from .gxl import GxlDeviceError, GxlError, LoggerIdentity, LoggerRecord
-from .logger_model import SerialLoggerDevice
-from .serial_channel import ChannelError, SerialChannel
+from gxpgate.drivers.gxl import GxlDeviceError, GxlError, LoggerIdentity, LoggerRecord
+from gxpgate.drivers.logger_model import SerialLoggerDevice
+from gxpgate.drivers.serial_channel import ChannelError, SerialChannel
 
 __all__ = ["LoggerSession", "LoggerSource"]
 
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 class LoggerSession(Protocol):
     """One logger protocol over an open channel. Raises ``TimeoutError`` (no answer),
-    :class:`~drivers.serial_channel.ChannelError` (port failed) or ``ValueError`` (an answer
+    :class:`~gxpgate.drivers.serial_channel.ChannelError` (port failed) or ``ValueError`` (an answer
     that is garbled or refused)."""
 
     async def identify(self) -> LoggerIdentity: ...
@@ -77,7 +77,7 @@ class LoggerSession(Protocol):
 
 
 def _session(config: SerialLoggerDevice, channel: SerialChannel) -> LoggerSession:
-    from .logger_gxl import GxlSession
+    from gxpgate.drivers.logger_gxl import GxlSession
 
     return GxlSession(channel, config.timeout_ms / 1000)
 

@@ -1,16 +1,17 @@
-"""GXL/1 spoken over a :class:`~drivers.serial_channel.SerialChannel`: one request, its answer.
+"""GXL/1 spoken over a :class:`~gxpgate.drivers.serial_channel.SerialChannel`: one request, its
+answer.
 
-A logger protocol module offers the four operations of :class:`drivers.logger.LoggerSession`;
-this one builds requests and parses answers with the codec in :mod:`drivers.gxl`. Another
-protocol is another module like this one.
+A logger protocol module offers the four operations of
+:class:`gxpgate.drivers.logger.LoggerSession`; this one builds requests and parses answers with the
+codec in :mod:`gxpgate.drivers.gxl`. Another protocol is another module like this one.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from . import gxl
-from .serial_channel import SerialChannel
+from gxpgate.drivers import gxl
+from gxpgate.drivers.serial_channel import SerialChannel
 
 __all__ = ["GxlSession"]
 

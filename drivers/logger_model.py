@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .serial_model import SerialLine
-from .units import Unit
+from gxpgate.drivers.serial_model import SerialLine
+from gxpgate.drivers.units import Unit
 
 if TYPE_CHECKING:
-    from .base import BuildContext
-    from .logger import LoggerSource
+    from gxpgate.drivers.base import BuildContext
+    from gxpgate.drivers.logger import LoggerSource
 
 __all__ = ["LoggerPoint", "SerialLoggerDevice"]
 
@@ -82,6 +82,8 @@ class SerialLoggerDevice(BaseModel):
         return False
 
     def build(self, device_id: str, ctx: BuildContext) -> LoggerSource:
-        from .logger import LoggerSource  # pyserial is imported only where it is used
+        from gxpgate.drivers.logger import (
+            LoggerSource,  # pyserial is imported only where it is used
+        )
 
         return LoggerSource(device_id, self)

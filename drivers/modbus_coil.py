@@ -1,7 +1,7 @@
 """Writing one Modbus coil of a TCP device (the alarm outputs' siren or beacon).
 
 The only place outside the polling drivers that speaks Modbus, so the agent never imports
-pymodbus itself. Every failure is a :class:`~drivers.base.DriverError` naming the device.
+pymodbus itself. Every failure is a :class:`~gxpgate.drivers.base.DriverError` naming the device.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from .base import DeviceUnreachable, DriverError
-from .modbus_model import ModbusTcpDevice
+from gxpgate.drivers.base import DeviceUnreachable, DriverError
+from gxpgate.drivers.modbus_model import ModbusTcpDevice
 
 __all__ = ["CoilWriter"]
 

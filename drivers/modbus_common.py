@@ -1,7 +1,7 @@
 """What the Modbus TCP and RTU drivers share: executing one planned read and naming exceptions.
 
-The request plan (:mod:`drivers.modbus_model`) is transport-neutral; this module runs one of its
-requests on a connected pymodbus client and decodes the answer into samples. A Modbus exception
+The request plan (:mod:`gxpgate.drivers.modbus_model`) is transport-neutral; this module runs one of
+its requests on a connected pymodbus client and decodes the answer into samples. A Modbus exception
 response is an answer: it becomes ``bad`` samples with the exception named, never a raise.
 
 An answer that does not fit its request (another function code, fewer registers or bits than
@@ -26,9 +26,9 @@ from collections.abc import Awaitable, Callable
 from pymodbus.client.base import ModbusBaseClient
 from pymodbus.pdu import ExceptionResponse
 
-from .base import DeviceEvent, Sample, utc_now
-from .events import MODBUS_PLAN_SPLIT
-from .modbus_model import DecodeError, ModbusPoint, ReadRequest, Table, decode
+from gxpgate.drivers.base import DeviceEvent, Sample, utc_now
+from gxpgate.drivers.events import MODBUS_PLAN_SPLIT
+from gxpgate.drivers.modbus_model import DecodeError, ModbusPoint, ReadRequest, Table, decode
 
 __all__ = [
     "MODBUS_EXCEPTIONS",

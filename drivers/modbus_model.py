@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .serial_model import SerialLine, char_time_secs
-from .units import Unit
+from gxpgate.drivers.serial_model import SerialLine, char_time_secs
+from gxpgate.drivers.units import Unit
 
 if TYPE_CHECKING:
-    from .base import BuildContext
-    from .modbus_rtu import ModbusRtuSource
-    from .modbus_tcp import ModbusTcpSource
+    from gxpgate.drivers.base import BuildContext
+    from gxpgate.drivers.modbus_rtu import ModbusRtuSource
+    from gxpgate.drivers.modbus_tcp import ModbusTcpSource
 
 __all__ = [
     "DataType",
@@ -150,7 +150,9 @@ class ModbusTcpDevice(_ModbusDevice):
     """Modbus unit (slave) id."""
 
     def build(self, device_id: str, ctx: BuildContext) -> ModbusTcpSource:
-        from .modbus_tcp import ModbusTcpSource  # pymodbus is imported only where it is used
+        from gxpgate.drivers.modbus_tcp import (
+            ModbusTcpSource,  # pymodbus is imported only where it is used
+        )
 
         return ModbusTcpSource(device_id, self)
 
@@ -172,7 +174,10 @@ class ModbusRtuDevice(_ModbusDevice):
 
     def build(self, device_id: str, ctx: BuildContext) -> ModbusRtuSource:
         """The slave's source, on the bus its line's other slaves share (``ctx.rtu_buses``)."""
-        from .modbus_rtu import ModbusRtuSource, RtuBus  # pymodbus only where it is used
+        from gxpgate.drivers.modbus_rtu import (  # pymodbus only where it is used
+            ModbusRtuSource,
+            RtuBus,
+        )
 
         bus = ctx.rtu_buses.get(self.bus)
         if bus is None:

@@ -26,10 +26,10 @@ from pymodbus import FramerType, ModbusException
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
-from .base import DeviceEvent, DeviceUnreachable, Sample
-from .modbus_common import LearningPlan, MalformedAnswer, bad_samples
-from .modbus_model import ModbusRtuBus, ModbusRtuDevice
-from .serial_model import PARITY_CODES
+from gxpgate.drivers.base import DeviceEvent, DeviceUnreachable, Sample
+from gxpgate.drivers.modbus_common import LearningPlan, MalformedAnswer, bad_samples
+from gxpgate.drivers.modbus_model import ModbusRtuBus, ModbusRtuDevice
+from gxpgate.drivers.serial_model import PARITY_CODES
 
 __all__ = ["ModbusRtuSource", "RtuBus"]
 

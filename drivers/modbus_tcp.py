@@ -2,7 +2,7 @@
 
 pymodbus's own reconnect loop and retries are switched off: the agent owns reconnection (with
 capped, jittered backoff) so that "offline" and "online" are decided in one place and audited.
-pymodbus errors are translated here, once, into :mod:`drivers.base` errors.
+pymodbus errors are translated here, once, into :mod:`gxpgate.drivers.base` errors.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pymodbus import ModbusException
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 
-from .base import DeviceEvent, DeviceUnreachable, Sample
-from .modbus_common import LearningPlan, MalformedAnswer, bad_samples
-from .modbus_model import ModbusTcpDevice
+from gxpgate.drivers.base import DeviceEvent, DeviceUnreachable, Sample
+from gxpgate.drivers.modbus_common import LearningPlan, MalformedAnswer, bad_samples
+from gxpgate.drivers.modbus_model import ModbusTcpDevice
 
 __all__ = ["ModbusTcpSource"]
 

@@ -28,8 +28,8 @@ from asyncua.crypto import security_policies
 from asyncua.crypto.uacrypto import load_certificate
 from cryptography.hazmat.primitives import hashes, serialization
 
-from .base import DeviceUnreachable, DriverError, Sample, utc_now
-from .opcua_model import OpcUaDevice, OpcUaPoint
+from gxpgate.drivers.base import DeviceUnreachable, DriverError, Sample, utc_now
+from gxpgate.drivers.opcua_model import OpcUaDevice, OpcUaPoint
 
 __all__ = ["OpcUaSource", "ensure_application_certificate"]
 

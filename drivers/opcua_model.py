@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from .units import Unit
+from gxpgate.drivers.units import Unit
 
 if TYPE_CHECKING:
-    from .base import BuildContext
-    from .opcua import OpcUaSource
+    from gxpgate.drivers.base import BuildContext
+    from gxpgate.drivers.opcua import OpcUaSource
 
 __all__ = ["OpcUaDevice", "OpcUaPoint", "OpcUaSecurity"]
 
@@ -134,7 +134,7 @@ class OpcUaDevice(BaseModel):
         return self.mode == "subscription"
 
     def build(self, device_id: str, ctx: BuildContext) -> OpcUaSource:
-        from .opcua import OpcUaSource  # asyncua is imported only where it is used
+        from gxpgate.drivers.opcua import OpcUaSource  # asyncua is imported only where it is used
 
         return OpcUaSource(device_id, self)
 

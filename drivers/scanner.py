@@ -3,7 +3,7 @@
 Both are *pushed* sources: the device speaks when something is read, so the agent iterates
 :meth:`~_LineSource.stream`, which connects, yields ``[]`` once the link is up (the device is
 online), then lists of observations as lines arrive. A lost link raises
-:class:`~drivers.base.DeviceUnreachable`; the agent waits its backoff and calls ``stream()``
+:class:`~gxpgate.drivers.base.DeviceUnreachable`; the agent waits its backoff and calls ``stream()``
 again, which connects afresh. The source owns no timers and starts no tasks.
 
 Transports
@@ -23,10 +23,10 @@ Lines
     with the reason as their error: nothing the device sent is dropped silently.
 
 Decoding (pure, never raises for bad data)
-    Barcodes: :func:`drivers.gs1.parse_scan` with the acquisition date as reference date. On top
-    of it, a non-GS1 scan is an error when it is the scanner's "no read" message or contains
+    Barcodes: :func:`gxpgate.drivers.gs1.parse_scan` with the acquisition date as reference date. On
+    top of it, a non-GS1 scan is an error when it is the scanner's "no read" message or contains
     control characters (line noise, a wrong baud rate): a real non-GS1 code is printable.
-    RFID: :func:`drivers.epc.decode_epc`, stripping the PC word when configured.
+    RFID: :func:`gxpgate.drivers.epc.decode_epc`, stripping the PC word when configured.
 
 Repeated reads
     :class:`ReadFilter`: a code or tag read again within ``dedupe_window_secs`` of its previous
@@ -63,12 +63,12 @@ from urllib.parse import quote
 
 from biip.gs1_prefixes import GS1CompanyPrefix
 
-from .base import DeviceUnreachable, Sample, utc_now
-from .epc import EpcResult, decode_epc
-from .gs1 import ScanResult, escape_text, parse_scan
-from .scanner_model import TERMINATORS, BarcodeScannerDevice, RfidReaderDevice
-from .serial_channel import ChannelError, SerialChannel
-from .serial_model import SerialLine
+from gxpgate.drivers.base import DeviceUnreachable, Sample, utc_now
+from gxpgate.drivers.epc import EpcResult, decode_epc
+from gxpgate.drivers.gs1 import ScanResult, escape_text, parse_scan
+from gxpgate.drivers.scanner_model import TERMINATORS, BarcodeScannerDevice, RfidReaderDevice
+from gxpgate.drivers.serial_channel import ChannelError, SerialChannel
+from gxpgate.drivers.serial_model import SerialLine
 
 __all__ = [
     "DIGITAL_LINK",
@@ -239,7 +239,8 @@ class _Link(Protocol):
 
 
 class _SerialLink:
-    """The scanner's serial port (:class:`~drivers.serial_channel.SerialChannel`), its errors as
+    """The scanner's serial port (:class:`~gxpgate.drivers.serial_channel.SerialChannel`), its
+    errors as
     :class:`DeviceUnreachable`. Opened in the constructor."""
 
     def __init__(self, device_id: str, line: SerialLine) -> None:

@@ -3,8 +3,8 @@
 Nothing here opens a port or a socket: ``gxpgate config validate`` runs this code.
 
 Each device is reached over ``transport = "serial"`` (a ``[devices.<id>.serial]`` table:
-:class:`~drivers.serial_model.SerialLine`) or ``transport = "tcp"`` (``host`` and ``port`` of a
-fixed-mount device that is the TCP server; the gateway connects as the client). Each read
+:class:`~gxpgate.drivers.serial_model.SerialLine`) or ``transport = "tcp"`` (``host`` and ``port``
+of a fixed-mount device that is the TCP server; the gateway connects as the client). Each read
 becomes one EPCIS 2.0 ``ObjectEvent`` whose *why* and *where* come from here: ``biz_step`` and
 ``disposition`` are CBV 2.0 short names, ``read_point`` and ``biz_location`` URIs (defaults: a
 private ``urn:gxpgate:…`` URI built from the gateway id and the device id or the zone).
@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .serial_model import SerialLine
+from gxpgate.drivers.serial_model import SerialLine
 
 if TYPE_CHECKING:
-    from .base import BuildContext
-    from .scanner import BarcodeScannerSource, RfidReaderSource
+    from gxpgate.drivers.base import BuildContext
+    from gxpgate.drivers.scanner import BarcodeScannerSource, RfidReaderSource
 
 __all__ = [
     "CBV_BIZ_STEPS",
@@ -171,7 +171,9 @@ class BarcodeScannerDevice(_CustodyDevice):
         return self
 
     def build(self, device_id: str, ctx: BuildContext) -> BarcodeScannerSource:
-        from .scanner import BarcodeScannerSource  # pyserial is imported only where it is used
+        from gxpgate.drivers.scanner import (
+            BarcodeScannerSource,  # pyserial is imported only where it is used
+        )
 
         return BarcodeScannerSource(device_id, self)
 
@@ -190,7 +192,9 @@ class RfidReaderDevice(_CustodyDevice):
     however long it stays in the field (0: every read counts)."""
 
     def build(self, device_id: str, ctx: BuildContext) -> RfidReaderSource:
-        from .scanner import RfidReaderSource  # pyserial is imported only where it is used
+        from gxpgate.drivers.scanner import (
+            RfidReaderSource,  # pyserial is imported only where it is used
+        )
 
         return RfidReaderSource(device_id, self)
 

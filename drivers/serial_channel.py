@@ -18,7 +18,7 @@ import termios
 
 import serial
 
-from .serial_model import PARITY_CODES, SerialLine
+from gxpgate.drivers.serial_model import PARITY_CODES, SerialLine
 
 __all__ = ["ChannelError", "SerialChannel"]
 

@@ -30,8 +30,8 @@ logger's clock: the simulator's clock plus ``clock_offset_secs`` as it was when 
 taken (:meth:`LoggerSimulator.set_clock_offset` moves it, like a user setting the clock).
 
 Values. Points are a subset of ``temperature`` (Cel), ``humidity`` (%) and ``door_open`` (1),
-scripted through :class:`simulators.behaviour.ScriptedPoints` like the other simulators: base
-value plus a bounded random walk seeded from ``(seed, serial, point)``, and ``set_value``,
+scripted through :class:`gxpgate.simulators.behaviour.ScriptedPoints` like the other simulators:
+base value plus a bounded random walk seeded from ``(seed, serial, point)``, and ``set_value``,
 ``ramp``, ``excursion``, ``freeze``, ``resume_point`` (which stands for ``resume``; that name
 ends silence here). The walk is the shared one with one step per record interval instead of one
 per 5 s, its step widened by √(interval / 5 s) so it wanders as fast: a logger samples once per
@@ -72,7 +72,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import TypedDict, Unpack
 
-from drivers.gxl import (
+from gxpgate.drivers.gxl import (
     MAX_LINE_BYTES,
     GxlError,
     LoggerIdentity,
@@ -87,9 +87,16 @@ from drivers.gxl import (
     format_record,
     parse_request,
 )
-
-from .behaviour import DRIFT, DRIFT_STEP_SECS, POINTS, Base, RandomWalk, ScriptedPoints, finite
-from .script import LOGGER, Command, Dialect, drive
+from gxpgate.simulators.behaviour import (
+    DRIFT,
+    DRIFT_STEP_SECS,
+    POINTS,
+    Base,
+    RandomWalk,
+    ScriptedPoints,
+    finite,
+)
+from gxpgate.simulators.script import LOGGER, Command, Dialect, drive
 
 __all__ = [
     "DEFAULT_POINTS",
@@ -518,7 +525,7 @@ class LoggerSimulator:
         return script_language(self._logger.settings.serial, self._logger.settings.points)
 
     def apply(self, command: Command) -> None:
-        """Carry out one command of :data:`simulators.script.LOGGER`; ValueError when it
+        """Carry out one command of :data:`gxpgate.simulators.script.LOGGER`; ValueError when it
         cannot. The logger is one device: a sensor name in a command can only be its serial."""
         verb = command.verb
         if verb == "silent":

@@ -5,7 +5,7 @@ One Modbus unit id per sensor, two ways of reaching them:
 - :class:`ModbusSimulator` stands for a Modbus TCP gateway in front of an RS-485 line of
   sensors: one TCP listener. ``gxpgate simulate modbus`` runs it through :func:`run_forever`.
 - :class:`ModbusRtuSimulator` stands for the RS-485 line itself: every sensor is a slave on
-  one serial line, which is a :class:`~simulators.serial_line.VirtualSerialLine` (two ptys
+  one serial line, which is a :class:`~gxpgate.simulators.serial_line.VirtualSerialLine` (two ptys
   and a bridge, paced at the line's baud rate). The gateway opens
   :attr:`ModbusRtuSimulator.device_path` with pyserial. ``gxpgate simulate modbus --rtu`` runs
   it through :func:`run_forever_rtu`.
@@ -95,9 +95,9 @@ from pymodbus.server import ModbusBaseServer, ModbusSerialServer, ModbusTcpServe
 from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from .behaviour import ScriptedPoints
-from .script import Command, drive
-from .serial_line import VirtualSerialLine
+from gxpgate.simulators.behaviour import ScriptedPoints
+from gxpgate.simulators.script import Command, drive
+from gxpgate.simulators.serial_line import VirtualSerialLine
 
 __all__ = [
     "DEFAULT_SENSORS",
@@ -474,7 +474,7 @@ class _SensorSet:
         return names
 
     def apply(self, command: Command) -> None:
-        """Carry out one command of :mod:`simulators.script`; ValueError when it cannot."""
+        """Carry out one command of :mod:`gxpgate.simulators.script`; ValueError when it cannot."""
         ids = [uid for uid, unit in self._units.items() if unit.spec.name in command.sensors]
         points = [command.point] if command.point else ["temperature", "humidity"]
         fault = _SCRIPT_FAULTS.get(command.verb)

@@ -2,7 +2,7 @@
 
 :class:`MqttEvidenceConsumer` subscribes to ``gxpgate/+/evidence`` with QoS 1 and a persistent
 session, and hands every batch to :meth:`QualityServiceSimulator.accept_batch
-<simulators.quality_service.QualityServiceSimulator.accept_batch>`: the same checks (hashes,
+<gxpgate.simulators.quality_service.QualityServiceSimulator.accept_batch>`: the same checks (hashes,
 signatures, ``prev`` links, ``seq`` without gaps), the same de-duplication by (``gw``,
 ``chain``, ``seq``) and the same store as batches POSTed over HTTP.
 
@@ -36,7 +36,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from .quality_service import BatchOutcome, QualityServiceSimulator
+from gxpgate.simulators.quality_service import BatchOutcome, QualityServiceSimulator
 
 __all__ = ["EVIDENCE_FILTER", "MqttEvidenceConsumer"]
 

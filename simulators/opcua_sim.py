@@ -110,8 +110,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from .behaviour import POINTS, ScriptedPoints, check_point
-from .script import OPCUA, Command, Dialect, drive
+from gxpgate.simulators.behaviour import POINTS, ScriptedPoints, check_point
+from gxpgate.simulators.script import OPCUA, Command, Dialect, drive
 
 __all__ = [
     "APPLICATION_URI",
@@ -474,7 +474,8 @@ class OpcUaSimulator:
         return {zone: zone for zone in self._zones}
 
     async def apply(self, command: Command) -> None:
-        """Carry out one command of :data:`simulators.script.OPCUA`; ValueError when it cannot."""
+        """Carry out one command of :data:`gxpgate.simulators.script.OPCUA`; ValueError when it
+        cannot."""
         if command.verb == "drop":
             await self.stop()
             if command.seconds is not None:

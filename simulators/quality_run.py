@@ -1,6 +1,6 @@
 """``gxpgate simulate quality-service``: the quality-service simulator in the foreground, with
 the MQTT consumer when asked and the technician's script
-(:data:`simulators.script.QUALITY_SERVICE`)."""
+(:data:`gxpgate.simulators.script.QUALITY_SERVICE`)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from agent.evidence import load_public_key
-
-from .mqtt_consumer import EVIDENCE_FILTER, MqttEvidenceConsumer
-from .quality_service import QualityServiceSimulator
-from .script import QUALITY_SERVICE, Command, drive
+from gxpgate.agent.evidence import load_public_key
+from gxpgate.simulators.mqtt_consumer import EVIDENCE_FILTER, MqttEvidenceConsumer
+from gxpgate.simulators.quality_service import QualityServiceSimulator
+from gxpgate.simulators.script import QUALITY_SERVICE, Command, drive
 
 __all__ = ["apply_command", "run_forever"]
 
@@ -32,7 +31,8 @@ def run_forever(
     """Serve in the foreground until Ctrl-C (``gxpgate simulate quality-service``); with
     ``mqtt_broker`` also consume the MQTT uplink's batches from that broker (CONTRACT §4).
 
-    Raises :class:`agent.evidence.KeyFileError` for an unreadable or non-Ed25519 key file, and
+    Raises :class:`gxpgate.agent.evidence.KeyFileError` for an unreadable or non-Ed25519 key file,
+    and
     :class:`TimeoutError` when the broker does not confirm the subscription.
     """
     keys = [load_public_key(Path(p)) for p in public_key_paths]
@@ -63,7 +63,7 @@ def run_forever(
 
 
 def apply_command(sim: QualityServiceSimulator, command: Command) -> None:
-    """Carry out one command of :data:`simulators.script.QUALITY_SERVICE`."""
+    """Carry out one command of :data:`gxpgate.simulators.script.QUALITY_SERVICE`."""
     if command.verb == "outage":
         sim.outage(command.seconds or 0.0)
     elif command.verb == "delay":

@@ -9,7 +9,7 @@ Design:
 * **Threads.** ``http.server.ThreadingHTTPServer`` (HTTP/1.1, keep-alive) serves in a background
   thread, one handler thread per connection, so it runs the same under sync tests and beside an
   asyncio program in one process. Every thread it starts is joined by :meth:`stop`.
-* **Checking.** Batches are checked with :class:`agent.evidence.ChainVerifier`, resumed per
+* **Checking.** Batches are checked with :class:`gxpgate.agent.evidence.ChainVerifier`, resumed per
   (gw, chain) from the last stored ``seq`` and ``hash``; the simulator never hashes or verifies on
   its own. Batches of one chain are processed one at a time (a per-chain lock), different chains
   concurrently.
@@ -69,7 +69,7 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.evidence import (
+from gxpgate.agent.evidence import (
     GENESIS_PREV,
     ChainVerifier,
     RecordInvalid,

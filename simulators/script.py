@@ -51,7 +51,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from .behaviour import POINTS
+from gxpgate.simulators.behaviour import POINTS
 
 __all__ = [
     "LOGGER",

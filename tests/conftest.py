@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.evidence import generate_key_file
+from gxpgate.agent.evidence import generate_key_file
 
 pytest_plugins = ["tests.broker"]  # the mqtt_broker fixtures
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import orjson
 
-from agent.runtime import Agent
-from agent.sealing import Committed
-from buffer import Outbox
-from config import load_config
+from gxpgate.agent.recording.sealing import Committed
+from gxpgate.agent.service.runtime import Agent
+from gxpgate.buffer import Outbox
+from gxpgate.config import load_config
 
 GW = "gw-test"
 

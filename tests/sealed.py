@@ -7,8 +7,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.sealing import Fact, Sealer
-from buffer import Outbox
+from gxpgate.agent.recording.sealing import Fact, Sealer
+from gxpgate.buffer import Outbox
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 

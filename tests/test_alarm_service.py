@@ -1,4 +1,4 @@
-"""The alarm service (agent/alarms.py, :class:`AlarmService`): raising, acknowledging,
+"""The alarm service (agent/alarms/service.py, :class:`AlarmService`): raising, acknowledging,
 clearing, surviving a restart, and what it seals, wired to a real recorder and outbox.
 
 Zone cold-1 keeps the refrigerated profile (high 8 °C, 0.5 °C hysteresis, 15 min on-delay,
@@ -19,15 +19,15 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.alarms import AlarmService, stop_quietly
-from agent.control import Peer
-from agent.control_ops import AlarmOps
-from agent.evidence import format_time
-from agent.recorder import Recorder
-from agent.sealing import Committed, Fact, Sealer
-from buffer import Outbox
-from config import load_config
-from config.model import GatewayConfig
+from gxpgate.agent.alarms.service import AlarmService, stop_quietly
+from gxpgate.agent.evidence import format_time
+from gxpgate.agent.recording.recorder import Recorder
+from gxpgate.agent.recording.sealing import Committed, Fact, Sealer
+from gxpgate.agent.service.control import Peer
+from gxpgate.agent.service.control_ops import AlarmOps
+from gxpgate.buffer import Outbox
+from gxpgate.config import load_config
+from gxpgate.config.model import GatewayConfig
 
 from .running import until
 from .sealed import T0
@@ -178,7 +178,7 @@ def test_an_alarm_is_announced_only_once_it_is_sealed(
     config: GatewayConfig, key: Ed25519PrivateKey
 ) -> None:
     announced: list[bool] = []
-    outputs = logging.getLogger("agent.alarm_outputs")
+    outputs = logging.getLogger("gxpgate.agent.alarms.outputs")
 
     async def main() -> None:
         async with Session(config, key) as session:

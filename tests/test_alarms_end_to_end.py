@@ -12,11 +12,11 @@ from typing import Any
 import orjson
 from typer.testing import CliRunner
 
-from agent.alarm_outputs import alarm_topic
-from agent.cli import app
-from agent.runtime import Agent
-from simulators.modbus_sim import ModbusSimulator
-from simulators.scanner_sim import DOCK_RECEIVING, PUT_AWAY, BarcodeScannerSimulator
+from gxpgate.agent.alarms.outputs import alarm_topic
+from gxpgate.agent.cli.main import app
+from gxpgate.agent.service.runtime import Agent
+from gxpgate.simulators.modbus_sim import ModbusSimulator
+from gxpgate.simulators.scanner_sim import DOCK_RECEIVING, PUT_AWAY, BarcodeScannerSimulator
 from tests.broker import Broker, free_port, retained
 from tests.running import GW, Running, exported, until
 

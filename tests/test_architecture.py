@@ -23,15 +23,17 @@ def test_import_contracts_are_kept() -> None:
 
 
 def test_the_evidence_contract_is_a_leaf_of_the_agent() -> None:
-    """agent.evidence (what auditors' tools and the service re-implement) depends on nothing
+    """gxpgate.agent.evidence (what auditors' tools and the service re-implement) depends on nothing
     else of the agent, so it can be read, and vendored, on its own."""
     import grimp
 
-    graph = grimp.build_graph("agent")
+    graph = grimp.build_graph("gxpgate")
     outside = {
         (importer, imported)
-        for importer in graph.find_descendants("agent.evidence") | {"agent.evidence"}
+        for importer in graph.find_descendants("gxpgate.agent.evidence")
+        | {"gxpgate.agent.evidence"}
         for imported in graph.find_modules_directly_imported_by(importer)
-        if imported.startswith("agent.") and not imported.startswith("agent.evidence")
+        if imported.startswith("gxpgate.agent.")
+        and not imported.startswith("gxpgate.agent.evidence")
     }
     assert not outside

@@ -1,4 +1,4 @@
-"""One audit vocabulary: every ``data["event"]`` name is a constant of agent/audit.py,
+"""One audit vocabulary: every ``data["event"]`` name is a constant of agent/recording/audit.py,
 drivers/events.py or (``key_rotated``) the evidence contract, the README's "Audit records"
 table documents exactly those, and no module names an event with a string literal."""
 
@@ -12,19 +12,19 @@ from types import ModuleType
 
 import pytest
 
-import agent.audit
-import agent.evidence.record
-import drivers.events
-from agent.audit import AGENT_EVENTS, EVENTS, EventInfo
-from drivers.events import DRIVER_EVENTS
+from gxpgate.agent.evidence import record as record_module
+from gxpgate.agent.recording import audit as audit_module
+from gxpgate.agent.recording.audit import AGENT_EVENTS, EVENTS, EventInfo
+from gxpgate.drivers import events as events_module
+from gxpgate.drivers.events import DRIVER_EVENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("agent", "drivers", "buffer", "config")
 # The modules that define the names (with a module-level constant each).
 HOMES = {
-    Path("agent/audit.py"): agent.audit,
-    Path("drivers/events.py"): drivers.events,
-    Path("agent/evidence/record.py"): agent.evidence.record,
+    Path("agent/recording/audit.py"): audit_module,
+    Path("drivers/events.py"): events_module,
+    Path("agent/evidence/record.py"): record_module,
 }
 # Helpers that take an event name as their first argument.
 NAMING_CALLS = {"_event", "_audit"}
@@ -40,7 +40,7 @@ def _constants(module: ModuleType) -> dict[str, str]:
 
 
 def test_each_constant_is_listed_with_its_meaning() -> None:
-    for module, listed in ((agent.audit, AGENT_EVENTS), (drivers.events, DRIVER_EVENTS)):
+    for module, listed in ((audit_module, AGENT_EVENTS), (events_module, DRIVER_EVENTS)):
         constants = _constants(module)
         assert sorted(constants.values()) == sorted(listed), module.__name__
         for name, value in constants.items():
@@ -48,7 +48,7 @@ def test_each_constant_is_listed_with_its_meaning() -> None:
             # exactly str: the canonical-bytes fast path takes nothing else (a StrEnum member
             # would seal the same bytes, by the slow reference serialiser)
             assert type(value) is str, name
-    assert agent.evidence.record.KEY_ROTATED in AGENT_EVENTS
+    assert record_module.KEY_ROTATED in AGENT_EVENTS
     assert not set(AGENT_EVENTS) & set(DRIVER_EVENTS)
     assert dict(EVENTS) == {**AGENT_EVENTS, **DRIVER_EVENTS}
     for name, info in EVENTS.items():
@@ -149,8 +149,8 @@ def test_no_module_names_an_event_with_a_literal() -> None:
         for path, tree in _sources()
         for line in _named_literally(tree, EVENTS, home=path in HOMES)
     ]
-    assert not found, "use the constants of agent/audit.py or drivers/events.py: " + ", ".join(
-        found
+    assert not found, (
+        "use the constants of agent/recording/audit.py or drivers/events.py: " + ", ".join(found)
     )
 
 
@@ -184,7 +184,7 @@ def test_every_event_is_sealed_or_read_somewhere() -> None:
     """A name no module uses is not an event the gateway has: remove it, or use it."""
     used: set[str] = set()
     for path, tree in _sources():
-        if path in (Path("agent/audit.py"), Path("drivers/events.py")):
+        if path in (Path("agent/recording/audit.py"), Path("drivers/events.py")):
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Name):

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from agent._retry import Backoff
-from agent.forwarder import _retry_after
+from gxpgate.agent._retry import Backoff
+from gxpgate.agent.uplink.http import _retry_after
 
 
 def test_backoff_doubles_with_jitter_up_to_cap() -> None:

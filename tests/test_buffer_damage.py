@@ -21,8 +21,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from agent.cli import app
-from simulators.modbus_sim import ModbusSimulator
+from gxpgate.agent.cli.main import app
+from gxpgate.simulators.modbus_sim import ModbusSimulator
 
 from .running import Running, exported, until
 
@@ -33,7 +33,7 @@ def gxpgate_run(config: Path, seconds: float = 30) -> subprocess.CompletedProces
     """Start the agent; stop it once it is up (or return how it refused)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--config", str(config)],
+        [sys.executable, "-m", "gxpgate", "run", "--config", str(config)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -66,7 +66,7 @@ def test_a_lost_write_ahead_log_is_refused(tmp_path: Path, write_config) -> None
         config = write_config(port, poll=0.05)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(config)], env=env,
+            [sys.executable, "-m", "gxpgate", "run", "--config", str(config)], env=env,
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         wal = tmp_path / "buffer.db-wal"

@@ -8,7 +8,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.evidence import canonical_bytes
+from gxpgate.agent.evidence import canonical_bytes
 
 SAFE = 2**53 - 1
 scalars = (

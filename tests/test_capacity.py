@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from simulators.modbus_sim import ModbusSimulator
-from simulators.quality_service import QualityServiceSimulator
+from gxpgate.simulators.modbus_sim import ModbusSimulator
+from gxpgate.simulators.quality_service import QualityServiceSimulator
 
 from .running import GW, Running, exported, until, watch_event
 

@@ -14,8 +14,8 @@ import httpx
 import orjson
 from typer.testing import CliRunner
 
-from agent.cli import app
-from simulators.modbus_sim import ModbusSimulator
+from gxpgate.agent.cli.main import app
+from gxpgate.simulators.modbus_sim import ModbusSimulator
 
 from .sealed import fill
 
@@ -87,7 +87,7 @@ def test_run_refuses_open_key_damaged_buffer_and_foreign_key(
     assert "mode 0640 lets other users read the signing key" in result.stderr
     os.chmod(key_path, 0o600)
 
-    from agent.evidence import generate_key_file
+    from gxpgate.agent.evidence import generate_key_file
 
     other = generate_key_file(tmp_path / "other.key")
     fill(tmp_path / "buffer.db", other, 5).close()  # a chain signed by another key
@@ -124,7 +124,7 @@ def _first_line(proc: subprocess.Popen[str]) -> str:
 def test_simulate_commands_listen_and_answer(tmp_path: Path, signing_key) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     modbus = subprocess.Popen(
-        [sys.executable, "-m", "agent", "simulate", "modbus", "--port", "0"],
+        [sys.executable, "-m", "gxpgate", "simulate", "modbus", "--port", "0"],
         stdout=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
@@ -140,7 +140,7 @@ def test_simulate_commands_listen_and_answer(tmp_path: Path, signing_key) -> Non
         runner.invoke(app, ["keys", "show", "--key", str(signing_key[0])]).output.split("\n", 1)[1]
     )
     service = subprocess.Popen(
-        [sys.executable, "-m", "agent", "simulate", "quality-service", "--public-key", str(pub),
+        [sys.executable, "-m", "gxpgate", "simulate", "quality-service", "--public-key", str(pub),
          "--port", "0", "--db", str(tmp_path / "qs.db")],
         stdout=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.clock import StepDetector, _adjtimex_state, ntp_synchronized
-from simulators.modbus_sim import ModbusSimulator
+from gxpgate.agent.health.clock import StepDetector, _adjtimex_state, ntp_synchronized
+from gxpgate.simulators.modbus_sim import ModbusSimulator
 
 from .running import Running, exported, until, watch_event
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.sealing import Committed, Fact, Sealer
-from buffer import Outbox
+from gxpgate.agent.recording.sealing import Committed, Fact, Sealer
+from gxpgate.buffer import Outbox
 
 from .sealed import T0, reading
 

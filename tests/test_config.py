@@ -9,14 +9,14 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from agent.cli import app
-from config import example_config_text, load_config
-from config.exceptions_model import ExceptionsConfig
-from config.model import ClockConfig, GatewayConfig, MetricsConfig, UplinkConfig, ZoneConfig
-from config.mqtt_model import MqttUplinkConfig
-from config.products import HoldItem, HoldListConfig, ProductItem, ProductsConfig
-from config.profiles import BUILTIN_PROFILES
-from config.rules_model import (
+from gxpgate.agent.cli.main import app
+from gxpgate.config import example_config_text, load_config
+from gxpgate.config.exceptions_model import ExceptionsConfig
+from gxpgate.config.model import ClockConfig, GatewayConfig, MetricsConfig, UplinkConfig, ZoneConfig
+from gxpgate.config.mqtt_model import MqttUplinkConfig
+from gxpgate.config.products import HoldItem, HoldListConfig, ProductItem, ProductsConfig
+from gxpgate.config.profiles import BUILTIN_PROFILES
+from gxpgate.config.rules_model import (
     AlarmRoutes,
     AlarmsConfig,
     CoilOutput,
@@ -29,12 +29,12 @@ from config.rules_model import (
     RateRule,
     StorageProfile,
 )
-from drivers.filedrop_model import CsvColumn, CsvDropDevice
-from drivers.logger_model import LoggerPoint, SerialLoggerDevice
-from drivers.modbus_model import ModbusPoint, ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
-from drivers.opcua_model import OpcUaDevice, OpcUaPoint, OpcUaSecurity
-from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
-from drivers.serial_model import SerialLine
+from gxpgate.drivers.filedrop_model import CsvColumn, CsvDropDevice
+from gxpgate.drivers.logger_model import LoggerPoint, SerialLoggerDevice
+from gxpgate.drivers.modbus_model import ModbusPoint, ModbusRtuBus, ModbusRtuDevice, ModbusTcpDevice
+from gxpgate.drivers.opcua_model import OpcUaDevice, OpcUaPoint, OpcUaSecurity
+from gxpgate.drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
+from gxpgate.drivers.serial_model import SerialLine
 
 runner = CliRunner()
 

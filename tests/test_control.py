@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from agent import control
-from agent.control import (
+from gxpgate.agent.service import control
+from gxpgate.agent.service.control import (
     MAX_REQUEST_BYTES,
     AdminGroup,
     ControlError,
@@ -269,7 +269,7 @@ def test_a_second_server_on_the_same_path_is_refused(sock_dir: Path) -> None:
 
 
 def test_a_stale_socket_file_is_replaced(sock_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="agent.control")
+    caplog.set_level(logging.INFO, logger="gxpgate.agent.service.control")
     path = sock_dir / "c.sock"
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dead.bind(str(path))  # as a crashed daemon leaves it: bound, nobody listening

@@ -17,21 +17,21 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.custody import EPCIS_CONTEXT, CustodyBuilder, action_for
-from agent.epcis_hash import event_hash
-from agent.sealing import Fact
-from config import ConfigError, load_config
-from drivers.epc import decode_epc
-from drivers.gs1 import parse_scan
-from drivers.scanner import BarcodeRead, CompanyPrefixes, TagRead, decode_scan, sgtin_uri
-from drivers.scanner_model import (
+from gxpgate.agent.cli.main import app
+from gxpgate.agent.custody.epcis import EPCIS_CONTEXT, CustodyBuilder, action_for
+from gxpgate.agent.custody.epcis_hash import event_hash
+from gxpgate.agent.recording.sealing import Fact
+from gxpgate.config import ConfigError, load_config
+from gxpgate.drivers.epc import decode_epc
+from gxpgate.drivers.gs1 import parse_scan
+from gxpgate.drivers.scanner import BarcodeRead, CompanyPrefixes, TagRead, decode_scan, sgtin_uri
+from gxpgate.drivers.scanner_model import (
     CBV_BIZ_STEPS,
     CBV_DISPOSITIONS,
     BarcodeScannerDevice,
     RfidReaderDevice,
 )
-from simulators.scanner_sim import (
+from gxpgate.simulators.scanner_sim import (
     DOCK_PORTAL_TAGS,
     DOCK_RECEIVING,
     FAULTY_SCANS,

@@ -16,7 +16,7 @@ LOT_B = "(01)10614141000026(10)LOT-B7"
 def test_demo_runs_scripted_outage_and_verifies(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "agent", "demo", "--seconds", "12", "--workdir", str(workdir)],
+        [sys.executable, "-m", "gxpgate", "demo", "--seconds", "12", "--workdir", str(workdir)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -83,13 +83,13 @@ def test_demo_runs_scripted_outage_and_verifies(tmp_path: Path) -> None:
     assert (tos["detail"]["lot"], tos["detail"]["zone"]) == (LOT_A, "dock-1"), tos
     assert tos["detail"]["share"] >= 0.8, tos
     check = subprocess.run(
-        [sys.executable, "-m", "agent", "verify", str(workdir / "evidence.jsonl"),
+        [sys.executable, "-m", "gxpgate", "verify", str(workdir / "evidence.jsonl"),
          "--public-key", str(workdir / "signing.pub.pem")],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
     valid = subprocess.run(
-        [sys.executable, "-m", "agent", "config", "validate", str(workdir / "gxpgate.toml")],
+        [sys.executable, "-m", "gxpgate", "config", "validate", str(workdir / "gxpgate.toml")],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert valid.returncode == 0, valid.stderr
@@ -98,7 +98,7 @@ def test_demo_runs_scripted_outage_and_verifies(tmp_path: Path) -> None:
     assert f"bad readings          {bad} in the evidence" in summary
     # The same --workdir again: the earlier chain is not continued without being asked ...
     refused = subprocess.run(
-        [sys.executable, "-m", "agent", "demo", "--seconds", "3", "--workdir", str(workdir)],
+        [sys.executable, "-m", "gxpgate", "demo", "--seconds", "3", "--workdir", str(workdir)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert refused.returncode == 2, refused.stdout
@@ -106,7 +106,7 @@ def test_demo_runs_scripted_outage_and_verifies(tmp_path: Path) -> None:
     assert f"{workdir} holds an earlier demo's chain (chain {first_chain}" in refused.stdout
     # ... and with --continue it goes on with the same chain.
     again = subprocess.run(
-        [sys.executable, "-m", "agent", "demo", "--seconds", "3", "--workdir", str(workdir),
+        [sys.executable, "-m", "gxpgate", "demo", "--seconds", "3", "--workdir", str(workdir),
          "--continue"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -117,7 +117,7 @@ def test_demo_runs_scripted_outage_and_verifies(tmp_path: Path) -> None:
 
 def test_demo_refuses_a_bad_uplink_in_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "agent", "demo", "--uplink", "notaurl", "--seconds", "5"],
+        [sys.executable, "-m", "gxpgate", "demo", "--uplink", "notaurl", "--seconds", "5"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 2
@@ -127,7 +127,7 @@ def test_demo_refuses_a_bad_uplink_in_one_line(tmp_path: Path) -> None:
 
 def test_demo_cut_short_by_ctrl_c_says_so(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "demo", "--workdir", str(tmp_path / "demo")],
+        [sys.executable, "-m", "gxpgate", "demo", "--workdir", str(tmp_path / "demo")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     assert proc.stdout is not None

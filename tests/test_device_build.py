@@ -13,17 +13,17 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from agent.points import point_rules
-from config import GatewayConfig, example_config_text, load_config
-from config.model import DeviceConfig
-from drivers.base import BuildContext, is_pushed
-from drivers.filedrop import CsvDropSource
-from drivers.logger import LoggerSource
-from drivers.modbus_model import ModbusRtuBus, ModbusRtuDevice
-from drivers.modbus_rtu import ModbusRtuSource
-from drivers.modbus_tcp import ModbusTcpSource
-from drivers.opcua import OpcUaSource
-from drivers.scanner import BarcodeScannerSource, RfidReaderSource
+from gxpgate.agent.alarms.points import point_rules
+from gxpgate.config import GatewayConfig, example_config_text, load_config
+from gxpgate.config.model import DeviceConfig
+from gxpgate.drivers.base import BuildContext, is_pushed
+from gxpgate.drivers.filedrop import CsvDropSource
+from gxpgate.drivers.logger import LoggerSource
+from gxpgate.drivers.modbus_model import ModbusRtuBus, ModbusRtuDevice
+from gxpgate.drivers.modbus_rtu import ModbusRtuSource
+from gxpgate.drivers.modbus_tcp import ModbusTcpSource
+from gxpgate.drivers.opcua import OpcUaSource
+from gxpgate.drivers.scanner import BarcodeScannerSource, RfidReaderSource
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.runtime import Agent
-from simulators.modbus_sim import ModbusSimulator
-from simulators.quality_service import QualityServiceSimulator
+from gxpgate.agent.cli.main import app
+from gxpgate.agent.service.runtime import Agent
+from gxpgate.simulators.modbus_sim import ModbusSimulator
+from gxpgate.simulators.quality_service import QualityServiceSimulator
 
 from .running import GW, Running, exported, until
 

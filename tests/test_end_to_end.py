@@ -11,10 +11,10 @@ from pathlib import Path
 
 import orjson
 
-from agent.evidence import verify_lines
-from config import load_config
-from simulators.modbus_sim import ModbusSimulator
-from simulators.quality_service import QualityServiceSimulator
+from gxpgate.agent.evidence import verify_lines
+from gxpgate.config import load_config
+from gxpgate.simulators.modbus_sim import ModbusSimulator
+from gxpgate.simulators.quality_service import QualityServiceSimulator
 
 from .running import GW, Running, exported, until
 
@@ -215,7 +215,7 @@ def test_kill_9_mid_stream_then_restart_completes_chain(
         async with ModbusSimulator() as sim:
             with QualityServiceSimulator(tmp_path / "qs.db", [public]) as qs:
                 config = write_config(sim.port, qs.url, poll=0.05)
-                cmd = [sys.executable, "-m", "agent", "run", "--config", str(config)]
+                cmd = [sys.executable, "-m", "gxpgate", "run", "--config", str(config)]
 
                 def acked() -> int:
                     return qs.acked_through(*qs.chains()[0]) if qs.chains() else 0

@@ -15,8 +15,8 @@ from biip.sscc import Sscc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.epc import EpcResult, decode_epc
-from drivers.gs1 import CSET82, gs1_check_digit
+from gxpgate.drivers.epc import EpcResult, decode_epc
+from gxpgate.drivers.gs1 import CSET82, gs1_check_digit
 
 from .vectors import load_vectors
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from agent.custody import EPCIS_CONTEXT
-from agent.epcis_hash import event_hash, pre_hash_string
+from gxpgate.agent.custody.epcis import EPCIS_CONTEXT
+from gxpgate.agent.custody.epcis_hash import event_hash, pre_hash_string
 
 from .cases.epcis_hash.make_events import CASES, build
 

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from agent._retry import Episode
+from gxpgate.agent._retry import Episode
 
 log = logging.getLogger("tests.episode")
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from agent.cli import app
-from simulators.scanner_sim import DOCK_RECEIVING, GS, BarcodeScannerSimulator, Scan
+from gxpgate.agent.cli.main import app
+from gxpgate.simulators.scanner_sim import DOCK_RECEIVING, GS, BarcodeScannerSimulator, Scan
 from tests.running import Running, exported, until
 
 runner = CliRunner()

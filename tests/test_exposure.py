@@ -19,15 +19,15 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.custody import CustodyBuilder
-from agent.exposure import ExposureBook, union_secs
-from agent.exposure_report import lot_history
-from agent.lots import LotRegister
-from agent.sealing import Fact
-from config import GatewayConfig, load_config
-from config.policy_files import load_policy
-from config.products import Policy
-from simulators.scanner_sim import DOCK_RECEIVING
+from gxpgate.agent.custody.epcis import CustodyBuilder
+from gxpgate.agent.custody.exposure import ExposureBook, union_secs
+from gxpgate.agent.custody.lots import LotRegister
+from gxpgate.agent.custody.report import lot_history
+from gxpgate.agent.recording.sealing import Fact
+from gxpgate.config import GatewayConfig, load_config
+from gxpgate.config.policy_files import load_policy
+from gxpgate.config.products import Policy
+from gxpgate.simulators.scanner_sim import DOCK_RECEIVING
 
 from .test_lots import Site, at, device
 
@@ -241,9 +241,9 @@ def test_agent_counts_a_dock_dwell_across_its_restart_and_an_excursion(
     share. ``gxpgate lots exposure`` tells the story."""
     from typer.testing import CliRunner
 
-    from agent.cli import app
-    from simulators.modbus_sim import ModbusSimulator
-    from simulators.scanner_sim import BarcodeScannerSimulator
+    from gxpgate.agent.cli.main import app
+    from gxpgate.simulators.modbus_sim import ModbusSimulator
+    from gxpgate.simulators.scanner_sim import BarcodeScannerSimulator
 
     from .running import Running, exported, until
     from .test_exceptions_end_to_end import scanner
@@ -336,7 +336,7 @@ def test_agent_counts_a_dock_dwell_across_its_restart_and_an_excursion(
 def test_exposure_cli_says_what_it_cannot_answer(gateway: Gateway, write_config: Any) -> None:
     from typer.testing import CliRunner
 
-    from agent.cli import app
+    from gxpgate.agent.cli.main import app
 
     config = write_config(modbus=False, extra_devices=PROBES, name="cli.toml")
     gateway.site.scan("dock", CASE_LINE, at(10, 0))

@@ -12,7 +12,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from simulators.modbus_sim import ModbusSimulator
+from gxpgate.simulators.modbus_sim import ModbusSimulator
 
 from .running import Running, exported, until
 

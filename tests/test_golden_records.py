@@ -29,11 +29,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.evidence import canonical_bytes, parse_time, verify_file, verify_lines
-from agent.sealing import Fact, Sealer
-from buffer import Row
-from simulators.quality_service import QualityServiceSimulator
+from gxpgate.agent.cli.main import app
+from gxpgate.agent.evidence import canonical_bytes, parse_time, verify_file, verify_lines
+from gxpgate.agent.recording.sealing import Fact, Sealer
+from gxpgate.buffer import Row
+from gxpgate.simulators.quality_service import QualityServiceSimulator
 
 from .cases.records import make
 

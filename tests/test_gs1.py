@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.gs1 import (
+from gxpgate.drivers.gs1 import (
     CSET82,
     GS,
     Element,

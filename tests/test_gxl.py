@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.gxl import (
+from gxpgate.drivers.gxl import (
     MAX_LINE_BYTES,
     GxlDeviceError,
     GxlError,

@@ -1,4 +1,4 @@
-"""The HTTP uplink (agent/forwarder.py, :class:`Forwarder`) against a service in process.
+"""The HTTP uplink (agent/uplink/http.py, :class:`Forwarder`) against a service in process.
 
 The service is a function behind :class:`httpx.MockTransport`: it unpacks each batch, keeps
 the request and answers as its script says. The forwarder's wait after a failure is injected,
@@ -24,10 +24,10 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.forwarder import Forwarder
-from agent.sealing import Fact, Sealer
-from buffer import Outbox
-from config.model import UplinkConfig
+from gxpgate.agent.recording.sealing import Fact, Sealer
+from gxpgate.agent.uplink.http import Forwarder
+from gxpgate.buffer import Outbox
+from gxpgate.config.model import UplinkConfig
 
 from .running import until
 from .sealed import fill, reading

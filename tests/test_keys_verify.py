@@ -10,8 +10,8 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.evidence import KeyFileError, key_id, load_private_key, public_key_pem
+from gxpgate.agent.cli.main import app
+from gxpgate.agent.evidence import KeyFileError, key_id, load_private_key, public_key_pem
 
 from .sealed import fill
 

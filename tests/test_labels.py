@@ -9,8 +9,8 @@ from datetime import date
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
-from drivers.gs1 import parse_scan
+from gxpgate.agent.cli.main import app
+from gxpgate.drivers.gs1 import parse_scan
 
 REF = date(2026, 12, 5)
 DL = "https://id.gs1.org/01/09506000134352/10/"

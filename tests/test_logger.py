@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from simulators.logger_sim import LoggerSimulator
+from gxpgate.simulators.logger_sim import LoggerSimulator
 
 from .running import Running, exported, until, watch_event
 
@@ -145,10 +145,10 @@ def test_garbage_and_bad_checksums_are_on_record_not_a_crash(write_config) -> No
 def test_simulate_logger_prints_a_device_path_that_answers() -> None:
     import serial
 
-    from drivers import gxl
+    from gxpgate.drivers import gxl
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "simulate", "logger", "--stored", "5", "--serial", "L9"],
+        [sys.executable, "-m", "gxpgate", "simulate", "logger", "--stored", "5", "--serial", "L9"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

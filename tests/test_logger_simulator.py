@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import serial
 
-from drivers.gxl import (
+from gxpgate.drivers.gxl import (
     MAX_READ_COUNT,
     GxlDeviceError,
     GxlError,
@@ -36,7 +36,7 @@ from drivers.gxl import (
     request_live,
     request_records,
 )
-from simulators.logger_sim import LoggerSimulator, run_forever
+from gxpgate.simulators.logger_sim import LoggerSimulator, run_forever
 
 TIMEOUT_SECS = 2.0
 SILENCE_TIMEOUT_SECS = 0.3

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.logging_setup import EventFormatter, journal_stream, redact
-from simulators.modbus_sim import ModbusSimulator
-from simulators.quality_service import QualityServiceSimulator
+from gxpgate.agent.service.logging_setup import EventFormatter, journal_stream, redact
+from gxpgate.simulators.modbus_sim import ModbusSimulator
+from gxpgate.simulators.quality_service import QualityServiceSimulator
 
 from .running import GW, exported, until
 
@@ -47,7 +47,10 @@ def parse(message: str) -> tuple[list[str], dict[str, str]]:
 
 
 def record(
-    msg: str, *args: object, level: int = logging.WARNING, name: str = "agent.devices"
+    msg: str,
+    *args: object,
+    level: int = logging.WARNING,
+    name: str = "gxpgate.agent.devices.supervisor",
 ) -> logging.LogRecord:
     return logging.LogRecord(name, level, __file__, 1, msg, args, None)
 
@@ -58,7 +61,11 @@ def test_an_error_with_spaces_quotes_and_a_newline_stays_one_parseable_line() ->
     assert "\n" not in line
     stamp, level, logger, event, rest = line.split(" ", 4)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp)
-    assert (level, logger, event) == ("WARNING", "agent.devices", "device.offline")
+    assert (level, logger, event) == (
+        "WARNING",
+        "gxpgate.agent.devices.supervisor",
+        "device.offline",
+    )
     assert parse(rest) == ([], {"device": "probe-1", "error": error})
 
 
@@ -68,14 +75,14 @@ def test_only_values_in_key_positions_are_quoted() -> None:
     line = EventFormatter(journal=True).format(record(msg, *args))
     # The event name and a trailing clause are message text, not values.
     assert (
-        line
-        == '<4>agent.devices alarm.active id=a-1 value=8.4 lots=2 by=qa lead empty="" pct=12.3%'
+        line == "<4>gxpgate.agent.devices.supervisor "
+        'alarm.active id=a-1 value=8.4 lots=2 by=qa lead empty="" pct=12.3%'
     )
 
 
 def test_newlines_outside_values_are_escaped_too() -> None:
     line = EventFormatter(journal=True).format(record("lib said: %s\nand more", "a\r\nb\x1b[2J"))
-    assert line == "<4>agent.devices lib said: a\\r\\nb\\x1b[2J\\nand more"
+    assert line == "<4>gxpgate.agent.devices.supervisor lib said: a\\r\\nb\\x1b[2J\\nand more"
 
 
 @pytest.mark.parametrize(
@@ -90,7 +97,7 @@ def test_newlines_outside_values_are_escaped_too() -> None:
 )
 def test_journald_lines_carry_the_priority_and_no_timestamp(level: int, prefix: str) -> None:
     line = EventFormatter(journal=True).format(record("buffer.pruned records=%d", 7, level=level))
-    assert line == f"{prefix}agent.devices buffer.pruned records=7"
+    assert line == f"{prefix}gxpgate.agent.devices.supervisor buffer.pruned records=7"
 
 
 def test_a_crash_keeps_its_traceback_each_line_with_the_priority() -> None:
@@ -98,10 +105,16 @@ def test_a_crash_keeps_its_traceback_each_line_with_the_priority() -> None:
         raise RuntimeError("boom\nsecond line token=abc123")
     except RuntimeError:
         crashed = logging.LogRecord(
-            "agent.cli", logging.CRITICAL, __file__, 1, "agent.crashed", (), sys.exc_info()
+            "gxpgate.agent.cli.main",
+            logging.CRITICAL,
+            __file__,
+            1,
+            "agent.crashed",
+            (),
+            sys.exc_info(),
         )
     lines = EventFormatter(journal=True).format(crashed).split("\n")
-    assert lines[0] == "<2>agent.cli agent.crashed"
+    assert lines[0] == "<2>gxpgate.agent.cli.main agent.crashed"
     assert lines[1] == "<2>Traceback (most recent call last):"
     assert "<2>RuntimeError: boom" in lines
     assert all(line.startswith("<2>") for line in lines)
@@ -182,7 +195,7 @@ def test_running_gateway_logs_state_changes_only_and_never_the_token(
                     }
                     env.pop("NOTIFY_SOCKET", None)
                     proc = await asyncio.create_subprocess_exec(
-                        sys.executable, "-m", "agent", "run", "--config", str(config),
+                        sys.executable, "-m", "gxpgate", "run", "--config", str(config),
                         env=env, stdout=out, stderr=err,
                     )  # fmt: skip
                 try:

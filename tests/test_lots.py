@@ -18,9 +18,9 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.custody import CustodyBuilder
-from agent.lot_feed import LotFeed
-from agent.lots import (
+from gxpgate.agent.custody.epcis import CustodyBuilder
+from gxpgate.agent.custody.feed import LotFeed
+from gxpgate.agent.custody.lots import (
     BadIdentifier,
     LotRegister,
     LotRegisterError,
@@ -29,13 +29,18 @@ from agent.lots import (
     lots_path_for,
     parse_identifier,
 )
-from agent.recorder import Recorder
-from agent.sealing import Fact, Sealer
-from buffer import Outbox
-from drivers.epc import decode_epc
-from drivers.scanner import BarcodeRead, Observation, TagRead, decode_scan
-from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
-from simulators.scanner_sim import DOCK_PORTAL_TAGS, DOCK_RECEIVING, PUT_AWAY, REFERENCE_TAGS
+from gxpgate.agent.recording.recorder import Recorder
+from gxpgate.agent.recording.sealing import Fact, Sealer
+from gxpgate.buffer import Outbox
+from gxpgate.drivers.epc import decode_epc
+from gxpgate.drivers.scanner import BarcodeRead, Observation, TagRead, decode_scan
+from gxpgate.drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
+from gxpgate.simulators.scanner_sim import (
+    DOCK_PORTAL_TAGS,
+    DOCK_RECEIVING,
+    PUT_AWAY,
+    REFERENCE_TAGS,
+)
 
 from .sealed import reading
 
@@ -438,7 +443,7 @@ def test_a_register_of_another_chain_or_ahead_of_the_buffer_is_rebuilt(
 
     backup = Outbox(restored, GW)
     try:
-        with caplog.at_level(logging.WARNING, logger="agent.lots"):
+        with caplog.at_level(logging.WARNING, logger="gxpgate.agent.custody.lots"):
             register.sync(backup)
         assert "lots.rebuild" in caplog.text
         assert register.last_seq == backup.last_seq
@@ -464,7 +469,7 @@ def test_a_rebuild_from_a_pruned_buffer_says_it_is_incomplete(
     receive_and_put_away(site)
     site.outbox.set_acked_through(5, now=0.0)
     assert site.outbox.prune(retention_secs=60, now=120.0) == 5
-    with caplog.at_level(logging.WARNING, logger="agent.lots"):
+    with caplog.at_level(logging.WARNING, logger="gxpgate.agent.custody.lots"):
         register = synced(site, tmp_path / "lots.db")
     try:
         assert "lots.replay_incomplete" in caplog.text

@@ -11,10 +11,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.runtime import Agent
-from simulators.modbus_sim import ModbusSimulator
-from simulators.quality_service import QualityServiceSimulator
-from simulators.scanner_sim import DOCK_RECEIVING, BarcodeScannerSimulator
+from gxpgate.agent.service.runtime import Agent
+from gxpgate.simulators.modbus_sim import ModbusSimulator
+from gxpgate.simulators.quality_service import QualityServiceSimulator
+from gxpgate.simulators.scanner_sim import DOCK_RECEIVING, BarcodeScannerSimulator
 from tests.broker import free_port
 
 from .running import GW, Running, exported, until

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from drivers.modbus_model import ModbusPoint, compile_plan, decode
+from gxpgate.drivers.modbus_model import ModbusPoint, compile_plan, decode
 
 
 def regs(fmt: str, value: float) -> list[int]:

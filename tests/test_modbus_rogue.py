@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
-from drivers.base import DeviceUnreachable
-from drivers.modbus_model import ModbusTcpDevice
-from drivers.modbus_tcp import ModbusTcpSource
-from simulators.modbus_sim import ModbusSimulator
+from gxpgate.agent.cli.main import app
+from gxpgate.drivers.base import DeviceUnreachable
+from gxpgate.drivers.modbus_model import ModbusTcpDevice
+from gxpgate.drivers.modbus_tcp import ModbusTcpSource
+from gxpgate.simulators.modbus_sim import ModbusSimulator
 
 from .hostile import RogueModbus
 from .running import Running, exported, until
@@ -116,7 +116,7 @@ points.temperature = {{ table = "input", address = 0, type = "float32", unit = "
 def test_a_device_answering_only_exceptions_is_failing_once_then_recovered(
     tmp_path: Path, write_config, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="agent.devices")
+    caplog.set_level(logging.WARNING, logger="gxpgate.agent.devices.supervisor")
 
     async def main() -> None:
         async with ModbusSimulator() as sim:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
-from simulators.modbus_sim import ModbusRtuSimulator
+from gxpgate.agent.cli.main import app
+from gxpgate.simulators.modbus_sim import ModbusRtuSimulator
 
 from .running import Running, exported, until
 

@@ -22,7 +22,7 @@ from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from simulators.modbus_sim import (
+from gxpgate.simulators.modbus_sim import (
     DEFAULT_SENSORS,
     ModbusRtuSimulator,
     ModbusSimulator,

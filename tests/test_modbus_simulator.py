@@ -19,7 +19,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from simulators.modbus_sim import (
+from gxpgate.simulators.modbus_sim import (
     DEFAULT_SENSORS,
     ModbusSimulator,
     RegisterRow,

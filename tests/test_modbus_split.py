@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
-from drivers.base import DeviceUnreachable, Sample
-from drivers.modbus_common import RESPLIT_EVERY
-from drivers.modbus_model import ModbusTcpDevice
-from drivers.modbus_tcp import ModbusTcpSource
-from simulators.modbus_sim import ModbusSimulator
+from gxpgate.agent.cli.main import app
+from gxpgate.drivers.base import DeviceUnreachable, Sample
+from gxpgate.drivers.modbus_common import RESPLIT_EVERY
+from gxpgate.drivers.modbus_model import ModbusTcpDevice
+from gxpgate.drivers.modbus_tcp import ModbusTcpSource
+from gxpgate.simulators.modbus_sim import ModbusSimulator
 
 from .running import Running, exported, until
 

@@ -13,7 +13,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.mqtt_client import MqttSettings, RetainedPublisher
+from gxpgate.agent.alarms.mqtt_client import MqttSettings, RetainedPublisher
 
 from .broker import Broker, free_port, retained, retained_messages
 from .running import until
@@ -150,7 +150,7 @@ def test_broker_down_at_start_then_up(mqtt_broker: Broker) -> None:
 def test_broker_restart_mid_stream(mqtt_broker: Broker, caplog: pytest.LogCaptureFixture) -> None:
     """A restarted broker without persistence lost the retained state: it is sent again, and
     what was published while it was down arrives too, without the caller doing anything."""
-    caplog.set_level(logging.INFO, logger="agent.mqtt_client")
+    caplog.set_level(logging.INFO, logger="gxpgate.agent.alarms.mqtt_client")
 
     async def main() -> None:
         states = States()
@@ -327,7 +327,7 @@ def test_tls_verifies_the_broker_by_default(
             pub.publish(topic, b"active")
             assert await pub.wait_delivered(10)
 
-    caplog.set_level(logging.INFO, logger="agent.mqtt_client")
+    caplog.set_level(logging.INFO, logger="gxpgate.agent.alarms.mqtt_client")
     asyncio.run(main())
     assert "mqtt.tls_unverified" in caplog.text
 

@@ -1,6 +1,6 @@
 """The MQTT uplink (CONTRACT §4) through a real broker (tests/broker.py: mosquitto, or amqtt).
 
-Modbus simulator → agent → broker → :class:`simulators.mqtt_consumer.MqttEvidenceConsumer`
+Modbus simulator → agent → broker → :class:`gxpgate.simulators.mqtt_consumer.MqttEvidenceConsumer`
 (QoS 1, persistent session) → quality-service simulator, which de-duplicates by seq and
 verifies the chain exactly as it does for HTTP deliveries. Tests that need a mosquitto feature
 (MQTT 5 reason codes, persistence across a restart, packet limits, ACLs) skip where only amqtt
@@ -27,15 +27,15 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.evidence import public_key_pem
-from agent.mqtt_uplink import MqttUplink
-from agent.runtime import Agent, AgentStartError
-from config import ConfigError, example_config_text, load_config
-from config.mqtt_model import MqttUplinkConfig
-from simulators.modbus_sim import ModbusSimulator
-from simulators.mqtt_consumer import MqttEvidenceConsumer
-from simulators.quality_service import QualityServiceSimulator
+from gxpgate.agent.cli.main import app
+from gxpgate.agent.evidence import public_key_pem
+from gxpgate.agent.service.runtime import Agent, AgentStartError
+from gxpgate.agent.uplink.mqtt import MqttUplink
+from gxpgate.config import ConfigError, example_config_text, load_config
+from gxpgate.config.mqtt_model import MqttUplinkConfig
+from gxpgate.simulators.modbus_sim import ModbusSimulator
+from gxpgate.simulators.mqtt_consumer import MqttEvidenceConsumer
+from gxpgate.simulators.quality_service import QualityServiceSimulator
 
 from .broker import Broker, require_mosquitto
 from .running import GW, Running, exported, until
@@ -114,7 +114,7 @@ async def backlog(config: Path, records: int) -> Path:
 
 
 def cursor_of(config: Path) -> int:
-    from buffer import Outbox
+    from gxpgate.buffer import Outbox
 
     outbox = Outbox(load_config(config).config.buffer.path, GW)
     try:
@@ -490,7 +490,7 @@ def test_quality_service_simulator_consumes_the_mqtt_uplink(
     pub.write_text(public_key_pem(signing_key[1].public_key()), encoding="utf-8")
     db = tmp_path / "qs.db"
     service = subprocess.Popen(
-        [sys.executable, "-m", "agent", "simulate", "quality-service", "--public-key", str(pub),
+        [sys.executable, "-m", "gxpgate", "simulate", "quality-service", "--public-key", str(pub),
          "--port", "0", "--db", str(db), "--mqtt-broker", f"{mqtt_broker.host}:{mqtt_broker.port}"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from agent.runtime import Agent
-from simulators.modbus_sim import ModbusSimulator
+from gxpgate.agent.service.runtime import Agent
+from gxpgate.simulators.modbus_sim import ModbusSimulator
 
 from .running import Running, exported, until
 

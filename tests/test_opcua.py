@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
-from drivers.opcua import ensure_application_certificate
-from simulators.opcua_sim import OpcUaSimulator
+from gxpgate.agent.cli.main import app
+from gxpgate.drivers.opcua import ensure_application_certificate
+from gxpgate.simulators.opcua_sim import OpcUaSimulator
 
 from .running import Running, exported, until
 
@@ -285,7 +285,7 @@ points.t = {{ node_id = "ns=2;s=x", unit = "Cel" }}
     assert "(exists)" in again.output
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "simulate", "opcua", "--port", "0"],
+        [sys.executable, "-m", "gxpgate", "simulate", "opcua", "--port", "0"],
         stdout=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:

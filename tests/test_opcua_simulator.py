@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from simulators.opcua_sim import (
+from gxpgate.simulators.opcua_sim import (
     APPLICATION_URI,
     DEFAULT_ZONES,
     NAMESPACE_URI,

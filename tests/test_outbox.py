@@ -17,9 +17,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from agent.evidence import ChainVerifier, generate_key_file, verify_lines
-from agent.sealing import Sealer
-from buffer import BufferCorrupt, BufferMismatch, Outbox
+from gxpgate.agent.evidence import ChainVerifier, generate_key_file, verify_lines
+from gxpgate.agent.recording.sealing import Sealer
+from gxpgate.buffer import BufferCorrupt, BufferMismatch, Outbox
 
 from .sealed import fill, reading
 
@@ -27,8 +27,8 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from agent.evidence import load_private_key
-    from agent.sealing import Sealer
+    from gxpgate.agent.evidence import load_private_key
+    from gxpgate.agent.recording.sealing import Sealer
     from buffer import Outbox
     from tests.sealed import reading
 

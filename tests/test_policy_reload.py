@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from agent.runtime import Agent, AgentStartError
-from agent.sealing import Committed
-from config import load_config
-from config.products import Policy
+from gxpgate.agent.recording.sealing import Committed
+from gxpgate.agent.service.runtime import Agent, AgentStartError
+from gxpgate.config import load_config
+from gxpgate.config.products import Policy
 from tests.conftest import ConfigWriter
 from tests.running import Running, exported, until
 
@@ -60,7 +60,7 @@ def test_start_load_is_sealed_sighup_reloads_and_a_bad_edit_keeps_the_previous_v
     holds.write_bytes(HOLDS_V1)
     config = write_config(modbus=False, extra_devices=POLICY)
     handler_before = signal.getsignal(signal.SIGHUP)
-    caplog.set_level(logging.INFO, logger="agent.policy")
+    caplog.set_level(logging.INFO, logger="gxpgate.agent.custody.policy")
 
     async def main() -> None:
         async with Running(config) as agent:
@@ -171,7 +171,7 @@ def test_start_load_is_sealed_sighup_reloads_and_a_bad_edit_keeps_the_previous_v
             "hold_list": reload["data"]["hold_list"],
         },
     }
-    logged = [r.getMessage() for r in caplog.records if r.name == "agent.policy"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "gxpgate.agent.custody.policy"]
     assert f"policy.reload_failed file={products} errors=1" in logged
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.evidence import generate_key_file
-from config import load_config
-from config.policy_files import load_policy, parse_hold_csv, parse_products_csv
-from config.products import (
+from gxpgate.agent.cli.main import app
+from gxpgate.agent.evidence import generate_key_file
+from gxpgate.config import load_config
+from gxpgate.config.policy_files import load_policy, parse_hold_csv, parse_products_csv
+from gxpgate.config.products import (
     HoldEntry,
     HoldList,
     PolicyError,
@@ -25,7 +25,7 @@ from config.products import (
     ProductMaster,
     ProductRule,
 )
-from config.rules_model import StorageProfile
+from gxpgate.config.rules_model import StorageProfile
 
 CASES = Path(__file__).parent / "cases" / "products"
 SITE_PROFILES = {

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.evidence import (
+from gxpgate.agent.evidence import (
     GENESIS_PREV,
     RECORD_FIELDS,
     key_id,
@@ -24,7 +24,7 @@ from agent.evidence import (
     record_hash,
     sign_hash,
 )
-from simulators.quality_service import QualityServiceSimulator
+from gxpgate.simulators.quality_service import QualityServiceSimulator
 
 GW = "gw-test-1"
 CHAIN = "5b0a3f0e-4d1c-4f6b-9a51-2b8f0c1d2e3f"

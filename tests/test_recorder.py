@@ -1,4 +1,4 @@
-"""The recorder (agent/recorder.py): group commit, backpressure, resume state in the same
+"""The recorder (agent/recording/recorder.py): group commit, backpressure, resume state in the same
 transaction, and the disk-full path, against a real outbox.
 
 A full disk is made in process: the outbox's own SQLite connection is told it may not grow
@@ -21,10 +21,10 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.evidence import verify_lines
-from agent.recorder import Recorder
-from agent.sealing import Committed, Fact, Sealer
-from buffer import Outbox, Row
+from gxpgate.agent.evidence import verify_lines
+from gxpgate.agent.recording.recorder import Recorder
+from gxpgate.agent.recording.sealing import Committed, Fact, Sealer
+from gxpgate.buffer import Outbox, Row
 
 from .running import until
 from .sealed import T0, reading
@@ -287,7 +287,7 @@ def test_a_full_disk_keeps_the_facts_says_so_once_and_commits_them_all_later(
         recorder.close()
         await task
 
-    caplog.set_level(logging.WARNING, logger="agent.recorder")
+    caplog.set_level(logging.WARNING, logger="gxpgate.agent.recording.recorder")
     asyncio.run(main())
     records = site.records()
     assert [r["seq"] for r in records] == list(range(1, 12))

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from agent.mkt import RollingMkt, mean_kinetic_temperature
-from agent.rules import Engine, PointRules, Reading, RuleError, Transition
-from config.rules_model import QuantityRules
+from gxpgate.agent.alarms.mkt import RollingMkt, mean_kinetic_temperature
+from gxpgate.agent.alarms.rules import Engine, PointRules, Reading, RuleError, Transition
+from gxpgate.config.rules_model import QuantityRules
 from tests.vectors import load_vectors
 
 NOON = datetime(2026, 11, 21, 12, 0, tzinfo=UTC).timestamp()

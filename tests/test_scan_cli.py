@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from agent.scan_cli import app, scan_text
+from gxpgate.agent.cli.scan import app, scan_text
 
 from .vectors import load_vectors
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import serial
 
-from simulators.scanner_sim import (
+from gxpgate.simulators.scanner_sim import (
     DOCK_PORTAL_TAGS,
     DOCK_RECEIVING,
     FAULTY_SCANS,

@@ -25,13 +25,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from agent.scanners import CustodyStreamer
-from agent.lots_cli import app as lots_app
-from agent.runtime import Agent
-from agent.sealing import Committed as Record
-from drivers.base import DeviceUnreachable
-from drivers.gs1 import escape_text
-from drivers.scanner import (
+from gxpgate.agent.cli.lots import app as lots_app
+from gxpgate.agent.devices.scanners import CustodyStreamer
+from gxpgate.agent.recording.sealing import Committed as Record
+from gxpgate.agent.service.runtime import Agent
+from gxpgate.drivers.base import DeviceUnreachable
+from gxpgate.drivers.gs1 import escape_text
+from gxpgate.drivers.scanner import (
     BarcodeRead,
     BarcodeScannerSource,
     LineFramer,
@@ -40,8 +40,8 @@ from drivers.scanner import (
     RfidReaderSource,
     TagRead,
 )
-from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
-from simulators.scanner_sim import (
+from gxpgate.drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
+from gxpgate.simulators.scanner_sim import (
     DOCK_PORTAL_TAGS,
     DOCK_RECEIVING,
     FAULTY_SCANS,

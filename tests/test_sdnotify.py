@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.sdnotify import Notifier
-from agent.snapshot import status_line
-from simulators.modbus_sim import ModbusSimulator
-from simulators.quality_service import QualityServiceSimulator
+from gxpgate.agent.health.snapshot import status_line
+from gxpgate.agent.service.sdnotify import Notifier
+from gxpgate.simulators.modbus_sim import ModbusSimulator
+from gxpgate.simulators.quality_service import QualityServiceSimulator
 
 from .running import Running, until
 
@@ -106,7 +106,7 @@ def test_gateway_notifies_ready_status_watchdog_then_stopping(tmp_path: Path, wr
             async with ModbusSimulator() as sim:
                 config = write_config(sim.port)
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "agent", "run", "--config", str(config),
+                    sys.executable, "-m", "gxpgate", "run", "--config", str(config),
                     env=env, stdout=subprocess.DEVNULL,
                 )  # fmt: skip
                 await until(lambda: inbox.count("READY=1") == 1, what="READY=1")
@@ -251,7 +251,7 @@ def test_a_failing_socket_is_logged_once_and_never_raises(
 ) -> None:
     address = str(tmp_path / "notify.sock")
     notifier = Notifier(address, watchdog_usec=400000)
-    caplog.set_level(logging.INFO, logger="agent.sdnotify")
+    caplog.set_level(logging.INFO, logger="gxpgate.agent.service.sdnotify")
     for _ in range(5):
         notifier.watchdog()  # nobody listens yet
     failures = [r for r in caplog.records if r.getMessage().startswith("sdnotify.send_failed")]

@@ -8,7 +8,7 @@ import math
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.evidence import (
+from gxpgate.agent.evidence import (
     GENESIS_PREV,
     RECORD_FIELDS,
     ChainVerifier,
@@ -16,7 +16,7 @@ from agent.evidence import (
     record_hash,
     sign_hash,
 )
-from agent.sealing import Sealer
+from gxpgate.agent.recording.sealing import Sealer
 
 from .sealed import reading
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import serial
 
-from simulators.serial_line import VirtualSerialLine
+from gxpgate.simulators.serial_line import VirtualSerialLine
 
 TIMEOUT_SECS = 2.0
 

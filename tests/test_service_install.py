@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.evidence import describe, load_private_key
-from agent.service_install import (
+from gxpgate.agent.evidence import describe, load_private_key
+from gxpgate.agent.service.install import (
     DEFAULT_CONFIG,
     member_groups,
     render_unit,
@@ -30,7 +30,7 @@ from agent.service_install import (
     starting_config,
     unit_file_text,
 )
-from config import load_config
+from gxpgate.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 GXPGATE = Path(sys.executable).parent / "gxpgate"
@@ -67,7 +67,7 @@ def _install(*args: str, nobody: bool = False) -> subprocess.CompletedProcess[st
 # imports the CLI as root, then becomes nobody before parsing the arguments.
 _AS_NOBODY = f"""
 import os, sys
-from agent.cli import app
+from gxpgate.agent.cli.main import app
 os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})
 app(sys.argv[1:], prog_name="gxpgate")
 """
@@ -260,8 +260,10 @@ def test_what_the_sandbox_would_break_is_named(as_root: None, tmp_path: Path) ->
     assert "run --config /etc/gxpgate/site.toml\n" in unit
 
 
-def test_wheel_ships_the_unit_files(tmp_path: Path) -> None:
-    """``pip install .`` builds a wheel: the unit files must be in it and found from it."""
+def test_wheel_ships_the_unit_files_all_under_one_namespace(tmp_path: Path) -> None:
+    """``pip install .`` builds a wheel: the unit files must be in it and found from it, and
+    everything it installs is under ``gxpgate/`` (no top-level ``agent``, ``config``, … to
+    collide with another distribution's)."""
     source = tmp_path / "src"
     shutil.copytree(
         ROOT, source, symlinks=True,
@@ -278,9 +280,18 @@ def test_wheel_ships_the_unit_files(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "wheel").glob("gxpgate-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         for name in ("gxpgate.service", "gxpgate.sysusers", "gxpgate.tmpfiles"):
-            shipped = archive.read(f"agent/systemd_units/{name}").decode()
+            shipped = archive.read(f"gxpgate/agent/systemd_units/{name}").decode()
             assert shipped == (ROOT / "systemd" / name).read_text(), name
-        assert not [n for n in archive.namelist() if n.startswith("systemd/")]
+        top = {n.split("/")[0] for n in archive.namelist()}
+        assert {n for n in top if not n.endswith(".dist-info")} == {"gxpgate"}
+        for module in (
+            "agent/recording/recorder.py",
+            "drivers/modbus_tcp.py",
+            "buffer/outbox.py",
+            "config/example.toml",
+            "simulators/modbus_sim.py",
+        ):
+            assert f"gxpgate/{module}" in archive.namelist(), module
 
     target = tmp_path / "site"
     subprocess.run(
@@ -290,7 +301,8 @@ def test_wheel_ships_the_unit_files(tmp_path: Path) -> None:
     )  # fmt: skip
     probe = subprocess.run(
         [sys.executable, "-c",
-         "import agent.service_install as s; print(s.__file__); "
+         "import gxpgate.agent.service.install as s; print(s.__file__); "
+         "import importlib.util as u; assert u.find_spec('agent') is None; "
          "print(s.unit_file_text('gxpgate.service'), end='')"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(target)},

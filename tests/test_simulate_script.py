@@ -17,7 +17,7 @@ import httpx
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from drivers.modbus_model import ModbusPoint
+from gxpgate.drivers.modbus_model import ModbusPoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DEADLINE_SECS = 30.0
@@ -32,7 +32,7 @@ def simulate(tmp_path: Path) -> Iterator[object]:
         path.write_text(script)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "simulate", "modbus", "--port", "0",
+            [sys.executable, "-m", "gxpgate", "simulate", "modbus", "--port", "0",
              "--script", str(path), *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, env=env,
@@ -121,7 +121,7 @@ def test_a_bad_script_exits_2_naming_the_line(tmp_path: Path, script: str, reaso
 def test_commands_typed_on_stdin_run_as_typed() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "simulate", "modbus", "--port", "0", "--script", "-"],
+        [sys.executable, "-m", "gxpgate", "simulate", "modbus", "--port", "0", "--script", "-"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     assert proc.stdin is not None
@@ -143,7 +143,7 @@ def test_commands_typed_on_stdin_run_as_typed() -> None:
 
 
 def _service_args(tmp_path: Path, signing_key) -> list[str]:
-    from agent.evidence import public_key_pem
+    from gxpgate.agent.evidence import public_key_pem
 
     pub = tmp_path / "signing.pub.pem"
     pub.write_text(public_key_pem(signing_key[1].public_key()))
@@ -154,7 +154,7 @@ def _service_args(tmp_path: Path, signing_key) -> list[str]:
 def _refused(*args: str) -> subprocess.CompletedProcess[str]:
     """``gxpgate simulate ARGS`` expected to refuse its script before it starts."""
     return subprocess.run(
-        [sys.executable, "-m", "agent", "simulate", *args],
+        [sys.executable, "-m", "gxpgate", "simulate", *args],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
@@ -203,7 +203,7 @@ def test_a_bad_quality_service_script_exits_2(tmp_path: Path, signing_key) -> No
 
 def _spawn(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "agent", "simulate", *args],
+        [sys.executable, "-m", "gxpgate", "simulate", *args],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
@@ -223,7 +223,7 @@ def _line_with(proc: subprocess.Popen[str], text: str) -> str:
 def test_logger_script_stages_a_value_a_sensor_fault_and_silence(tmp_path: Path) -> None:
     import serial
 
-    from drivers import gxl
+    from gxpgate.drivers import gxl
 
     script = tmp_path / "logger.txt"
     script.write_text("set temperature 9.5\nbad humidity\nat 1s silent for 3s\n")

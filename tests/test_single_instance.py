@@ -27,7 +27,7 @@ def start(config: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with log.open("wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(config)],
+            [sys.executable, "-m", "gxpgate", "run", "--config", str(config)],
             env=env, stdout=err, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
@@ -48,7 +48,7 @@ def test_a_second_agent_on_the_same_buffer_exits_2_naming_the_first(
     try:
         wait_for(tmp_path / "first.log", "agent.started")
         second = subprocess.run(
-            [sys.executable, "-m", "agent", "run", "--config", str(config)],
+            [sys.executable, "-m", "gxpgate", "run", "--config", str(config)],
             env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
             timeout=60,
         )  # fmt: skip

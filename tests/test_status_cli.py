@@ -9,7 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
-from simulators.modbus_sim import ModbusSimulator
+from gxpgate.simulators.modbus_sim import ModbusSimulator
 from tests.broker import free_port
 
 from .running import Running, until
@@ -19,7 +19,7 @@ from .test_metrics import UNREACHABLE
 async def gxpgate(*args: str) -> tuple[int, str, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent", *args,
+        sys.executable, "-m", "gxpgate", *args,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)

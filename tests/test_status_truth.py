@@ -10,8 +10,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from agent.cli import app
-from buffer import Outbox
+from gxpgate.agent.cli.main import app
+from gxpgate.buffer import Outbox
 
 from .running import GW
 

@@ -1,8 +1,8 @@
-"""The per-device supervisor (agent/devices.py, :class:`DevicePoller`): fixed poll slots,
+"""The per-device supervisor (agent/devices/supervisor.py, :class:`DevicePoller`): fixed poll slots,
 overrun skipping, catch-up, reconnect backoff, offline and failing episodes.
 
-A scripted :class:`~drivers.base.PolledSource` runs on an injected clock: each read "takes" as
-long as its script says by moving that clock, and the poller's sleeps move it too, so a
+A scripted :class:`~gxpgate.drivers.base.PolledSource` runs on an injected clock: each read "takes"
+as long as its script says by moving that clock, and the poller's sleeps move it too, so a
 ten-second poll interval runs in microseconds and every slot is asserted exactly. What the
 poller seals goes through a real recorder into a real outbox and is read back from there.
 """
@@ -20,13 +20,13 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.devices import DevicePoller
-from agent.identity import ZoneMap
-from agent.recorder import Recorder
-from agent.sealing import Sealer
-from buffer import Outbox
-from config import load_config
-from drivers.base import DeviceUnreachable, DriverError, Quality, Sample, utc_now
+from gxpgate.agent.devices.supervisor import DevicePoller
+from gxpgate.agent.devices.zones import ZoneMap
+from gxpgate.agent.recording.recorder import Recorder
+from gxpgate.agent.recording.sealing import Sealer
+from gxpgate.buffer import Outbox
+from gxpgate.config import load_config
+from gxpgate.drivers.base import DeviceUnreachable, DriverError, Quality, Sample, utc_now
 
 GW = "gw-test"
 DEVICE = "probe-1"
@@ -76,7 +76,8 @@ def unreachable(message: str = "connection refused") -> Step:
 
 
 class ScriptedSource:
-    """A :class:`~drivers.base.PolledSource` whose reads follow a script on the fake clock."""
+    """A :class:`~gxpgate.drivers.base.PolledSource` whose reads follow a script on the fake
+    clock."""
 
     def __init__(self, clock: FakeClock, script: list[Step]) -> None:
         self.device_id = DEVICE
@@ -194,7 +195,7 @@ def test_an_overrun_skips_the_missed_slots_and_counts_them(
 ) -> None:
     """A read at slot 10 that takes 2.5 intervals ends at 35: slots 20 and 30 are skipped,
     not run back to back late; the next read is on slot 40, and the slots after on time."""
-    caplog.set_level(logging.WARNING, logger="agent.devices")
+    caplog.set_level(logging.WARNING, logger="gxpgate.agent.devices.supervisor")
     source = ScriptedSource(site.clock, [Step(1.0), Step(25.0), Step(1.0), Step(1.0)])
     poller = site.poller(source)
     records = asyncio.run(site.run(poller))

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.evidence import KeyFileError, generate_key_file, key_path_for, load_private_key
-from agent.service_install import DEFAULT_CONFIG, render_unit, unit_file_text
+from gxpgate.agent.evidence import KeyFileError, generate_key_file, key_path_for, load_private_key
+from gxpgate.agent.service.install import DEFAULT_CONFIG, render_unit, unit_file_text
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "gxpgate.service"

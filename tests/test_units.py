@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import app
-from agent.points import point_rules
-from config import load_config
+from gxpgate.agent.alarms.points import point_rules
+from gxpgate.agent.cli.main import app
+from gxpgate.config import load_config
 
 runner = CliRunner()
 

@@ -16,11 +16,11 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
-from agent._retry import Backoff
-from agent.cli import app
-from agent.forwarder import CONNECT_RETRY_MAX_SECS, retry_delay
-from buffer import Outbox
-from simulators.modbus_sim import ModbusSimulator
+from gxpgate.agent._retry import Backoff
+from gxpgate.agent.cli.main import app
+from gxpgate.agent.uplink.http import CONNECT_RETRY_MAX_SECS, retry_delay
+from gxpgate.buffer import Outbox
+from gxpgate.simulators.modbus_sim import ModbusSimulator
 
 from .hostile import Answer, HostileService
 from .running import GW, Running, exported, until

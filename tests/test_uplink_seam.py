@@ -14,13 +14,13 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent._paho import LinkDown, LinkUp, MqttSettings, PahoLink
-from agent.forwarder import Forwarder
-from agent.metrics import UPLINK_ERROR_KINDS
-from agent.mqtt_uplink import MqttUplink
-from agent.uplink import ErrorKind, build_uplink, classify_error
-from config.model import UplinkConfig
-from config.mqtt_model import MqttUplinkConfig
+from gxpgate.agent._paho import LinkDown, LinkUp, MqttSettings, PahoLink
+from gxpgate.agent.health.metrics import UPLINK_ERROR_KINDS
+from gxpgate.agent.uplink.http import Forwarder
+from gxpgate.agent.uplink.mqtt import MqttUplink
+from gxpgate.agent.uplink.seam import ErrorKind, build_uplink, classify_error
+from gxpgate.config.model import UplinkConfig
+from gxpgate.config.mqtt_model import MqttUplinkConfig
 
 
 @pytest.mark.parametrize(

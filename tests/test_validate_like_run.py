@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from agent.cli import app
+from gxpgate.agent.cli.main import app
 
 runner = CliRunner()
 

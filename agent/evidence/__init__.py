@@ -7,7 +7,7 @@ simulators (the stand-in quality service) may import (pyproject.toml, ``[tool.im
 
 from __future__ import annotations
 
-from .keys import (
+from gxpgate.agent.evidence.keys import (
     KeyFileError,
     describe,
     generate_key_file,
@@ -16,7 +16,7 @@ from .keys import (
     load_public_key,
     public_key_path_for,
 )
-from .record import (
+from gxpgate.agent.evidence.record import (
     FORMAT_VERSION,
     GENESIS_PREV,
     KEY_ROTATED,
@@ -31,8 +31,8 @@ from .record import (
     sign_hash,
     verify_signature,
 )
-from .timefmt import format_time, parse_time
-from .verify import Verdict, verify_file, verify_lines
+from gxpgate.agent.evidence.timefmt import format_time, parse_time
+from gxpgate.agent.evidence.verify import Verdict, verify_file, verify_lines
 
 __all__ = [
     "FORMAT_VERSION",

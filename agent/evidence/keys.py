@@ -13,7 +13,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .record import key_id, public_key_pem
+from gxpgate.agent.evidence.record import key_id, public_key_pem
 
 __all__ = [
     "KeyFileError",

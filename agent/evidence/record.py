@@ -54,7 +54,7 @@ RECORD_FIELDS = (
 )  # fmt: skip
 KINDS = frozenset({"reading", "custody", "alarm", "audit"})
 # The audit event of a key change (§2), from which a verifier learns the new key; the rest of
-# the audit vocabulary is the agent's (agent/audit.py).
+# the audit vocabulary is the agent's (agent/recording/audit.py).
 KEY_ROTATED = "key_rotated"
 _UNSIGNED = ("hash", "sig")
 _SAFE_INT = 2**53

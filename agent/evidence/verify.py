@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .record import ChainVerifier, RecordInvalid
+from gxpgate.agent.evidence.record import ChainVerifier, RecordInvalid
 
 __all__ = ["Verdict", "verify_file", "verify_lines"]
 

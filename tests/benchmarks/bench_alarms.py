@@ -9,9 +9,9 @@ A script, not a pytest test (pytest does not collect ``bench_*.py``; keep it tha
 prints one table per section, a summary of the targets, and finally one JSON line with every
 figure. Progress notes go to stderr.
 
-1. Rule evaluation, pure (:class:`agent.rules.Engine`, no I/O): 1,000 points, each with the
-   built-in ``refrigerated`` temperature rules (low_low 0, low 2, high 8 °C, hysteresis 0.5,
-   on-delay 900 s / off-delay 300 s, rate 0.5 °C/min over 10 min, MKT 8 °C over 24 h, sensor
+1. Rule evaluation, pure (:class:`gxpgate.agent.alarms.rules.Engine`, no I/O): 1,000 points, each
+   with the built-in ``refrigerated`` temperature rules (low_low 0, low 2, high 8 °C, hysteresis
+   0.5, on-delay 900 s / off-delay 300 s, rate 0.5 °C/min over 10 min, MKT 8 °C over 24 h, sensor
    fault after 3 bad readings, comm loss after 3 intervals), polled every 10 s (the Modbus
    default). Each engine is first given 24 h of history (48 readings per point, 30 min apart,
    untimed) so every point's rolling MKT holds its full 48 buckets, as on a gateway that has
@@ -32,7 +32,7 @@ figure. Progress notes go to stderr.
    with nothing new — and :meth:`Engine.tick` (every 1 s). ``--profile`` adds a cProfile of
    one full run.
 2. Alarm latency end to end: a real broker (mosquitto if installed, else amqtt; as
-   :mod:`tests.broker`), the Modbus TCP simulator (:class:`simulators.modbus_sim.
+   :mod:`tests.broker`), the Modbus TCP simulator (:class:`gxpgate.simulators.modbus_sim.
    ModbusSimulator`, in this process and event loop, as in the tests) and the real agent
    (:class:`tests.running.Running`): one ``modbus_tcp`` device polled every ``--poll`` s
    (0.5), zone ``cold-1`` (refrigerated) with ``high = {limit = 8.0}``, no on/off delays, rate,
@@ -94,10 +94,10 @@ from tests.benchmarks.reporting import (  # noqa: E402
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
 
-    from agent.rules import Engine, PointRules, Reading
-    from agent.runtime import Agent
-    from config.rules_model import QuantityRules
-    from simulators.modbus_sim import ModbusSimulator
+    from gxpgate.agent.alarms.rules import Engine, PointRules, Reading
+    from gxpgate.agent.service.runtime import Agent
+    from gxpgate.config.rules_model import QuantityRules
+    from gxpgate.simulators.modbus_sim import ModbusSimulator
     from tests.broker import Broker
     from tests.running import Running
 
@@ -131,10 +131,10 @@ TICKS = 20
 
 def quiet_logs() -> None:
     """Every sealed alarm is logged as a warning (two per excursion); the figures say it."""
-    from agent.logging_setup import quiet_libraries
+    from gxpgate.agent.service.logging_setup import quiet_libraries
 
     quiet_libraries()
-    logging.getLogger("agent.alarm_outputs").setLevel(logging.ERROR)
+    logging.getLogger("gxpgate.agent.alarms.outputs").setLevel(logging.ERROR)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -163,7 +163,7 @@ class Workload:
 
 
 def make_workload(readings: int, seed: int) -> Workload:
-    from agent.rules import Reading
+    from gxpgate.agent.alarms.rules import Reading
 
     rng = random.Random(seed)
     base = [3.5 + 3.0 * rng.random() for _ in range(POINTS)]
@@ -218,7 +218,7 @@ def make_workload(readings: int, seed: int) -> Workload:
 
 
 def point_rules(rules: QuantityRules) -> list[PointRules]:
-    from agent.rules import PointRules
+    from gxpgate.agent.alarms.rules import PointRules
 
     return [
         PointRules(ZONE, f"probe-{i:04d}", POINT, "Cel", rules, ENGINE_POLL_SECS)
@@ -227,7 +227,7 @@ def point_rules(rules: QuantityRules) -> list[PointRules]:
 
 
 def engine_with_history(points: list[PointRules], work: Workload) -> Engine:
-    from agent.rules import Engine
+    from gxpgate.agent.alarms.rules import Engine
 
     engine = Engine(points, now=work.history[0].t - 1)
     for reading in work.history:
@@ -280,7 +280,7 @@ def entries_bytes(entries: dict[str, str]) -> int:
 
 
 def section_engine(args: argparse.Namespace, rep: Report) -> None:
-    from config.profiles import BUILTIN_PROFILES
+    from gxpgate.config.profiles import BUILTIN_PROFILES
 
     full = BUILTIN_PROFILES["refrigerated"].temperature
     assert full is not None
@@ -474,7 +474,7 @@ def broker_version(kind: str) -> str:
 
 
 def write_config(directory: Path, modbus_port: int, broker_port: int, poll: float) -> Path:
-    from agent.evidence import generate_key_file
+    from gxpgate.agent.evidence import generate_key_file
 
     directory.mkdir(parents=True, exist_ok=True)
     key_file = directory / "signing.key"
@@ -730,7 +730,7 @@ class LatencyResult:
 
 
 async def latency_pass(args: argparse.Namespace, directory: Path, broker: Broker) -> LatencyResult:
-    from simulators.modbus_sim import ModbusSimulator, SensorSpec
+    from gxpgate.simulators.modbus_sim import ModbusSimulator, SensorSpec
 
     rng = random.Random(args.seed)
     probe = CommitProbe()

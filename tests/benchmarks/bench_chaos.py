@@ -42,11 +42,11 @@ from typing import Any
 
 import orjson
 
-from agent.evidence import format_time, generate_key_file
-from buffer import Outbox
-from drivers.base import utc_now
-from simulators.modbus_sim import ModbusSimulator
-from simulators.quality_service import QualityServiceSimulator
+from gxpgate.agent.evidence import format_time, generate_key_file
+from gxpgate.buffer import Outbox
+from gxpgate.drivers.base import utc_now
+from gxpgate.simulators.modbus_sim import ModbusSimulator
+from gxpgate.simulators.quality_service import QualityServiceSimulator
 
 from ..hostile import Answer, HostileService, RogueModbus
 from .reporting import note
@@ -133,7 +133,7 @@ profile = "unclassified"
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         with log.open("wb") as err:
             return await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "agent", "run", "--config", str(self.config),
+                sys.executable, "-m", "gxpgate", "run", "--config", str(self.config),
                 env=env, stdout=subprocess.DEVNULL, stderr=err,
             )  # fmt: skip
 

@@ -29,11 +29,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.evidence import format_time
-from agent.exposure import ExposureBook
-from agent.lots import LotRegister
-from config import load_config
-from config.policy_files import load_policy
+from gxpgate.agent.custody.exposure import ExposureBook
+from gxpgate.agent.custody.lots import LotRegister
+from gxpgate.agent.evidence import format_time
+from gxpgate.config import load_config
+from gxpgate.config.policy_files import load_policy
 
 CONFIG = """
 [gateway]

@@ -11,8 +11,8 @@ the alarm engine holds a machine per rule and point; all read unit 1, which stay
 no alarm is raised) on the in-process Modbus simulator every second, with the metrics endpoint
 on a free port. Measured once every device is up:
 
-1. :func:`agent.snapshot.take_snapshot` (through ``Agent.snapshot``) on the event loop (it
-   runs once a second): median and p99 of 500 calls.
+1. :func:`gxpgate.agent.health.snapshot.take_snapshot` (through ``Agent.snapshot``) on the event
+   loop (it runs once a second): median and p99 of 500 calls.
 2. Rendering the exposition in a thread (``generate_latest``: the snapshot's families, the
    outbox reads, prometheus-client's process collector): median of 200.
 3. A scrape over HTTP (httpx, in a thread, back to back): median and p99 of 200, and its size.
@@ -37,9 +37,9 @@ from pathlib import Path
 import httpx
 from prometheus_client import generate_latest
 
-from agent.evidence import generate_key_file
-from agent.runtime import Agent
-from simulators.modbus_sim import ModbusSimulator
+from gxpgate.agent.evidence import generate_key_file
+from gxpgate.agent.service.runtime import Agent
+from gxpgate.simulators.modbus_sim import ModbusSimulator
 from tests.broker import free_port
 from tests.running import Running, until
 

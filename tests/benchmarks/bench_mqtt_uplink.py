@@ -11,8 +11,8 @@ Needs mosquitto (``apt-get install mosquitto``); the broker runs as :class:`test
 
 A backlog of ``--backlog`` realistic ``reading`` records (sealed and committed as the agent
 does: :func:`tests.benchmarks.bench_pipeline.seal_and_commit`) is drained by
-:class:`agent.mqtt_uplink.MqttUplink` (MQTT 5, QoS 1, batches of ``--batch`` records, 1,000 by
-default) from cursor 0 until the broker has acknowledged every record; the cursor is put back
+:class:`gxpgate.agent.uplink.mqtt.MqttUplink` (MQTT 5, QoS 1, batches of ``--batch`` records, 1,000
+by default) from cursor 0 until the broker has acknowledged every record; the cursor is put back
 to 0 before each run. "Delivered" is the uplink's definition: the broker's PUBACK, with the
 cursor written to SQLite. Runs, for each in-flight window of ``--windows``:
 
@@ -50,10 +50,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from agent.mqtt_uplink import MqttUplink
-from agent.sealing import Fact, Sealer
-from buffer import Outbox
-from config.mqtt_model import MqttUplinkConfig
+from gxpgate.agent.recording.sealing import Fact, Sealer
+from gxpgate.agent.uplink.mqtt import MqttUplink
+from gxpgate.buffer import Outbox
+from gxpgate.config.mqtt_model import MqttUplinkConfig
 from tests.benchmarks.bench_pipeline import GW, fact_chunks, seal_and_commit
 from tests.benchmarks.reporting import (
     BenchError,

@@ -11,23 +11,23 @@ figure. Progress notes go to stderr.
 
 Set-up.
 
-- The OPC UA simulator (:class:`simulators.opcua_sim.OpcUaSimulator`) runs in a child process
-  (this module with ``--child-sim``), so its CPU is not the agent's. Monitored items are the
+- The OPC UA simulator (:class:`gxpgate.simulators.opcua_sim.OpcUaSimulator`) runs in a child
+  process (this module with ``--child-sim``), so its CPU is not the agent's. Monitored items are the
   ``temperature`` and ``humidity`` points of ``ceil(items / 2)`` zones (the first ``items`` of
   them): the analog points, the ones that change continuously on a real site; ``door_open`` is
   not monitored. Drift is off and the simulator's own update task idles, so the only writes are
   the benchmark's: every item gets a new value once a second through
-  :meth:`~simulators.opcua_sim.OpcUaSimulator.set_value`, which writes at once with
+  :meth:`~gxpgate.simulators.opcua_sim.OpcUaSimulator.set_value`, which writes at once with
   SourceTimestamp = the simulator's clock at the change. The items are written in ``--slices``
   equal slices spread over the second (default 20, one every 50 ms), so changes fall at every
   phase of the publishing cycle and the latency distribution covers it; ``--slices 1`` writes
   them all in one burst.
-- The real :class:`agent.runtime.Agent` runs in this process with one ``opcua`` device in
-  subscription mode holding every item, no uplink. A :class:`agent.recorder.Recorder` listener
-  (called after each durable commit) takes, for every committed reading whose change happened
-  in the measurement window: change -> commit = ``time.time() - src_at`` and change ->
-  acquisition = ``at - src_at`` (``at`` is taken by the driver as asyncua hands it the
-  notification). Both clocks are this machine's wall clock.
+- The real :class:`gxpgate.agent.service.runtime.Agent` runs in this process with one ``opcua``
+  device in subscription mode holding every item, no uplink. A
+  :class:`gxpgate.agent.recording.recorder.Recorder` listener (called after each durable commit)
+  takes, for every committed reading whose change happened in the measurement window: change ->
+  commit = ``time.time() - src_at`` and change -> acquisition = ``at - src_at`` (``at`` is taken by
+  the driver as asyncua hands it the notification). Both clocks are this machine's wall clock.
 - ``sampling_interval_ms`` is 100 by default: well under the publishing interval, as on a real
   site where the server samples faster than it publishes. The asyncua server behind the
   simulator does not sample at all (it reports a change when the variable is written and
@@ -139,7 +139,7 @@ async def child_sim_main(items: int, slices: int) -> int:
     stdin, one JSON line each: ``count A B`` (changes with SourceTimestamp in [A, B)) and
     ``stats``. EOF or anything else stops it."""
     quiet_asyncua()
-    from simulators.opcua_sim import OpcUaSimulator, ZoneSpec
+    from gxpgate.simulators.opcua_sim import OpcUaSimulator, ZoneSpec
 
     keys = monitored_items(items)
     zones = [ZoneSpec(zone_name(z), drift=False) for z in range(math.ceil(items / 2))]
@@ -365,7 +365,7 @@ def write_config(
     sampling_ms: int,
     commit_interval_ms: int | None,
 ) -> Path:
-    from agent.evidence import generate_key_file
+    from gxpgate.agent.evidence import generate_key_file
 
     directory.mkdir(parents=True)
     key_file = directory / "signing.key"
@@ -426,9 +426,9 @@ async def run_pass(
     sim: SimChild,
     commit_interval_ms: int | None,
 ) -> PassResult:
-    from agent.devices import DeviceStreamer
-    from agent.runtime import Agent
-    from config import load_config
+    from gxpgate.agent.devices.supervisor import DeviceStreamer
+    from gxpgate.agent.service.runtime import Agent
+    from gxpgate.config import load_config
 
     quiet_asyncua()
     config = write_config(

@@ -8,12 +8,13 @@ A script, not a pytest test (pytest does not collect ``bench_*.py``; keep it tha
 prints one table per section, a summary of the targets, and finally one JSON line with every
 figure. Progress notes go to stderr.
 
-1. Sealing + durable commit: realistic ``reading`` facts sealed by :class:`agent.sealing.Sealer`
-   and committed by :meth:`buffer.Outbox.append` (WAL, ``synchronous=FULL``) in groups of 5000
-   (the recorder's ``max_batch``) and 500; the per-record cost broken down; and the full asyncio
-   path through :class:`agent.recorder.Recorder`. Target: >= 12,000 records/s.
-2. Drain of a backlog (default 200,000 records) by :class:`agent.forwarder.Forwarder` to the
-   quality-service simulator, batch sizes 1000 and 5000. By default the simulator runs in its
+1. Sealing + durable commit: realistic ``reading`` facts sealed by
+   :class:`gxpgate.agent.recording.sealing.Sealer` and committed by :meth:`buffer.Outbox.append`
+   (WAL, ``synchronous=FULL``) in groups of 5000 (the recorder's ``max_batch``) and 500; the
+   per-record cost broken down; and the full asyncio path through
+   :class:`gxpgate.agent.recording.recorder.Recorder`. Target: >= 12,000 records/s.
+2. Drain of a backlog (default 200,000 records) by :class:`gxpgate.agent.uplink.http.Forwarder` to
+   the quality-service simulator, batch sizes 1000 and 5000. By default the simulator runs in its
    own process (``--service-process``), as a real service would, so the two do not share a GIL;
    the in-process figures are shown too (``--compare``). The simulator checks hashes, links and
    ``seq`` inline and signatures in the background (``deferred``); the catch-up time of that
@@ -58,7 +59,7 @@ import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from agent.evidence import (
+from gxpgate.agent.evidence import (
     ChainVerifier,
     canonical_bytes,
     format_time,
@@ -67,11 +68,11 @@ from agent.evidence import (
     sign_hash,
     verify_signature,
 )
-from agent.forwarder import Forwarder
-from agent.recorder import Recorder
-from agent.sealing import Committed, Fact, Sealer
-from buffer import Outbox, Row
-from config.model import UplinkConfig
+from gxpgate.agent.recording.recorder import Recorder
+from gxpgate.agent.recording.sealing import Committed, Fact, Sealer
+from gxpgate.agent.uplink.http import Forwarder
+from gxpgate.buffer import Outbox, Row
+from gxpgate.config.model import UplinkConfig
 from tests.benchmarks.reporting import (
     BenchError,
     Report,
@@ -82,12 +83,12 @@ from tests.benchmarks.reporting import (
 )
 
 if TYPE_CHECKING:
-    from simulators.quality_service import QualityServiceSimulator
+    from gxpgate.simulators.quality_service import QualityServiceSimulator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GW = "gw-bench"
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
-RECORDER_MAX_BATCH = 5000  # agent.recorder.Recorder's default max_batch
+RECORDER_MAX_BATCH = 5000  # gxpgate.agent.recording.recorder.Recorder's default max_batch
 TARGET_SEAL_RPS = 12_000.0
 TARGET_DRAIN_RPS = 30_000.0
 TARGET_RSS_MB = 80.0
@@ -107,8 +108,8 @@ _DEVICES = 24
 SIM_SCRIPT = """\
 import json, sys, time
 from pathlib import Path
-from agent.evidence import load_public_key
-from simulators.quality_service import QualityServiceSimulator
+from gxpgate.agent.evidence import load_public_key
+from gxpgate.simulators.quality_service import QualityServiceSimulator
 db, pem, port, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 qs = QualityServiceSimulator(db, [load_public_key(Path(pem))], port=port, verify_signatures=mode)
 with qs:
@@ -479,7 +480,7 @@ class InProcessSim:
     placement = "in-process"
 
     def __init__(self, db: Path, public_key: Ed25519PublicKey, mode: str) -> None:
-        from simulators.quality_service import QualityServiceSimulator
+        from gxpgate.simulators.quality_service import QualityServiceSimulator
 
         verify: Literal["inline", "deferred"] = "inline" if mode == "inline" else "deferred"
         self.qs: QualityServiceSimulator = QualityServiceSimulator(
@@ -957,8 +958,8 @@ def section_memory(bench: Bench) -> None:
 
 def child_seal(directory: Path, count: int) -> int:
     """The agent sealing under load in a fresh process: a producer ahead of the Recorder."""
-    import agent.cli
-    import agent.runtime  # the daemon's modules: their memory counts
+    from gxpgate.agent.cli import main as agent_cli
+    from gxpgate.agent.service import runtime  # noqa: F401  (the daemon's modules: their memory counts)
 
     imported = proc_status()
     directory.mkdir(parents=True, exist_ok=True)
@@ -1003,7 +1004,7 @@ def child_seal(directory: Path, count: int) -> int:
         "rps": rate(count, secs),
         "imported": imported,
         "peak": proc_status(),
-        "agent_cli": agent.cli.__name__,
+        "agent_cli": agent_cli.__name__,
     }
     print(json.dumps(out), flush=True)
     return 0
@@ -1011,8 +1012,8 @@ def child_seal(directory: Path, count: int) -> int:
 
 def child_drain(buffer_path: Path, url: str, batch: int, limit_secs: float) -> int:
     """The agent's side alone, in a fresh process: open the buffer, drain it, report memory."""
-    import agent.cli
-    import agent.runtime  # the daemon's modules: their memory counts
+    from gxpgate.agent.cli import main as agent_cli
+    from gxpgate.agent.service import runtime  # noqa: F401  (the daemon's modules: their memory counts)
 
     imported = proc_status()
     start = time.perf_counter()
@@ -1032,7 +1033,7 @@ def child_drain(buffer_path: Path, url: str, batch: int, limit_secs: float) -> i
         "imported": imported,
         "opened": opened,
         "peak": peak,
-        "agent_cli": agent.cli.__name__,
+        "agent_cli": agent_cli.__name__,
     }
     print(json.dumps(out), flush=True)
     return 0

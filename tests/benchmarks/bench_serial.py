@@ -12,12 +12,13 @@ every figure. Progress notes go to stderr.
 The simulators run in a child process each (this module with ``--child-rtu-sim`` or
 ``--child-logger-sim``), as a real bus or logger would be outside the gateway, so the virtual
 line's pacing timers and the logger's formatting are not the agent's CPU and do not share its
-event loop or GIL. The real :class:`agent.runtime.Agent` runs in this process through
+event loop or GIL. The real :class:`gxpgate.agent.service.runtime.Agent` runs in this process
+through
 :class:`tests.running.Running`, so every figure counts readings that were sealed and durably
 committed, not just read.
 
 1. Modbus RTU at ``--baud`` (19200), 8N1 (a Linux pty refuses even parity), paced by
-   :class:`simulators.serial_line.VirtualSerialLine`: ``--slaves`` (10) sensors, unit ids
+   :class:`gxpgate.simulators.serial_line.VirtualSerialLine`: ``--slaves`` (10) sensors, unit ids
    1..10, each a ``modbus_rtu`` device with six points covering ten registers (input 0-3: two
    float32; holding 100 int16, 101 uint16, 102-103 float32 CDAB; holding 200-201 uint32). The
    request plan makes three requests per slave (input 0-3, holding 100-103, holding 200-201:
@@ -30,7 +31,7 @@ committed, not just read.
    (``inter_frame_delay_secs``; one before the slave answers, one before the next request).
    A second pass makes slave 10 silent (``no_answer``; every slave has ``timeout_ms`` 100,
    ``reconnect_max_secs`` ``--silent-reconnect-max``) and reports the other nine's points/s.
-2. Back-fill: a GXL/1 logger (:class:`simulators.logger_sim.LoggerSimulator`, a record every
+2. Back-fill: a GXL/1 logger (:class:`gxpgate.simulators.logger_sim.LoggerSimulator`, a record every
    60 s, memory for ``--records`` records, a fake clock) is enrolled with an empty memory by a
    first, brief agent run (its state: last contact before record 1); the agent stops, the
    logger's clock moves on ``--records`` x 60 s, so it holds records 1..N, and a fresh agent on
@@ -79,9 +80,9 @@ from tests.benchmarks.reporting import (  # noqa: E402
 )
 
 if TYPE_CHECKING:
-    from agent.runtime import Agent
-    from drivers.modbus_model import ModbusRtuBus, ReadRequest
-    from drivers.modbus_rtu import RtuBus
+    from gxpgate.agent.service.runtime import Agent
+    from gxpgate.drivers.modbus_model import ModbusRtuBus, ReadRequest
+    from gxpgate.drivers.modbus_rtu import RtuBus
     from tests.running import Running
 
 GW = "gw-bench-serial"
@@ -116,7 +117,7 @@ points.uptime = { table = "holding", address = 200, type = "uint32", unit = "s" 
 def quiet_logs() -> None:
     """A saturated bus overruns every poll slot (one warning each) and a silent slave makes
     pymodbus log an error per timeout; the counts are in the figures instead."""
-    logging.getLogger("agent.devices").setLevel(logging.ERROR)
+    logging.getLogger("gxpgate.agent.devices.supervisor").setLevel(logging.ERROR)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 
@@ -215,7 +216,7 @@ async def _commands(answer: Any) -> None:
 
 async def child_rtu_main(slaves: int, baud: int) -> int:
     """The RTU line: ``fault UNIT KIND|none``, ``stats``."""
-    from simulators.modbus_sim import ModbusRtuSimulator, SensorSpec
+    from gxpgate.simulators.modbus_sim import ModbusRtuSimulator, SensorSpec
 
     char_secs = BITS_PER_CHAR / baud
 
@@ -282,8 +283,8 @@ class FakeClock:
 
 async def child_logger_main(records: int) -> int:
     """The logger, empty until ``advance SECS``; ``reclen CHUNK``, ``stats``."""
-    from drivers.gxl import encode_line, format_end, format_record, request_records
-    from simulators.logger_sim import LoggerSimulator
+    from gxpgate.drivers.gxl import encode_line, format_end, format_record, request_records
+    from gxpgate.simulators.logger_sim import LoggerSimulator
 
     span = records * LOGGER_INTERVAL_SECS
     # Starts `span` in the past, so that after `advance span` its records end about now.
@@ -428,7 +429,7 @@ class SimChild:
 
 
 def write_config(directory: Path, devices: str) -> Path:
-    from agent.evidence import generate_key_file
+    from gxpgate.agent.evidence import generate_key_file
 
     directory.mkdir(parents=True, exist_ok=True)
     key_file = directory / "signing.key"
@@ -607,8 +608,8 @@ class RtuResult:
 async def rtu_pass(
     args: argparse.Namespace, directory: Path, sim: SimChild, reconnect_max: float
 ) -> RtuResult:
-    from config import load_config
-    from drivers.modbus_rtu import ModbusRtuSource
+    from gxpgate.config import load_config
+    from gxpgate.drivers.modbus_rtu import ModbusRtuSource
 
     devices = rtu_devices(sim.hello["path"], args.slaves, args.baud, args.poll, reconnect_max)
     config = write_config(directory, devices)
@@ -878,7 +879,7 @@ class BackfillResult:
 async def backfill_pass(
     args: argparse.Namespace, directory: Path, sim: SimChild, chunk: int
 ) -> BackfillResult:
-    from agent.devices import DevicePoller
+    from gxpgate.agent.devices.supervisor import DevicePoller
     from tests.running import watch_event
 
     n = args.records
@@ -948,9 +949,9 @@ async def backfill_pass(
 
 def resume_state(config: Path) -> str:
     """The logger's resume state as committed in the buffer (JSON)."""
-    from agent.devices import cursor_prefix
-    from buffer import Outbox
-    from config import load_config
+    from gxpgate.agent.devices.supervisor import cursor_prefix
+    from gxpgate.buffer import Outbox
+    from gxpgate.config import load_config
 
     outbox = Outbox(load_config(config).config.buffer.path, GW)
     try:

@@ -24,9 +24,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from agent.evidence import generate_key_file
-from simulators.modbus_sim import ModbusSimulator
-from simulators.quality_service import QualityServiceSimulator
+from gxpgate.agent.evidence import generate_key_file
+from gxpgate.simulators.modbus_sim import ModbusSimulator
+from gxpgate.simulators.quality_service import QualityServiceSimulator
 
 from .reporting import note
 
@@ -96,7 +96,7 @@ async def soak(args: argparse.Namespace, folder: Path) -> dict[str, object]:
         )
         env = {**os.environ, "PYTHONPATH": str(checkout)}
         proc = await asyncio.create_subprocess_exec(
-            str(python), "-m", "agent", "run", "--config", str(config),
+            str(python), "-m", "gxpgate", "run", "--config", str(config),
             cwd=checkout, env=env, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )  # fmt: skip

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from agent.custody import CustodyBuilder
-from drivers.epc import decode_epc
-from drivers.scanner import BarcodeRead, TagRead, decode_scan
-from drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
+from gxpgate.agent.custody.epcis import CustodyBuilder
+from gxpgate.drivers.epc import decode_epc
+from gxpgate.drivers.scanner import BarcodeRead, TagRead, decode_scan
+from gxpgate.drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
 
 HERE = Path(__file__).parent
 CET = timezone(timedelta(hours=1))

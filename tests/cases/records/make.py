@@ -22,13 +22,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.custody import CustodyBuilder
-from agent.evidence import canonical_bytes, format_time, key_id, public_key_pem
-from agent.rules import State, Transition
-from agent.sealing import Fact, Sealer
-from buffer import Row
-from drivers.scanner import BarcodeRead, decode_scan
-from drivers.scanner_model import BarcodeScannerDevice
+from gxpgate.agent.alarms.rules import State, Transition
+from gxpgate.agent.custody.epcis import CustodyBuilder
+from gxpgate.agent.evidence import canonical_bytes, format_time, key_id, public_key_pem
+from gxpgate.agent.recording.sealing import Fact, Sealer
+from gxpgate.buffer import Row
+from gxpgate.drivers.scanner import BarcodeRead, decode_scan
+from gxpgate.drivers.scanner_model import BarcodeScannerDevice
 
 __all__ = ["CHAIN", "GW", "SEEDS", "build", "private_key"]
 

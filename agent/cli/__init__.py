@@ -1,0 +1,1 @@
+"""The ``gxpgate`` command: :mod:`gxpgate.agent.cli.main` assembles the sub-commands."""

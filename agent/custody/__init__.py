@@ -1,0 +1,1 @@
+"""Scans → EPCIS records; where lots are, what they were exposed to, what needs action."""

@@ -1,0 +1,1 @@
+"""The supervisor side of the driver seam: one task per device, zones of devices."""

@@ -1,0 +1,1 @@
+"""The gateway watching itself: clock, disk, the snapshot that metrics and sd_notify read."""

@@ -1,0 +1,1 @@
+"""Forwarding sealed evidence: the Uplink seam, HTTP and MQTT behind it."""

@@ -1,0 +1,5 @@
+"""``python -m gxpgate``: the gxpgate command line."""
+
+from gxpgate.agent.cli.main import main
+
+main()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from gxpgate.agent.recording.recorder import CommitListener
 from gxpgate.agent.recording.sealing import Committed
 from gxpgate.agent.service.runtime import Agent
 from gxpgate.buffer import Outbox
@@ -26,15 +28,42 @@ async def until(condition: Callable[[], bool], within: float = 20.0, what: str =
         await asyncio.sleep(0.02)
 
 
+class Tap:
+    """The test's commit listener, given to the agent when it is built (the agent's listeners
+    are fixed then): what a test wants to see while the agent runs is added here."""
+
+    def __init__(self) -> None:
+        self.observers: list[CommitListener] = []
+
+    def __call__(self, committed: Sequence[Committed]) -> None:
+        for observer in list(self.observers):
+            observer(committed)
+
+
+_TAPS: weakref.WeakKeyDictionary[Agent, Tap] = weakref.WeakKeyDictionary()
+
+
+def tapped_agent(config: Path, **agent_options: Any) -> Agent:
+    """An agent whose commits a test can watch with :func:`observe`."""
+    tap = Tap()
+    listeners = [*agent_options.pop("listeners", ()), tap]
+    agent = Agent(load_config(config), listeners=listeners, **agent_options)
+    _TAPS[agent] = tap
+    return agent
+
+
+def observe(agent: Agent, listener: CommitListener) -> None:
+    """Call ``listener`` after each commit of this (tapped) agent from now on."""
+    _TAPS[agent].observers.append(listener)
+
+
 class Running:
     """The agent running as a task in this event loop."""
 
     def __init__(self, config: Path, **agent_options: Any) -> None:
         self.ready = asyncio.Event()
         self.stop = asyncio.Event()
-        self.agent = Agent(
-            load_config(config), on_ready=lambda _a: self.ready.set(), **agent_options
-        )
+        self.agent = tapped_agent(config, on_ready=lambda _a: self.ready.set(), **agent_options)
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Agent:
@@ -60,11 +89,10 @@ def exported(config: Path) -> list[dict]:
 def watch_event(agent: Agent, event: str) -> asyncio.Event:
     """Set once a record with ``data.event == event`` is committed (cheaper than exporting)."""
     seen = asyncio.Event()
-    assert agent.recorder is not None
 
     def on_commit(facts: Sequence[Committed]) -> None:
         if any(f.data.get("event") == event for f in facts):
             seen.set()
 
-    agent.recorder.listeners.append(on_commit)
+    observe(agent, on_commit)
     return seen

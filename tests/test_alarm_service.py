@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gxpgate.agent.alarms.service import AlarmService, stop_quietly
 from gxpgate.agent.evidence import format_time
-from gxpgate.agent.recording.recorder import Recorder
+from gxpgate.agent.recording.recorder import Intake, Recorder
 from gxpgate.agent.recording.sealing import Committed, Fact, Sealer
 from gxpgate.agent.service.control import Peer
 from gxpgate.agent.service.control_ops import AlarmOps
@@ -62,10 +62,14 @@ class Session:
         self, config: GatewayConfig, key: Ed25519PrivateKey, *, alarms: bool = True
     ) -> None:
         self.outbox = Outbox(config.buffer.path, GW)
+        intake = Intake()
+        self.service = AlarmService(config, intake, clock=lambda: NOW)
+        # The service judges what is committed (when it is on); the session counts readings.
+        listeners = [self.service.on_commit, self._count] if alarms else [self._count]
         self.recorder = Recorder(
-            self.outbox, Sealer(key, GW, self.outbox.chain), commit_interval_secs=0.01
-        )
-        self.service = AlarmService(config, self.recorder, clock=lambda: NOW)
+            self.outbox, Sealer(key, GW, self.outbox.chain), intake,
+            listeners=listeners, commit_interval_secs=0.01,
+        )  # fmt: skip
         self.alarms = alarms
         self.judged = 0
         """Readings committed and, before this count moved, handed to the service."""
@@ -78,9 +82,7 @@ class Session:
     async def __aenter__(self) -> Session:
         if self.alarms:
             await asyncio.to_thread(self.service.restore, self.outbox)
-            self.recorder.listeners.append(self.service.on_commit)
             self._service_task = asyncio.create_task(self.service.run())
-        self.recorder.listeners.append(self._count)
         self._recorder_task = asyncio.create_task(self.recorder.run())
         return self
 

@@ -8,7 +8,7 @@ from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from .running import Running, exported, until, watch_event
+from .running import Running, exported, observe, until, watch_event
 
 START = datetime(2026, 11, 20)
 HEADER = "Logger GXL-100 serial L0042\nExported 2026-11-20 08:00\nDate/Time;Temp [°C];RH [%]\n"
@@ -122,7 +122,7 @@ def test_a_restart_in_the_middle_of_a_file_neither_repeats_nor_skips(
                 if recorder.sealed >= 1000:
                     running.stop.set()
 
-            recorder.listeners.append(stop_early)
+            observe(agent, stop_early)
             await running.stop.wait()
 
     async def second_run() -> None:

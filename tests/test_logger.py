@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gxpgate.simulators.logger_sim import LoggerSimulator
 
-from .running import Running, exported, until, watch_event
+from .running import Running, exported, observe, until, watch_event
 
 INTERVAL = 1  # the logger records every second: an hour is 3600 records
 
@@ -70,14 +70,12 @@ def test_an_hour_off_the_line_is_read_back_once_across_a_restart(write_config) -
                 clock.now += 3600  # ... for an hour, while the logger keeps logging
                 assert sim.identity().last == 3610
                 sim.resume()
-                assert agent.recorder is not None
-                recorder = agent.recorder
 
                 def stop_mid_backfill(facts: list) -> None:
                     if any(f.data.get("backfill") for f in facts):
                         running.stop.set()
 
-                recorder.listeners.append(stop_mid_backfill)
+                observe(agent, stop_mid_backfill)
                 await asyncio.wait_for(running.stop.wait(), 10)
             partial = _backfilled(exported(config))
             assert 0 < len(partial) < 2 * 3600, "the agent stopped in the middle of the back-fill"

@@ -494,11 +494,12 @@ def test_feed_applies_commits_off_the_loop_and_checkpoints_on_exit(
     site.script("dock", DOCK_RECEIVING[:2], at(10, 0))  # before the agent starts: replayed
 
     async def main() -> None:
-        recorder = Recorder(site.outbox, site.sealer, commit_interval_secs=0.01)
         register = LotRegister.open(path)
         async with LotFeed(register, site.outbox) as feed:
             assert spans(register.where(A1001)) == [("dock", at(10, 1), None)]
-            recorder.listeners.append(feed.on_commit)
+            recorder = Recorder(
+                site.outbox, site.sealer, listeners=[feed.on_commit], commit_interval_secs=0.01
+            )
             task = asyncio.create_task(recorder.run())
             builder = site.builders["cold"]
             line = (PUT_AWAY[0].symbology or "").encode() + PUT_AWAY[0].data

@@ -21,7 +21,7 @@ from gxpgate.agent.service.runtime import Agent, AgentStartError
 from gxpgate.config import load_config
 from gxpgate.config.products import Policy
 from tests.conftest import ConfigWriter
-from tests.running import Running, exported, until
+from tests.running import Running, exported, observe, until
 
 PRODUCTS_V1 = b"""\xef\xbb\xbfgtin,profile,tos_allowance_hours,flags,name
 00614141000012,refrigerated,72,do_not_freeze,Vaccine X
@@ -64,9 +64,8 @@ def test_start_load_is_sealed_sighup_reloads_and_a_bad_edit_keeps_the_previous_v
 
     async def main() -> None:
         async with Running(config) as agent:
-            policy, recorder = agent.policy, agent.recorder
+            policy = agent.policy
             assert policy is not None
-            assert recorder is not None
             committed: list[str] = []  # policy records after the start's
 
             def on_commit(facts: Sequence[Committed]) -> None:
@@ -76,7 +75,7 @@ def test_start_load_is_sealed_sighup_reloads_and_a_bad_edit_keeps_the_previous_v
                     if f.data.get("event", "").startswith("policy") and f.data["reason"] != "start"
                 )
 
-            recorder.listeners.append(on_commit)
+            observe(agent, on_commit)
             told: list[Policy] = []
             policy.listeners.append(told.append)
 

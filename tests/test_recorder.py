@@ -22,7 +22,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gxpgate.agent.evidence import verify_lines
-from gxpgate.agent.recording.recorder import Recorder
+from gxpgate.agent.recording.recorder import CommitListener, FactFilter, Intake, Recorder
 from gxpgate.agent.recording.sealing import Committed, Fact, Sealer
 from gxpgate.buffer import Outbox, Row
 
@@ -70,13 +70,24 @@ class Commits:
 
 
 class Site:
-    def __init__(self, path: Path, key: Ed25519PrivateKey, **options: Any) -> None:
+    def __init__(
+        self,
+        path: Path,
+        key: Ed25519PrivateKey,
+        *,
+        listeners: Sequence[CommitListener] = (),
+        filters: Sequence[FactFilter] = (),
+        queue_size: int = 50_000,
+        **options: Any,
+    ) -> None:
         self.key = key
         self.outbox = Outbox(path, GW)
         self.sealer = CountingSealer(key, GW, self.outbox.chain)
-        self.recorder = Recorder(self.outbox, self.sealer, **options)
         self.commits = Commits()
-        self.recorder.listeners.append(self.commits)
+        intake = Intake(filters=filters, queue_size=queue_size)
+        self.recorder = Recorder(
+            self.outbox, self.sealer, intake, listeners=[self.commits, *listeners], **options
+        )
         self.disk = FullDisk(self.outbox)
 
     def records(self) -> list[dict[str, Any]]:
@@ -124,9 +135,11 @@ def test_a_burst_is_committed_as_one_group_in_arrival_order(site: Site) -> None:
 def test_a_group_is_cut_at_max_batch(
     tmp_path: Path, signing_key: tuple[Path, Ed25519PrivateKey]
 ) -> None:
-    site = Site(tmp_path / "buffer.db", signing_key[1], commit_interval_secs=0.05, max_batch=4)
     seen: list[float] = []
-    site.recorder.listeners.append(lambda _c: seen.append(site.recorder.evidence_until()))
+    site = Site(
+        tmp_path / "buffer.db", signing_key[1], commit_interval_secs=0.05, max_batch=4,
+        listeners=[lambda _c: seen.append(site.recorder.evidence_until())],
+    )  # fmt: skip
 
     async def main() -> float:
         before = time.time()  # the recorder last caught up before this (when it was made)
@@ -235,14 +248,18 @@ def test_resume_state_is_committed_with_its_fact_and_checkpoints_are_not_sealed(
     assert [len(group) for group in site.commits.groups] == [2], "listeners see no checkpoint"
 
 
-def test_a_filter_can_amend_or_leave_out_a_fact(site: Site) -> None:
+def test_a_filter_can_amend_or_leave_out_a_fact(
+    tmp_path: Path, signing_key: tuple[Path, Ed25519PrivateKey]
+) -> None:
     def only_good(fact: Fact) -> Fact | None:
         if fact.value is not None and fact.value > 6:
             return None
         fact.data = {**fact.data, "flag": "seen"}
         return fact
 
-    site.recorder.filters.append(only_good)
+    site = Site(
+        tmp_path / "buffer.db", signing_key[1], commit_interval_secs=0.05, filters=[only_good]
+    )
 
     async def main() -> None:
         for value in (5.0, 7.0, 5.5):
@@ -252,6 +269,7 @@ def test_a_filter_can_amend_or_leave_out_a_fact(site: Site) -> None:
 
     asyncio.run(main())
     records = site.records()
+    site.outbox.close()
     assert [r["value"] for r in records] == [5.0, 5.5]
     assert {r["data"]["flag"] for r in records} == {"seen"}
 

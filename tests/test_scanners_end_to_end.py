@@ -53,7 +53,7 @@ from gxpgate.simulators.scanner_sim import (
     Transport,
 )
 
-from .running import Running, exported, until
+from .running import Running, exported, observe, until
 
 runner = CliRunner()
 WAIT_SECS = 5.0
@@ -257,8 +257,7 @@ class Committed:
     def __init__(self, agent: Agent) -> None:
         self.custody = 0
         self.audits: Counter[str] = Counter()
-        assert agent.recorder is not None
-        agent.recorder.listeners.append(self.on_commit)
+        observe(agent, self.on_commit)
 
     def on_commit(self, facts: Sequence[Record]) -> None:
         for fact in facts:

@@ -39,13 +39,13 @@ from gxpgate.agent.alarms.rules import (
 )
 from gxpgate.agent.evidence import format_time
 from gxpgate.agent.recording.audit import ALARM_ACKNOWLEDGED, DEVICE_OFFLINE, DEVICE_ONLINE
-from gxpgate.agent.recording.recorder import CHECKPOINT, Recorder
+from gxpgate.agent.recording.intake import CHECKPOINT, Intake
 from gxpgate.agent.recording.sealing import Committed, Fact
 from gxpgate.buffer import Outbox
 from gxpgate.config.model import GatewayConfig
 from gxpgate.drivers.base import utc_now
 
-__all__ = ["AlarmService", "control_socket_path"]
+__all__ = ["AlarmService", "build_engine", "control_socket_path"]
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +61,29 @@ def control_socket_path(config: GatewayConfig) -> Path:
     return config.alarms.control_socket or config.buffer.path.parent / "gxpgate.sock"
 
 
+def build_engine(
+    config: GatewayConfig, lots: LotsBetween | None = None, clock: Callable[[], float] = time.time
+) -> Engine:
+    """The rules engine of the site's points and the gateway's own conditions."""
+    return Engine(point_rules(config), now=clock(), lots=lots, gateway=GATEWAY_CONDITIONS)
+
+
 class AlarmService:
     """Runs the engine for the agent; see the module docstring."""
 
     def __init__(
         self,
         config: GatewayConfig,
-        recorder: Recorder,
+        intake: Intake,
         *,
         lots: LotsBetween | None = None,
         clock: Callable[[], float] = time.time,
+        engine: Engine | None = None,
     ) -> None:
         self.config = config
-        self.recorder = recorder
+        self.intake = intake
         self.clock = clock
-        self.engine = Engine(
-            point_rules(config), now=clock(), lots=lots, gateway=GATEWAY_CONDITIONS
-        )
+        self.engine = engine if engine is not None else build_engine(config, lots, clock)
         self.outputs = AlarmOutputs(config, self._audit, self._active_alarms)
         self._queue: asyncio.Queue[Fact] = asyncio.Queue()
         self._sealed_waiters: dict[tuple[str, str], asyncio.Future[int]] = {}
@@ -244,8 +250,8 @@ class AlarmService:
                 # wait for the disk. The recorder counts and logs what it gives up.
                 async with asyncio.timeout(STOP_HANDOVER_SECS):
                     while not self._queue.empty():
-                        await self.recorder.put(self._queue.get_nowait())
-                    await self.recorder.put_state(self._checkpoint_entries())
+                        await self.intake.put(self._queue.get_nowait())
+                    await self.intake.put_state(self._checkpoint_entries())
             except TimeoutError:
                 log.critical("alarms.unsaved transitions=%d", self._queue.qsize() + 1)
             await self.outputs.stop()
@@ -253,12 +259,12 @@ class AlarmService:
     async def _forward(self) -> None:
         while True:
             fact = await self._queue.get()
-            await self.recorder.put(fact)
+            await self.intake.put(fact)
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_SECS)
-            self._queue_all(self.engine.tick(self.clock(), self.recorder.evidence_until()))
+            self._queue_all(self.engine.tick(self.clock(), self.intake.evidence_until()))
 
     async def _checkpoint(self) -> None:
         while True:

@@ -583,7 +583,7 @@ async def _run_agent(
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
-    agent = Agent(loaded, on_ready=lambda _a: ready.set())
+    agent = Agent(loaded, on_ready=lambda _a: ready.set(), listeners=[state.on_commit])
     quiet_libraries()
     started = time.monotonic()
     state.echo, state.started = echo, started
@@ -599,8 +599,6 @@ async def _run_agent(
         ready_wait.cancel()
         if task.done():
             task.result()  # raises the start error
-        assert agent.recorder is not None
-        agent.recorder.listeners.append(state.on_commit)
         chain = agent.outbox.chain if agent.outbox else "?"
         echo(f"  gateway gw-demo, chain {chain}, key {agent.key_id}")
         echo("" if seconds is None else f"  running for {seconds:g} s (Ctrl-C stops early)")

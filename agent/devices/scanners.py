@@ -20,7 +20,7 @@ from gxpgate.agent.devices.supervisor import _Device, _raise_if_cancelled
 from gxpgate.agent.devices.zones import ZoneMap
 from gxpgate.agent.evidence import format_time
 from gxpgate.agent.recording.audit import SCAN_OVERFLOW
-from gxpgate.agent.recording.recorder import Recorder
+from gxpgate.agent.recording.intake import Intake
 from gxpgate.agent.recording.sealing import Fact
 from gxpgate.drivers.base import DriverError, utc_now
 from gxpgate.drivers.scanner import Observation, Overflow
@@ -64,14 +64,14 @@ class CustodyStreamer(_Device):
         self,
         source: CustodySource,
         zones: ZoneMap,
-        recorder: Recorder,
+        intake: Intake,
         gw: str,
         *,
         tz: tzinfo | None = None,
         site_gln: str | None = None,
     ) -> None:
         config = source.config
-        super().__init__(source.device_id, zones, recorder, Backoff(0.5, config.reconnect_max_secs))
+        super().__init__(source.device_id, zones, intake, Backoff(0.5, config.reconnect_max_secs))
         self.source = source
         self.builder = CustodyBuilder(gw, source.device_id, config, tz=tz, site_gln=site_gln)
         self.batches = 0
@@ -104,12 +104,12 @@ class CustodyStreamer(_Device):
                 # queue takes it without waiting (the producers are stopping).
                 overflow = self.source.take_overflow(force=True)
                 if overflow is not None:
-                    self.recorder.put_nowait(self._overflow_fact(overflow))
+                    self.intake.put_nowait(self._overflow_fact(overflow))
 
     async def _report_overflow(self, *, force: bool = False) -> None:
         overflow = self.source.take_overflow(force=force)
         if overflow is not None:
-            await self.recorder.put(self._overflow_fact(overflow))
+            await self.intake.put(self._overflow_fact(overflow))
 
     def _overflow_fact(self, overflow: Overflow) -> Fact:
         config = self.source.config
@@ -137,4 +137,4 @@ class CustodyStreamer(_Device):
                 facts[0].data["scan"].get("error"),
             )
         for fact in facts:
-            await self.recorder.put(fact)
+            await self.intake.put(fact)

@@ -37,7 +37,7 @@ from gxpgate.agent.recording.audit import (
     DEVICE_ONLINE,
     DEVICE_RECOVERED,
 )
-from gxpgate.agent.recording.recorder import Recorder
+from gxpgate.agent.recording.intake import Intake
 from gxpgate.agent.recording.sealing import Fact
 from gxpgate.drivers.base import (
     DeviceUnreachable,
@@ -56,10 +56,10 @@ log = logging.getLogger(__name__)
 class _Device:
     """What both kinds of device task share: sealing samples, health transitions, backoff."""
 
-    def __init__(self, device: str, zones: ZoneMap, recorder: Recorder, backoff: Backoff) -> None:
+    def __init__(self, device: str, zones: ZoneMap, intake: Intake, backoff: Backoff) -> None:
         self.device = device
         self.zones = zones
-        self.recorder = recorder
+        self.intake = intake
         self.up: bool | None = None
         """Health as last seen: None until the first attempt, then as :attr:`online`."""
         self.last_error: str | None = None
@@ -109,7 +109,7 @@ class _Device:
             self.saw_data()
         for sample in samples:
             state = self._state(sample.cursor)
-            await self.recorder.put(
+            await self.intake.put(
                 Fact(
                     kind="reading",
                     at=sample.at,
@@ -140,7 +140,7 @@ class _Device:
                 device=self.device,
                 state=self._state(event.cursor),
             )
-            await self.recorder.put(fact)
+            await self.intake.put(fact)
 
     async def went_offline(self, failure: DriverError) -> float:
         """Record the failure (once per episode); return how long to wait before retrying."""
@@ -170,7 +170,7 @@ class _Device:
 
     async def _audit(self, data: dict[str, object]) -> None:
         zone = self.zones.zone_of(self.device)
-        await self.recorder.put(Fact("audit", utc_now(), data, zone=zone, device=self.device))
+        await self.intake.put(Fact("audit", utc_now(), data, zone=zone, device=self.device))
 
 
 def cursor_prefix(device: str) -> str:
@@ -196,7 +196,7 @@ class DevicePoller(_Device):
         self,
         source: PolledSource,
         zones: ZoneMap,
-        recorder: Recorder,
+        intake: Intake,
         reconnect_max_secs: float,
         *,
         clock: Callable[[], float] | None = None,
@@ -204,7 +204,7 @@ class DevicePoller(_Device):
     ) -> None:
         interval = source.poll_interval_secs
         backoff = Backoff(min(1.0, interval), max(reconnect_max_secs, interval))
-        super().__init__(source.device_id, zones, recorder, backoff)
+        super().__init__(source.device_id, zones, intake, backoff)
         self.source = source
         self.polls = 0
         self.overruns = 0
@@ -289,9 +289,9 @@ class DeviceStreamer(_Device):
     """A pushed source (OPC UA subscription): values as the device reports them."""
 
     def __init__(
-        self, source: PushedSource, zones: ZoneMap, recorder: Recorder, reconnect_max_secs: float
+        self, source: PushedSource, zones: ZoneMap, intake: Intake, reconnect_max_secs: float
     ) -> None:
-        super().__init__(source.device_id, zones, recorder, Backoff(0.5, reconnect_max_secs))
+        super().__init__(source.device_id, zones, intake, Backoff(0.5, reconnect_max_secs))
         self.source = source
         self.batches = 0
 

@@ -41,6 +41,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from gxpgate.agent.alarms.rules import Engine
 from gxpgate.agent.alarms.service import AlarmService
 from gxpgate.agent.evidence import format_time
 from gxpgate.agent.recording.audit import (
@@ -55,12 +56,61 @@ from gxpgate.buffer import BufferWriteError, Outbox
 from gxpgate.config.model import BufferConfig
 from gxpgate.drivers.base import utc_now
 
-__all__ = ["BufferGuard"]
+__all__ = ["BufferGuard", "Thinning"]
 
 log = logging.getLogger(__name__)
 
 CHECK_SECS = 1.0
 HYSTERESIS_PCT = 5.0
+
+
+class Thinning:
+    """The intake filter of ``thin_readings`` (module docstring). Built before the intake, with
+    the alarm engine that says whether a reading is quiet; the :class:`BufferGuard` switches it
+    on at the quota and off below it."""
+
+    def __init__(self, config: BufferConfig, engine: Engine) -> None:
+        self.config = config
+        self.engine = engine
+        self.active = False
+        self.thinned: dict[str, int] = {}
+        self.since: str | None = None
+        self._last_kept: dict[tuple[str, str], float] = {}
+
+    def thin(self, fact: Fact) -> Fact | None:
+        if not self.active or fact.kind != "reading":
+            return fact
+        device, point, value = fact.device, fact.point, fact.value
+        if (
+            device is None
+            or point is None
+            or value is None
+            or fact.quality != "good"
+            or fact.data
+            or fact.state
+        ):
+            return fact
+        t = fact.at.timestamp()
+        key = (device, point)
+        last = self._last_kept.get(key)
+        engine = self.engine
+        if last is None or t - last >= self.config.thin_interval_secs:
+            self._last_kept[key] = t
+            return fact
+        if not engine.quiet(device, point, value):
+            self._last_kept[key] = t
+            return fact
+        engine.alive(device, point, t)
+        name = f"{device}.{point}"
+        self.thinned[name] = self.thinned.get(name, 0) + 1
+        if self.since is None:
+            self.since = format_time(fact.at)
+        return None
+
+    def reset(self) -> None:
+        self.thinned = {}
+        self.since = None
+        self._last_kept.clear()
 
 
 class BufferGuard:
@@ -71,6 +121,7 @@ class BufferGuard:
         alarms: AlarmService,
         record: Callable[[Fact], Awaitable[None]],
         *,
+        thinning: Thinning | None = None,
         write_failing: Callable[[], bool] = lambda: False,
         check_secs: float = CHECK_SECS,
     ) -> None:
@@ -84,9 +135,7 @@ class BufferGuard:
         self.used_pct = 0.0
         self.high = False
         self.full = False
-        self.thinned: dict[str, int] = {}
-        self._thinning_since: str | None = None
-        self._last_kept: dict[tuple[str, str], float] = {}
+        self.thinner = thinning if thinning is not None else Thinning(config, alarms.engine)
 
     async def run(self) -> None:
         while True:
@@ -123,6 +172,7 @@ class BufferGuard:
         full = pct >= 100 or (self.full and pct >= 100 - HYSTERESIS_PCT)
         if full != self.full:
             self.full = full
+            self.thinner.active = full and self.config.at_quota == "thin_readings"
             log.warning("buffer.%s used_pct=%.1f", "full" if full else "below_quota", pct)
             if full:
                 await self._audit(BUFFER_FULL, used, policy=self.config.at_quota)
@@ -154,38 +204,12 @@ class BufferGuard:
 
     @property
     def thinning(self) -> bool:
-        return self.full and self.config.at_quota == "thin_readings"
+        return self.thinner.active
 
-    def thin(self, fact: Fact) -> Fact | None:
-        """A recorder filter: see ``thin_readings`` in the module docstring."""
-        if not self.thinning or fact.kind != "reading":
-            return fact
-        device, point, value = fact.device, fact.point, fact.value
-        if (
-            device is None
-            or point is None
-            or value is None
-            or fact.quality != "good"
-            or fact.data
-            or fact.state
-        ):
-            return fact
-        t = fact.at.timestamp()
-        key = (device, point)
-        last = self._last_kept.get(key)
-        engine = self.alarms.engine
-        if last is None or t - last >= self.config.thin_interval_secs:
-            self._last_kept[key] = t
-            return fact
-        if not engine.quiet(device, point, value):
-            self._last_kept[key] = t
-            return fact
-        engine.alive(device, point, t)
-        name = f"{device}.{point}"
-        self.thinned[name] = self.thinned.get(name, 0) + 1
-        if self._thinning_since is None:
-            self._thinning_since = format_time(fact.at)
-        return None
+    @property
+    def thinned(self) -> dict[str, int]:
+        """Readings left out per ``device.point`` since thinning began."""
+        return self.thinner.thinned
 
     async def _end_thinning(self, used: int) -> None:
         if not self.thinned:
@@ -197,13 +221,11 @@ class BufferGuard:
             used,
             readings_left_out=total,
             by_point=dict(sorted(self.thinned.items())),
-            since=self._thinning_since,
+            since=self.thinner.since,
             until=format_time(utc_now()),
             interval_secs=self.config.thin_interval_secs,
         )
-        self.thinned = {}
-        self._thinning_since = None
-        self._last_kept.clear()
+        self.thinner.reset()
 
     def _pct(self, used: int) -> float:
         return used * 100.0 / self.outbox.quota_bytes

@@ -31,7 +31,14 @@ from gxpgate.agent.recording.sealing import Fact
 from gxpgate.config.model import ClockConfig
 from gxpgate.drivers.base import utc_now
 
-__all__ = ["ClockMonitor", "ClockStep", "StepDetector", "SyncProbe", "ntp_synchronized"]
+__all__ = [
+    "ClockMonitor",
+    "ClockStep",
+    "StepDetector",
+    "SyncProbe",
+    "UnsyncedFlag",
+    "ntp_synchronized",
+]
 
 log = logging.getLogger(__name__)
 
@@ -113,30 +120,16 @@ def _adjtimex_state() -> int | None:
     return None if result < 0 else result
 
 
-class ClockMonitor:
-    """The agent's clock watch: steps every second, synchronisation every
-    ``sync_check_secs``, each sealed once per change; flags readings while unsynchronised."""
+class UnsyncedFlag:
+    """The intake filter of the clock watch: marks readings taken while the clock is known
+    unsynchronised. Built before the intake (which applies it as each fact is put); the
+    :class:`ClockMonitor` tells it what it learns."""
 
-    def __init__(
-        self,
-        config: ClockConfig,
-        record: Callable[[Fact], Awaitable[None]],
-        *,
-        wall: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
-        probe: SyncProbe = ntp_synchronized,
-    ) -> None:
+    def __init__(self, config: ClockConfig) -> None:
         self.config = config
-        self.record = record
-        self.detector = StepDetector(config.step_threshold_secs, wall=wall, monotonic=monotonic)
-        self.probe = probe
         self.synchronized: bool | None = None
-        self.source = "unknown"
-        self.steps = 0
-        self._checked = False
 
     def flag(self, fact: Fact) -> Fact:
-        """A recorder filter: mark readings taken while the clock is known unsynchronised."""
         if (
             fact.kind == "reading"
             and self.synchronized is False
@@ -145,6 +138,39 @@ class ClockMonitor:
             # A new dict: a driver may hand the same ``data`` object to several facts.
             fact.data = {**fact.data, "clock_unsynced": True}
         return fact
+
+
+class ClockMonitor:
+    """The agent's clock watch: steps every second, synchronisation every
+    ``sync_check_secs``, each sealed once per change; what it learns of synchronisation goes
+    to the :class:`UnsyncedFlag` that flags readings."""
+
+    def __init__(
+        self,
+        config: ClockConfig,
+        record: Callable[[Fact], Awaitable[None]],
+        *,
+        flag: UnsyncedFlag | None = None,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        probe: SyncProbe = ntp_synchronized,
+    ) -> None:
+        self.config = config
+        self.record = record
+        self.unsynced = flag if flag is not None else UnsyncedFlag(config)
+        self.detector = StepDetector(config.step_threshold_secs, wall=wall, monotonic=monotonic)
+        self.probe = probe
+        self.source = "unknown"
+        self.steps = 0
+        self._checked = False
+
+    @property
+    def synchronized(self) -> bool | None:
+        return self.unsynced.synchronized
+
+    @synchronized.setter
+    def synchronized(self, value: bool | None) -> None:
+        self.unsynced.synchronized = value
 
     async def check_sync(self) -> None:
         synchronized, source = await asyncio.to_thread(self.probe)

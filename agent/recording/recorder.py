@@ -1,12 +1,12 @@
 """The single writer: facts in, sealed and durably committed records out, in arrival order.
 
-Producers ``await put(fact)``; when the queue is full they wait (backpressure), nothing is
-dropped. The recorder waits up to the commit interval to gather a group, seals the group from
-the outbox's tail and commits it in one transaction, off the event loop (the fsync releases the
-GIL). A fact may carry a source's resume point, committed in the same transaction, so a
-source never resumes ahead of or behind what is stored. A failed commit (disk full) keeps the
-group, adds one ``audit`` fact saying so, and retries with backoff until the disk accepts it
-again.
+The recorder drains an :class:`~gxpgate.agent.recording.intake.Intake` (the producers' side).
+It waits up to the commit interval to gather a group, seals the group from the outbox's tail and
+commits it in one transaction, off the event loop (the fsync releases the GIL), then shows the
+committed records to its listeners, given when it is built. A fact may carry a source's resume
+point, committed in the same transaction, so a source never resumes ahead of or behind what is
+stored. A failed commit (disk full) keeps the group, adds one ``audit`` fact saying so, and
+retries with backoff until the disk accepts it again.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from collections.abc import Callable, Sequence
 
 from gxpgate.agent._retry import Backoff, Episode
 from gxpgate.agent.recording.audit import BUFFER_WRITE_FAILED
+from gxpgate.agent.recording.intake import CHECKPOINT, FactFilter, Intake
 from gxpgate.agent.recording.sealing import Committed, Fact, Sealer
 from gxpgate.buffer import BufferWriteError, Outbox, Row
 from gxpgate.drivers.base import utc_now
 
-__all__ = ["Recorder"]
+__all__ = ["CHECKPOINT", "CommitListener", "FactFilter", "Intake", "Recorder"]
 
 log = logging.getLogger(__name__)
 
@@ -33,33 +34,26 @@ COMMIT_RETRY_MAX_SECS = 2.0
 CommitListener = Callable[[Sequence[Committed]], None]
 """Called after each commit with what it committed, in seq order."""
 
-CHECKPOINT = ""
-"""The ``kind`` of a state-only fact: committed, never sealed."""
-
-FactFilter = Callable[[Fact], "Fact | None"]
-"""Sees every fact as it is put: returns it (possibly amended, e.g. a reading flagged while the
-clock is unsynchronised) or None when a documented policy leaves it out (buffer thinning)."""
-
 
 class Recorder:
     def __init__(
         self,
         outbox: Outbox,
         sealer: Sealer,
+        intake: Intake | None = None,
         *,
+        listeners: Sequence[CommitListener] = (),
         commit_interval_secs: float = 0.2,
         max_batch: int = 5000,
-        queue_size: int = 50_000,
     ) -> None:
         self.outbox = outbox
         self.sealer = sealer
+        self.intake = intake if intake is not None else Intake()
+        self.listeners = tuple(listeners)
         self.commit_interval_secs = commit_interval_secs
         self.max_batch = max_batch
         self.sealed = 0
-        self.listeners: list[CommitListener] = []
-        self.filters: list[FactFilter] = []
-        self._queue: asyncio.Queue[Fact] = asyncio.Queue(queue_size)
-        self._arrived = asyncio.Event()
+        self._queue = self.intake.queue
         self._closing = asyncio.Event()
         self._write = Episode(
             log,
@@ -67,47 +61,14 @@ class Recorder:
             "buffer.write_recovered",
             levels=(logging.ERROR, logging.WARNING),
         )
-        self._first_arrival = 0.0
-        self._caught_up_at = time.time()
-        self._committing = False
         self._give_up_at: float | None = None
         self.unsaved = 0
         """Facts given up at a stop deadline because the disk refused them (see close)."""
-
-    async def put_state(self, entries: dict[str, str]) -> None:
-        """Commit ``entries`` to the buffer's state table, in order with the facts before it,
-        without sealing a record (a checkpoint of derived state, such as the rules')."""
-        await self.put(Fact(CHECKPOINT, utc_now(), state=entries))
-
-    async def put(self, fact: Fact) -> None:
-        admitted = self._admit(fact)
-        if admitted is not None:
-            await self._queue.put(admitted)
-            self._arrived.set()
-
-    def _admit(self, fact: Fact) -> Fact | None:
-        """The fact as the filters leave it (None: left out); notes the group's first arrival."""
-        for keep in self.filters:
-            kept = keep(fact)
-            if kept is None:
-                return None
-            fact = kept
-        if self._queue.empty():
-            self._first_arrival = asyncio.get_running_loop().time()
-        return fact
-
-    def put_nowait(self, fact: Fact) -> None:
-        """Like :meth:`put`, for a task that is being cancelled: never waits. A full queue
-        (the disk refuses commits) loses the fact, and says so."""
-        admitted = self._admit(fact)
-        if admitted is None:
-            return
-        try:
-            self._queue.put_nowait(admitted)
-        except asyncio.QueueFull:
-            log.critical("buffer.unsaved records=1 event=%s: the queue is full", fact.data)
-            return
-        self._arrived.set()
+        # A recorder built alone (tests, benchmarks) is put to directly:
+        self.put = self.intake.put
+        self.put_nowait = self.intake.put_nowait
+        self.put_state = self.intake.put_state
+        self.evidence_until = self.intake.evidence_until
 
     def close(self, deadline_secs: float | None = None) -> None:
         """Ask :meth:`run` to commit what is queued and return. With ``deadline_secs``, a
@@ -116,14 +77,7 @@ class Recorder:
         if deadline_secs is not None:
             self._give_up_at = asyncio.get_running_loop().time() + deadline_secs
         self._closing.set()
-        self._arrived.set()
-
-    def evidence_until(self) -> float:
-        """Wall-clock time up to which every fact put has been committed (and shown to the
-        listeners): now while nothing waits, else when the recorder last caught up."""
-        if self._queue.empty() and not self._committing:
-            return time.time()
-        return self._caught_up_at
+        self.intake.arrived.set()
 
     @property
     def write_failing(self) -> bool:
@@ -136,25 +90,26 @@ class Recorder:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        intake = self.intake
         while True:
             if self._queue.empty():
                 if self._closing.is_set():
                     return
-                self._arrived.clear()
-                await self._arrived.wait()
+                intake.arrived.clear()
+                await intake.arrived.wait()
                 continue
-            await self._gather(loop.time, self._first_arrival + self.commit_interval_secs)
+            await self._gather(loop.time, intake.first_arrival + self.commit_interval_secs)
             batch = [self._queue.get_nowait() for _ in range(min(self.max_batch, self.queued))]
-            self._first_arrival = loop.time()  # facts still queued arrived at the latest now
+            intake.first_arrival = loop.time()  # facts still queued arrived at the latest now
             taken_at = time.time()
             took_all = self._queue.empty()  # then every fact put before taken_at is in batch
-            self._committing = True
+            intake.committing = True
             try:
                 await self._commit(batch)
             finally:
-                self._committing = False
+                intake.committing = False
             if took_all:
-                self._caught_up_at = taken_at
+                intake.caught_up_at = taken_at
 
     async def _gather(self, now: Callable[[], float], deadline: float) -> None:
         """Group commit: wait for more facts until the producers go quiet for ``QUIET_SECS``,
@@ -182,6 +137,7 @@ class Recorder:
             try:
                 rows = await asyncio.to_thread(self._seal_and_append, batch)
             except BufferWriteError as exc:
+                self.intake.write_failing = True
                 if self._write.fail(str(exc)):
                     event = {"event": BUFFER_WRITE_FAILED, "error": str(exc)}
                     batch.append(Fact("audit", utc_now(), event))
@@ -196,6 +152,7 @@ class Recorder:
                 continue
             break
         self._write.recover()
+        self.intake.write_failing = False
         self.sealed += len(rows)
         if not self.listeners:
             return

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
@@ -25,7 +25,7 @@ import httpx
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gxpgate.agent.alarms.service import AlarmService, control_socket_path
+from gxpgate.agent.alarms.service import AlarmService, build_engine, control_socket_path
 from gxpgate.agent.custody.exceptions import ExceptionJudge
 from gxpgate.agent.custody.exposure import ExposureBook
 from gxpgate.agent.custody.feed import LotFeed
@@ -44,8 +44,8 @@ from gxpgate.agent.evidence import (
     record_hash,
     verify_signature,
 )
-from gxpgate.agent.health.capacity import BufferGuard
-from gxpgate.agent.health.clock import ClockMonitor, SyncProbe, ntp_synchronized
+from gxpgate.agent.health.capacity import BufferGuard, Thinning
+from gxpgate.agent.health.clock import ClockMonitor, SyncProbe, UnsyncedFlag, ntp_synchronized
 from gxpgate.agent.health.metrics import Metrics, MetricsUnavailable
 from gxpgate.agent.health.snapshot import Snapshot, status_line, take_snapshot
 from gxpgate.agent.recording.audit import (
@@ -56,7 +56,8 @@ from gxpgate.agent.recording.audit import (
     CONTROL_SOCKET_UNAVAILABLE,
     METRICS_UNAVAILABLE,
 )
-from gxpgate.agent.recording.recorder import Recorder
+from gxpgate.agent.recording.intake import Intake
+from gxpgate.agent.recording.recorder import CommitListener, Recorder
 from gxpgate.agent.recording.sealing import Fact, Sealer
 from gxpgate.agent.service.control import ControlError, ControlServer
 from gxpgate.agent.service.control_ops import AlarmOps
@@ -208,8 +209,11 @@ class Agent:
         notifier: Notifier | None = None,
         wall_clock: Callable[[], float] = time.time,
         sync_probe: SyncProbe = ntp_synchronized,
+        listeners: Sequence[CommitListener] = (),
     ) -> None:
         self.loaded = loaded
+        self.listeners = tuple(listeners)
+        """Called after each commit too, after the agent's own (the demo's view, tests)."""
         self.wall_clock = wall_clock
         self.sync_probe = sync_probe
         self.clock: ClockMonitor | None = None
@@ -278,45 +282,31 @@ class Agent:
     async def _run(
         self, outbox: Outbox, private_key: Ed25519PrivateKey, stop: asyncio.Event
     ) -> None:
+        """Build every component from the config, each given what it needs when it is built
+        (the recorder last: its listeners are components), then run them in one task group."""
         cfg = self.config
         sealer = Sealer(private_key, cfg.gateway.id, outbox.chain)
         self.key_id = sealer.key_id
-        recorder = Recorder(
-            outbox, sealer, commit_interval_secs=cfg.buffer.commit_interval_ms / 1000
-        )
-        self.recorder = recorder
+        lots_path = lots_path_for(cfg.buffer.path)
         try:
-            policy = self.policy = await PolicyHolder.load(self.loaded, recorder.put)
+            register = await asyncio.to_thread(LotRegister.open, lots_path)
+        except LotRegisterError as exc:
+            raise AgentStartError(
+                f"{exc}; the lot register is rebuilt from the buffer if {lots_path} is removed"
+            ) from exc
+        # The intake's filters judge each fact as it is put (a reading as taken): thinning asks
+        # the alarm engine whether a reading is quiet, the clock flag what the clock watch knows.
+        engine = build_engine(cfg, register.present_between)
+        thinning = Thinning(cfg.buffer, engine)
+        unsynced = UnsyncedFlag(cfg.clock)
+        intake = Intake(filters=(thinning.thin, unsynced.flag))
+        try:
+            policy = self.policy = await PolicyHolder.load(self.loaded, intake.put)
         except PolicyError as exc:
+            register.close()
             raise AgentStartError("product master / hold list:\n" + str(exc)) from exc
-        zones = ZoneMap(cfg)
-        self.pollers = []
-        ctx = BuildContext(buses=cfg.buses)  # each device's model builds its source
-        for dev_id, dev in cfg.devices.items():
-            if isinstance(dev, BarcodeScannerDevice | RfidReaderDevice):
-                self.pollers.append(
-                    CustodyStreamer(
-                        dev.build(dev_id, ctx),
-                        zones,
-                        recorder,
-                        cfg.gateway.id,
-                        site_gln=cfg.gateway.gln,
-                    )
-                )
-                continue
-            source = dev.build(dev_id, ctx)
-            restore = getattr(source, "restore", None)
-            if restore is not None:
-                prefix = cursor_prefix(dev_id)
-                saved = outbox.states(prefix)
-                restore({k[len(prefix) :]: orjson.loads(v) for k, v in saved.items()})
-            runner: DevicePoller | DeviceStreamer
-            if is_pushed(source):
-                runner = DeviceStreamer(source, zones, recorder, dev.reconnect_max_secs)
-            else:
-                runner = DevicePoller(source, zones, recorder, dev.reconnect_max_secs)
-            self.pollers.append(runner)
-        await recorder.put(
+        self.pollers = self._devices(outbox, intake)
+        await intake.put(
             Fact(
                 "audit",
                 utc_now(),
@@ -334,45 +324,44 @@ class Agent:
         if outbox.predecessor is not None and outbox.last_seq <= 1:
             # The chain before this one was set aside by `gxpgate buffer reset`: say which.
             event = {"event": CHAIN_REPLACED, "previous": outbox.predecessor}
-            await recorder.put(Fact("audit", utc_now(), event))
+            await intake.put(Fact("audit", utc_now(), event))
         for repair in outbox.repairs:
             log.error("buffer.repaired what=%s", repair)
-            await recorder.put(Fact("audit", utc_now(), {"event": BUFFER_REPAIRED, "what": repair}))
+            await intake.put(Fact("audit", utc_now(), {"event": BUFFER_REPAIRED, "what": repair}))
         await policy.seal_loaded("start")
-        lots_path = lots_path_for(cfg.buffer.path)
-        try:
-            register = await asyncio.to_thread(LotRegister.open, lots_path)
-        except LotRegisterError as exc:
-            raise AgentStartError(
-                f"{exc}; the lot register is rebuilt from the buffer if {lots_path} is removed"
-            ) from exc
         book = ExposureBook(cfg, lambda: policy.current, clock=time.time)
         await asyncio.to_thread(register.attach, book)
         judge = ExceptionJudge(cfg, lambda: policy.current, register)
         async with AsyncExitStack() as stack, asyncio.TaskGroup() as core:
-            alarms = self.alarms = AlarmService(cfg, recorder, lots=register.present_between)
+            alarms = self.alarms = AlarmService(
+                cfg, intake, lots=register.present_between, engine=engine
+            )
             # Entered first, so it is synced before the recorder commits and closed after it.
             feed = LotFeed(register, outbox, judge=judge, points=book.points, sink=alarms)
             self.lots = await stack.enter_async_context(feed)
-            recorder.listeners.append(self.lots.on_commit)
             await asyncio.to_thread(alarms.restore, outbox, feed.rejudge)
-            recorder.listeners.append(alarms.on_commit)
             guard = BufferGuard(
-                outbox, cfg.buffer, alarms, recorder.put,
-                write_failing=lambda: recorder.write_failing,
+                outbox, cfg.buffer, alarms, intake.put, thinning=thinning,
+                write_failing=lambda: intake.write_failing,
             )  # fmt: skip
             clock = ClockMonitor(
-                cfg.clock, recorder.put, wall=self.wall_clock, probe=self.sync_probe
+                cfg.clock, intake.put, flag=unsynced, wall=self.wall_clock, probe=self.sync_probe
             )
-            recorder.filters += [guard.thin, clock.flag]  # thinning judges the reading as taken
             self.buffer_guard, self.clock = guard, clock
             await clock.check_sync()  # before the first reading, so that one is flagged too
-            await self._open_control(stack, alarms, recorder)
-            policy.handle_sighup(stack)
+            listeners: list[CommitListener] = [feed.on_commit, alarms.on_commit]
             if cfg.uplink is not None:
-                self.forwarder = await stack.enter_async_context(self._uplink(outbox, recorder))
-                recorder.listeners.append(lambda _committed: self._wake_forwarder())
-            metrics = await self._open_metrics(stack, recorder)
+                uplink = await stack.enter_async_context(self._uplink(outbox, intake))
+                self.forwarder = uplink
+                listeners.append(lambda _committed: uplink.wake())
+            recorder = self.recorder = Recorder(
+                outbox, sealer, intake,
+                listeners=[*listeners, *self.listeners],
+                commit_interval_secs=cfg.buffer.commit_interval_ms / 1000,
+            )  # fmt: skip
+            await self._open_control(stack, alarms, intake)
+            policy.handle_sighup(stack)
+            metrics = await self._open_metrics(stack, intake)
             recorder_task = core.create_task(recorder.run(), name="recorder")
             forwarder_task = (
                 core.create_task(self.forwarder.run(), name="forwarder") if self.forwarder else None
@@ -408,8 +397,34 @@ class Agent:
             finally:
                 await self._shutdown(recorder, recorder_task, forwarder_task, reason)
 
+    def _devices(
+        self, outbox: Outbox, intake: Intake
+    ) -> list[DevicePoller | DeviceStreamer | CustodyStreamer]:
+        """One task per device, each device's model building its source."""
+        cfg = self.config
+        zones = ZoneMap(cfg)
+        ctx = BuildContext(buses=cfg.buses)
+        runners: list[DevicePoller | DeviceStreamer | CustodyStreamer] = []
+        for dev_id, dev in cfg.devices.items():
+            if isinstance(dev, BarcodeScannerDevice | RfidReaderDevice):
+                scanner = dev.build(dev_id, ctx)
+                gw, gln = cfg.gateway.id, cfg.gateway.gln
+                runners.append(CustodyStreamer(scanner, zones, intake, gw, site_gln=gln))
+                continue
+            source = dev.build(dev_id, ctx)
+            restore = getattr(source, "restore", None)
+            if restore is not None:
+                prefix = cursor_prefix(dev_id)
+                saved = outbox.states(prefix)
+                restore({k[len(prefix) :]: orjson.loads(v) for k, v in saved.items()})
+            if is_pushed(source):
+                runners.append(DeviceStreamer(source, zones, intake, dev.reconnect_max_secs))
+            else:
+                runners.append(DevicePoller(source, zones, intake, dev.reconnect_max_secs))
+        return runners
+
     async def _open_control(
-        self, stack: AsyncExitStack, alarms: AlarmService, recorder: Recorder
+        self, stack: AsyncExitStack, alarms: AlarmService, intake: Intake
     ) -> None:
         """The local channel for acknowledgements. Without it the gateway still monitors and
         alarms (that matters more); the failure is logged and on record."""
@@ -421,9 +436,9 @@ class Agent:
         except (ControlError, OSError) as exc:
             log.error("control.unavailable path=%s error=%s", path, exc)
             event = {"event": CONTROL_SOCKET_UNAVAILABLE, "path": str(path), "error": str(exc)}
-            await recorder.put(Fact("audit", utc_now(), event))
+            await intake.put(Fact("audit", utc_now(), event))
 
-    async def _open_metrics(self, stack: AsyncExitStack, recorder: Recorder) -> Metrics | None:
+    async def _open_metrics(self, stack: AsyncExitStack, intake: Intake) -> Metrics | None:
         """Health and metrics (``gxpgate status`` reads them too). Without them the gateway
         still monitors (that matters more); the failure is logged and on record."""
         cfg = self.config.metrics
@@ -446,22 +461,18 @@ class Agent:
                 "event": METRICS_UNAVAILABLE, "address": str(cfg.address), "port": cfg.port,
                 "error": str(exc),
             }  # fmt: skip
-            await recorder.put(Fact("audit", utc_now(), event))
+            await intake.put(Fact("audit", utc_now(), event))
         return self.metrics
 
-    def _uplink(self, outbox: Outbox, recorder: Recorder) -> Uplink:
+    def _uplink(self, outbox: Outbox, intake: Intake) -> Uplink:
         """The uplink the config's ``transport`` names."""
         assert self.config.uplink is not None
         try:
             return build_uplink(
-                self.config.uplink, outbox, recorder.put, transport=self.uplink_transport
+                self.config.uplink, outbox, intake.put, transport=self.uplink_transport
             )
         except MqttUplinkError as exc:
             raise AgentStartError(str(exc)) from exc
-
-    def _wake_forwarder(self) -> None:
-        if self.forwarder is not None:
-            self.forwarder.wake()
 
     async def _shutdown(
         self,

@@ -731,13 +731,13 @@ class LatencyResult:
 
 async def latency_pass(args: argparse.Namespace, directory: Path, broker: Broker) -> LatencyResult:
     from gxpgate.simulators.modbus_sim import ModbusSimulator, SensorSpec
+    from tests.running import observe
 
     rng = random.Random(args.seed)
     probe = CommitProbe()
 
     def hook(agent: Agent) -> None:
-        assert agent.recorder is not None
-        agent.recorder.listeners.append(probe.on_commit)
+        observe(agent, probe.on_commit)
 
     sensor = SensorSpec(1, "cold-room-1", temperature_c=NORMAL, drift=False)
     async with ModbusSimulator([sensor]) as modbus:

@@ -445,12 +445,10 @@ async def run_pass(
     ready = asyncio.Event()
     stop = asyncio.Event()
 
-    def on_ready(agent: Agent) -> None:
-        assert agent.recorder is not None
-        agent.recorder.listeners.append(probe.on_commit)
+    def on_ready(_agent: Agent) -> None:
         ready.set()
 
-    agent = Agent(loaded, on_ready=on_ready)
+    agent = Agent(loaded, on_ready=on_ready, listeners=[probe.on_commit])
     task = asyncio.create_task(agent.run(stop), name="agent")
     try:
         deadline = time.monotonic() + AGENT_START_SECS

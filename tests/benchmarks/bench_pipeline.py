@@ -238,7 +238,6 @@ async def through_recorder(
     outbox: Outbox, sealer: Sealer, facts: Sequence[Fact], commit_interval: float
 ) -> float:
     """Seconds for a producer task's ``await put`` of every fact until all are sealed."""
-    recorder = Recorder(outbox, sealer, commit_interval_secs=commit_interval)
     total = len(facts)
     done = asyncio.Event()
 
@@ -246,7 +245,7 @@ async def through_recorder(
         if recorder.sealed >= total:
             done.set()
 
-    recorder.listeners.append(on_commit)
+    recorder = Recorder(outbox, sealer, listeners=[on_commit], commit_interval_secs=commit_interval)
 
     async def produce() -> None:
         for fact in facts:
@@ -968,14 +967,13 @@ def child_seal(directory: Path, count: int) -> int:
         sealer = Sealer(Ed25519PrivateKey.generate(), GW, outbox.chain)
 
         async def run() -> float:
-            recorder = Recorder(outbox, sealer)
             done = asyncio.Event()
 
             def on_commit(_facts: Sequence[Committed]) -> None:
                 if recorder.sealed >= count:
                     done.set()
 
-            recorder.listeners.append(on_commit)
+            recorder = Recorder(outbox, sealer, listeners=[on_commit])
 
             async def produce() -> None:
                 for chunk in fact_chunks(count, RECORDER_MAX_BATCH):

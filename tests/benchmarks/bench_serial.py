@@ -610,6 +610,7 @@ async def rtu_pass(
 ) -> RtuResult:
     from gxpgate.config import load_config
     from gxpgate.drivers.modbus_rtu import ModbusRtuSource
+    from tests.running import observe
 
     devices = rtu_devices(sim.hello["path"], args.slaves, args.baud, args.poll, reconnect_max)
     config = write_config(directory, devices)
@@ -620,8 +621,7 @@ async def rtu_pass(
     probe = RtuProbe()
 
     def hook(agent: Agent) -> None:
-        assert agent.recorder is not None
-        agent.recorder.listeners.append(probe.on_commit)
+        observe(agent, probe.on_commit)
 
     running = running_agent(config, hook)
     async with running as agent:
@@ -880,7 +880,7 @@ async def backfill_pass(
     args: argparse.Namespace, directory: Path, sim: SimChild, chunk: int
 ) -> BackfillResult:
     from gxpgate.agent.devices.supervisor import DevicePoller
-    from tests.running import watch_event
+    from tests.running import observe, watch_event
 
     n = args.records
     config = write_config(directory, logger_device(sim.hello["path"], chunk, args.logger_poll))
@@ -901,8 +901,7 @@ async def backfill_pass(
     events: dict[str, asyncio.Event] = {}
 
     def hook(agent: Agent) -> None:
-        assert agent.recorder is not None
-        agent.recorder.listeners.append(probe.on_commit)
+        observe(agent, probe.on_commit)
         events["done"] = watch_event(agent, "backfill_completed")
 
     sampler = Sampler()

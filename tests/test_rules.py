@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gxpgate.agent.alarms.mkt import RollingMkt, mean_kinetic_temperature
-from gxpgate.agent.alarms.rules import Engine, PointRules, Reading, RuleError, Transition
+from gxpgate.agent.alarms.rules import (
+    Engine,
+    PointRules,
+    RateWindow,
+    Reading,
+    RuleError,
+    Transition,
+)
 from gxpgate.config.rules_model import QuantityRules
 from tests.vectors import load_vectors
 
@@ -313,3 +323,28 @@ def test_rolling_mkt_running_totals_survive_dump_and_load_and_late_readings() ->
     assert copy.value() == pytest.approx(expected, abs=1e-9)
     copy.add(NOON + 300, 5.0)
     assert copy.value() == pytest.approx(mean_kinetic_temperature([*temps, 15.0, 5.0]), abs=1e-9)
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 30), st.floats(-40, 40, allow_nan=False)), min_size=1, max_size=400
+    ),
+    st.floats(1, 600),
+)
+def test_the_rate_window_keeps_what_a_plain_deque_would(
+    steps: list[tuple[float, float]], secs: float
+) -> None:
+    """The compact window answers like the obvious one, out-of-order samples and compaction
+    included, and its checkpoint holds the same samples."""
+    window, reference = RateWindow(secs), deque[tuple[float, float]]()
+    t = 0.0
+    for i, (dt, value) in enumerate(steps):
+        t = t + dt if i % 7 else t - dt / 2  # now and then a sample older than the last
+        reference.append((t, value))
+        while len(reference) > 1 and t - reference[0][0] > secs:
+            reference.popleft()
+        assert window.add(t, value) == reference[0]
+    assert window.pairs() == list(reference)
+    restored = RateWindow(secs)
+    restored.load([list(pair) for pair in window.pairs()])
+    assert restored.pairs() == list(reference)

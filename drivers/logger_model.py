@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from gxpgate.drivers.record_model import PointRecording, RecordingOptions
 from gxpgate.drivers.serial_model import SerialLine
 from gxpgate.drivers.units import Unit
 
@@ -18,7 +19,7 @@ __all__ = ["LoggerPoint", "SerialLoggerDevice"]
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
 
 
-class LoggerPoint(BaseModel):
+class LoggerPoint(PointRecording):
     """A logger channel that becomes a point."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -37,7 +38,7 @@ class LoggerPoint(BaseModel):
     """Zone of this point when it differs from the device's zone."""
 
 
-class SerialLoggerDevice(BaseModel):
+class SerialLoggerDevice(RecordingOptions):
     """A data logger on a serial port: measures on its own and keeps numbered records.
 
     The gateway reads live values every poll; after any gap (gateway down, cable pulled,

@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from gxpgate.drivers.record_model import PointRecording, RecordingOptions
 from gxpgate.drivers.serial_model import SerialLine, char_time_secs
 from gxpgate.drivers.units import Unit
 
@@ -60,7 +61,7 @@ MAX_BITS = 2000
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
 
 
-class ModbusPoint(BaseModel):
+class ModbusPoint(PointRecording):
     """One measurement point of a Modbus device."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -106,7 +107,7 @@ class ModbusPoint(BaseModel):
         return _WIDTH[self.type or "bool"]
 
 
-class _ModbusDevice(BaseModel):
+class _ModbusDevice(RecordingOptions):
     """What Modbus TCP and RTU devices share: zone, timing and the points the plan reads."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from gxpgate.drivers.record_model import PointRecording, RecordingOptions
 from gxpgate.drivers.units import Unit
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ __all__ = ["OpcUaDevice", "OpcUaPoint", "OpcUaSecurity"]
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
 
 
-class OpcUaPoint(BaseModel):
+class OpcUaPoint(PointRecording):
     """One variable of an OPC UA server, by NodeId or by browse path."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -84,7 +85,7 @@ class OpcUaSecurity(BaseModel):
         return self
 
 
-class OpcUaDevice(BaseModel):
+class OpcUaDevice(RecordingOptions):
     """An OPC UA server (a cold-room controller, a building-management system)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -42,7 +42,7 @@ def test_a_listener_given_at_construction_sees_every_commit_from_the_first(
         assert agent.recorder.listeners[-1] is collect
         assert agent.alarms is not None
         assert agent.lots is not None
-        assert agent.alarms.on_commit in agent.recorder.listeners
+        assert agent.recorder.sample_listeners == (agent.alarms.on_samples,)
         assert agent.lots.on_commit in agent.recorder.listeners
         stop.set()
         await asyncio.wait_for(task, 30)

@@ -100,6 +100,17 @@ class RollingMkt:
         self._total = sum(entry[0] for entry in self._slots.values())
         self._count = sum(entry[1] for entry in self._slots.values())
 
+    def peek(self, t: float, temp_c: float) -> float | None:
+        """What :meth:`value` would be after ``add(t, temp_c)``, or None when that add would
+        open a new slot (which can expire old ones, so it cannot be told without adding)."""
+        slot = int(t // self.width)
+        if self._newest is None or slot > self._newest:
+            return None
+        if slot <= self._newest - self.BUCKETS:
+            return self.value()
+        term = _term(temp_c, self.dh_r)
+        return _from_mean((self._total + term) / (self._count + 1), self.dh_r)
+
     def value(self) -> float | None:
         """MKT of the readings in the window (None before the first)."""
         return _from_mean(self._total / self._count, self.dh_r) if self._count else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from gxpgate.agent.alarms.rules import GatewayCondition, PointRules
 from gxpgate.config import GatewayConfig
+from gxpgate.drivers.record_model import point_recording
 
 __all__ = ["GATEWAY_CONDITIONS", "point_rules"]
 
@@ -30,7 +31,8 @@ def point_rules(config: GatewayConfig) -> list[PointRules]:
         for name, point in dev.points.items():
             zone_id = point.zone or dev.zone
             rules = config.rules_of(dev_id, name)
-            found.append(
-                PointRules(zone_id, dev_id, name, point.unit, rules, interval, changes_only)
-            )
+            mode, every, _deadband = point_recording(dev, point)
+            record_interval = every if mode == "interval" else 0.0
+            spec = (zone_id, dev_id, name, point.unit, rules, interval, changes_only)
+            found.append(PointRules(*spec, record_interval))
     return found

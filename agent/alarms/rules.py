@@ -105,6 +105,9 @@ class PointRules:
     interval."""
     changes_only: bool = False
     """A subscription: silence is normal; comm loss counts from the device going offline."""
+    record_interval_secs: float = 0.0
+    """``record = "interval"``: the longest between the point's sealed readings while it
+    answers (0: every sample is sealed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +353,13 @@ class RateWindow:
         self._head = head
         return times[head], self._v[head]
 
+    def peek(self, t: float, value: float) -> tuple[float, float]:
+        """What :meth:`add` would return, without adding."""
+        times, head, n = self._t, self._head, len(self._t)
+        while head < n and t - times[head] > self.secs:
+            head += 1
+        return (times[head], self._v[head]) if head < n else (t, value)
+
     def __len__(self) -> int:
         return len(self._t) - self._head
 
@@ -546,9 +556,11 @@ class Engine:
         self._step(out, point, machine, None, active, clear, now, value, now)
         return out
 
-    def quiet(self, device: str, point: str, value: float) -> bool:
+    def quiet(self, device: str, point: str, value: float, t: float | None = None) -> bool:
         """Would a good ``value`` of this point leave every rule of the point where it is (all
-        normal, no limit crossed)? Such a reading decides nothing (buffer thinning)."""
+        normal, no limit crossed)? Such a reading decides nothing (buffer thinning). Given the
+        reading's time ``t``, the rate and MKT rules are asked too (a recording policy: the
+        reading is then absorbed, not sealed, so it must not move any rule)."""
         found = self._points.get((device, point))
         if found is None:
             return True
@@ -556,6 +568,19 @@ class Engine:
             return False
         for machine, rule, _hyst in found.limits:
             if (value > rule.limit) if machine.direction > 0 else (value < rule.limit):
+                return False
+        if t is None:
+            return True
+        if found.last_t is not None and t < found.last_t:
+            return False  # late: observe() treats it apart; seal it
+        if found.rate is not None:
+            t0, v0 = found.window.peek(t, value)
+            long_enough = t - t0 >= found.rate_window_secs / 2
+            if long_enough and abs((value - v0) / ((t - t0) / 60)) > found.rate_max:
+                return False
+        if found.mkt is not None and found.rolling is not None and found.mkt.limit is not None:
+            mkt = found.rolling.peek(t, value)
+            if mkt is None or mkt > found.mkt.limit:
                 return False
         return True
 
@@ -576,6 +601,19 @@ class Engine:
         if point is None or seq <= point.through:
             return []
         point.through = seq
+        return self._judge(point, reading, seq)
+
+    def absorb(self, reading: Reading) -> list[Transition]:
+        """A good reading a recording policy did not seal (:meth:`quiet` said it moves no
+        rule): it feeds the rules' memory (rate window, MKT, the point's clock and
+        communication) as :meth:`observe` would. Should it move a rule after all, the
+        transition is returned, cited at the last sealed record, rather than lost."""
+        point = self._points.get((reading.device, reading.point))
+        if point is None:
+            return []
+        return self._judge(point, reading, None)
+
+    def _judge(self, point: _Point, reading: Reading, seq: int | None) -> list[Transition]:
         good = reading.quality == "good" and reading.value is not None
         out: list[Transition] = []
         if good:

@@ -91,6 +91,8 @@ class AlarmService:
         self.sealed_event = asyncio.Event()
         """Set whenever an alarm record is sealed (clear it before waiting again)."""
         self.replayed = 0
+        self.moved_by_unsealed = 0
+        """Transitions moved by a reading a recording policy did not seal (should stay 0)."""
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -153,6 +155,31 @@ class AlarmService:
                 self._sealed(record)
             else:
                 self._observe(record)
+
+    def on_samples(self, items: Sequence[Committed | Fact]) -> None:
+        """The recorder's sample listener: what it committed and, in arrival order between
+        the records, the readings a recording policy did not seal (agent/alarms/sampling.py),
+        which the engine absorbs: the rules see every sample."""
+        for item in items:
+            if isinstance(item, Fact):
+                if item.device is not None and item.point is not None and item.value is not None:
+                    t = (item.src_at or item.at).timestamp()
+                    reading = Reading(
+                        0, item.device, item.point, item.value, "good", t, item.at.timestamp()
+                    )
+                    moved = self.engine.absorb(reading)
+                    if moved:
+                        # quiet() said it would not; raised all the same, and counted.
+                        self.moved_by_unsealed += len(moved)
+                        log.warning(
+                            "alarm.unsealed_trigger device=%s point=%s rules=%s",
+                            item.device, item.point, ",".join(t.rule for t in moved),
+                        )  # fmt: skip
+                        self._queue_all(moved)
+            elif item.kind == "alarm":
+                self._sealed(item)
+            else:
+                self._observe(item)
 
     def _observe(self, record: Committed) -> None:
         """Readings and device status into the engine (live and on replay alike); what the

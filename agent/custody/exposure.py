@@ -163,9 +163,14 @@ class ExposureBook:
         self._lock: threading.Lock | None = None
         self._points: dict[tuple[str, str], tuple[str, float]] = {
             # A subscription reports changes only: its last value stands until the next.
+            # A point recorded by interval has a sealed reading at least once per its record
+            # interval while it answers, and the readings between were on its side of every
+            # band (agent/alarms/sampling.py): the sealed one stands until the next.
             (p.device, p.point): (
                 p.zone,
-                math.inf if p.changes_only else HOLD_INTERVALS * p.interval_secs,
+                math.inf
+                if p.changes_only
+                else HOLD_INTERVALS * p.interval_secs + p.record_interval_secs,
             )
             for p in point_rules(config)
             if QUANTITY_UNITS.get(p.unit or "") == "temperature"
@@ -241,8 +246,9 @@ class ExposureBook:
         self._dirty_stats.discard(presence)
         self._touched.add(stay.lot)
 
-    def reading(self, device: str, point: str, value: Any, at: str) -> None:
-        """A good temperature reading (others are ignored by the caller)."""
+    def reading(self, device: str, point: str, value: Any, at: str, samples: Any = None) -> None:
+        """A good temperature reading (others are ignored by the caller); ``samples`` is its
+        ``data.samples``, the readings it stands for under a recording policy."""
         found = self._points.get((device, point))
         if found is None or not isinstance(value, int | float):
             return
@@ -265,13 +271,14 @@ class ExposureBook:
         stays = self._stays.get(zone)
         if not stays:
             return
+        count, low, high, kinetic = _stats(value, samples)
         segment = self._segment.get(zone)
         if segment is None:
-            self._segment[zone] = [1, value, value, kinetic_term(value)]
+            self._segment[zone] = [count, low, high, kinetic]
         else:
-            segment[0] += 1
-            segment[1], segment[2] = min(segment[1], value), max(segment[2], value)
-            segment[3] += kinetic_term(value)
+            segment[0] += count
+            segment[1], segment[2] = min(segment[1], low), max(segment[2], high)
+            segment[3] += kinetic
         if value <= FREEZING_C:
             self._events += [self._freezing(s, value) for s in stays.values() if s.freeze]
 
@@ -497,6 +504,22 @@ class ExposureBook:
             "required_profile": stay.required,
             "zone": stay.zone,
         }
+
+
+def _stats(value: float, samples: Any) -> tuple[int, float, float, float]:
+    """Count, minimum, maximum and sum of kinetic terms of the readings a record stands for:
+    itself, or the ``data.samples`` of a recording policy (their MKT gives the terms' sum)."""
+    if isinstance(samples, dict):
+        count, low, high, mkt = (samples.get(k) for k in ("count", "min", "max", "mkt"))
+        if (
+            isinstance(count, int)
+            and count > 0
+            and isinstance(low, int | float)
+            and isinstance(high, int | float)
+            and isinstance(mkt, int | float)
+        ):
+            return count, float(low), float(high), count * kinetic_term(float(mkt))
+    return 1, value, value, kinetic_term(value)
 
 
 def _outside(band: Band | None, freeze: bool, value: float) -> bool:

@@ -19,12 +19,19 @@ from collections.abc import Callable, Sequence
 from gxpgate.agent.recording.sealing import Fact
 from gxpgate.drivers.base import utc_now
 
-__all__ = ["CHECKPOINT", "FactFilter", "Intake"]
+__all__ = ["CHECKPOINT", "SAMPLE", "FactFilter", "Intake", "Stage"]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = ""
 """The ``kind`` of a state-only fact: committed, never sealed."""
+SAMPLE = "sample"
+"""The ``kind`` of a reading a recording policy did not seal: never stored, shown in order to
+the recorder's sample listeners (the alarm engine sees every sample)."""
+
+Stage = Callable[[Fact], Sequence[Fact]]
+"""Sees every fact before the filters; returns the facts to queue in its place, in order (the
+recording policy: a reading, a held-back reading sealed before it, or an unsealed sample)."""
 
 FactFilter = Callable[[Fact], "Fact | None"]
 """Sees every fact as it is put: returns it (possibly amended, e.g. a reading flagged while the
@@ -32,7 +39,14 @@ clock is unsynchronised) or None when a documented policy leaves it out (buffer 
 
 
 class Intake:
-    def __init__(self, *, filters: Sequence[FactFilter] = (), queue_size: int = 50_000) -> None:
+    def __init__(
+        self,
+        *,
+        stage: Stage | None = None,
+        filters: Sequence[FactFilter] = (),
+        queue_size: int = 50_000,
+    ) -> None:
+        self.stage = stage
         self.filters = tuple(filters)
         self.queue: asyncio.Queue[Fact] = asyncio.Queue(queue_size)
         self.arrived = asyncio.Event()
@@ -46,10 +60,17 @@ class Intake:
         """The last commit failed (disk full, I/O error); its records wait in memory."""
 
     async def put(self, fact: Fact) -> None:
-        admitted = self._admit(fact)
-        if admitted is not None:
-            await self.queue.put(admitted)
-            self.arrived.set()
+        if self.stage is None:
+            admitted = self._admit(fact)
+            if admitted is not None:
+                await self.queue.put(admitted)
+                self.arrived.set()
+            return
+        for staged in self.stage(fact):
+            admitted = self._admit(staged)
+            if admitted is not None:
+                await self.queue.put(admitted)
+                self.arrived.set()
 
     async def put_state(self, entries: dict[str, str]) -> None:
         """Commit ``entries`` to the buffer's state table, in order with the facts before it,
@@ -59,15 +80,16 @@ class Intake:
     def put_nowait(self, fact: Fact) -> None:
         """Like :meth:`put`, for a task that is being cancelled: never waits. A full queue
         (the disk refuses commits) loses the fact, and says so."""
-        admitted = self._admit(fact)
-        if admitted is None:
-            return
-        try:
-            self.queue.put_nowait(admitted)
-        except asyncio.QueueFull:
-            log.critical("buffer.unsaved records=1 event=%s: the queue is full", fact.data)
-            return
-        self.arrived.set()
+        for staged in (fact,) if self.stage is None else self.stage(fact):
+            admitted = self._admit(staged)
+            if admitted is None:
+                continue
+            try:
+                self.queue.put_nowait(admitted)
+            except asyncio.QueueFull:
+                log.critical("buffer.unsaved records=1 event=%s: the queue is full", fact.data)
+                continue
+            self.arrived.set()
 
     def _admit(self, fact: Fact) -> Fact | None:
         """The fact as the filters leave it (None: left out); notes the group's first arrival."""

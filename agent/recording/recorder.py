@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 
 from gxpgate.agent._retry import Backoff, Episode
 from gxpgate.agent.recording.audit import BUFFER_WRITE_FAILED
-from gxpgate.agent.recording.intake import CHECKPOINT, FactFilter, Intake
+from gxpgate.agent.recording.intake import CHECKPOINT, SAMPLE, FactFilter, Intake
 from gxpgate.agent.recording.sealing import Committed, Fact, Sealer
 from gxpgate.buffer import BufferWriteError, Outbox, Row
 from gxpgate.drivers.base import utc_now
 
-__all__ = ["CHECKPOINT", "CommitListener", "FactFilter", "Intake", "Recorder"]
+__all__ = ["CHECKPOINT", "CommitListener", "FactFilter", "Intake", "Recorder", "SampleListener"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,12 @@ COMMIT_RETRY_MAX_SECS = 2.0
 
 CommitListener = Callable[[Sequence[Committed]], None]
 """Called after each commit with what it committed, in seq order."""
+
+SampleListener = Callable[[Sequence[Committed | Fact]], None]
+"""Called after each commit with every reading and record in arrival order: what was
+committed, and between them the samples a recording policy did not seal (as their facts)."""
+
+_UNSEALED = frozenset({CHECKPOINT, SAMPLE})
 
 
 class Recorder:
@@ -43,6 +49,7 @@ class Recorder:
         intake: Intake | None = None,
         *,
         listeners: Sequence[CommitListener] = (),
+        sample_listeners: Sequence[SampleListener] = (),
         commit_interval_secs: float = 0.2,
         max_batch: int = 5000,
     ) -> None:
@@ -50,6 +57,7 @@ class Recorder:
         self.sealer = sealer
         self.intake = intake if intake is not None else Intake()
         self.listeners = tuple(listeners)
+        self.sample_listeners = tuple(sample_listeners)
         self.commit_interval_secs = commit_interval_secs
         self.max_batch = max_batch
         self.sealed = 0
@@ -154,17 +162,26 @@ class Recorder:
         self._write.recover()
         self.intake.write_failing = False
         self.sealed += len(rows)
-        if not self.listeners:
+        if not self.listeners and not self.sample_listeners:
             return
-        facts = [fact for fact in batch if fact.kind != CHECKPOINT]
+        facts = [fact for fact in batch if fact.kind not in _UNSEALED]
         committed = [Committed.live(fact, row) for fact, row in zip(facts, rows, strict=True)]
         for listener in self.listeners:
             listener(committed)
+        if self.sample_listeners:
+            views = iter(committed)
+            mixed = [
+                fact if fact.kind == SAMPLE else next(views)
+                for fact in batch
+                if fact.kind != CHECKPOINT
+            ]
+            for sample_listener in self.sample_listeners:
+                sample_listener(mixed)
 
     def _give_up(self, batch: list[Fact], exc: BufferWriteError) -> None:
         while not self._queue.empty():
             batch.append(self._queue.get_nowait())
-        self.unsaved = sum(1 for fact in batch if fact.kind != CHECKPOINT)
+        self.unsaved = sum(1 for fact in batch if fact.kind not in _UNSEALED)
         log.critical(
             "buffer.unsaved records=%d error=%s; the disk did not take them before the stop "
             "deadline: they are lost",
@@ -172,11 +189,13 @@ class Recorder:
         )  # fmt: skip
 
     def _seal_and_append(self, batch: list[Fact]) -> list[Row]:
-        facts = [fact for fact in batch if fact.kind != CHECKPOINT]
-        rows = self.sealer.seal(facts, self.outbox.last_seq, self.outbox.last_hash)
+        facts = [fact for fact in batch if fact.kind not in _UNSEALED]
         state: dict[str, str] = {}
         for fact in batch:
             if fact.state:
                 state.update(fact.state)  # in arrival order: the latest value of a key wins
+        if not facts and not state:
+            return []  # unsealed samples only: nothing to store, no transaction
+        rows = self.sealer.seal(facts, self.outbox.last_seq, self.outbox.last_hash)
         self.outbox.append(rows, state)
         return rows

@@ -25,6 +25,7 @@ import httpx
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gxpgate.agent.alarms.sampling import RecordingPolicy
 from gxpgate.agent.alarms.service import AlarmService, build_engine, control_socket_path
 from gxpgate.agent.custody.exceptions import ExceptionJudge
 from gxpgate.agent.custody.exposure import ExposureBook
@@ -297,9 +298,13 @@ class Agent:
         # The intake's filters judge each fact as it is put (a reading as taken): thinning asks
         # the alarm engine whether a reading is quiet, the clock flag what the clock watch knows.
         engine = build_engine(cfg, register.present_between)
+        recording = RecordingPolicy(cfg, engine)  # points with record = "interval"
         thinning = Thinning(cfg.buffer, engine)
         unsynced = UnsyncedFlag(cfg.clock)
-        intake = Intake(filters=(thinning.thin, unsynced.flag))
+        intake = Intake(
+            stage=recording if recording.active else None,
+            filters=(thinning.thin, unsynced.flag),
+        )
         try:
             policy = self.policy = await PolicyHolder.load(self.loaded, intake.put)
         except PolicyError as exc:
@@ -349,7 +354,7 @@ class Agent:
             )
             self.buffer_guard, self.clock = guard, clock
             await clock.check_sync()  # before the first reading, so that one is flagged too
-            listeners: list[CommitListener] = [feed.on_commit, alarms.on_commit]
+            listeners: list[CommitListener] = [feed.on_commit]
             if cfg.uplink is not None:
                 uplink = await stack.enter_async_context(self._uplink(outbox, intake))
                 self.forwarder = uplink
@@ -357,6 +362,7 @@ class Agent:
             recorder = self.recorder = Recorder(
                 outbox, sealer, intake,
                 listeners=[*listeners, *self.listeners],
+                sample_listeners=[alarms.on_samples],  # the rules see every sample
                 commit_interval_secs=cfg.buffer.commit_interval_ms / 1000,
             )  # fmt: skip
             await self._open_control(stack, alarms, intake)

@@ -346,7 +346,8 @@ class Disk:
     pages: int
     free_pages: int
     rows: int
-    readings: int
+    readings: int  # reading records held
+    samples: int  # readings taken: a record under record = "interval" counts data.samples.count
     by_kind: dict[str, int]
     columns: dict[str, float]  # average bytes per reading row: at, kind, hash, body
     all_column_bytes: int  # every record row's columns, summed
@@ -562,6 +563,10 @@ def examine_disk(db: Path, run: Run) -> Disk:
         tables = dict(conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"))
         state_rows = conn.execute("SELECT count(*) FROM state").fetchone()[0]
         text = "CAST(body AS TEXT)"
+        taken = f"coalesce(json_extract({text}, '$.data.samples.count'), 1)"
+        samples = conn.execute(
+            f"SELECT coalesce(sum({taken}), 0) FROM records WHERE kind = 'reading'"
+        ).fetchone()[0]
         quality = dict(
             conn.execute(
                 f"SELECT coalesce(json_extract({text}, '$.quality'), 'null'), count(*)"
@@ -585,8 +590,8 @@ def examine_disk(db: Path, run: Run) -> Disk:
         run.per_device = [
             n
             for (n,) in conn.execute(
-                f"SELECT count(*) FROM records WHERE kind = 'reading' AND seq > ? AND seq <= ?"
-                f" GROUP BY json_extract({text}, '$.device')",
+                f"SELECT sum({taken}) FROM records WHERE kind = 'reading' AND seq > ?"
+                f" AND seq <= ? GROUP BY json_extract({text}, '$.device')",
                 window,
             )
         ]
@@ -619,6 +624,7 @@ def examine_disk(db: Path, run: Run) -> Disk:
         free_pages=free_pages,
         rows=sum(by_kind.values()),
         readings=by_kind.get("reading", 0),
+        samples=samples,
         by_kind=by_kind,
         columns=columns,
         all_column_bytes=all_column_bytes,
@@ -657,8 +663,10 @@ def examine_wire(db: Path, max_batches: int) -> Wire:
         outbox.close()
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
+        taken = "coalesce(json_extract(CAST(body AS TEXT), '$.data.samples.count'), 1)"
         readings = conn.execute(
-            "SELECT count(*) FROM records WHERE kind = 'reading' AND seq <= ?", (after,)
+            f"SELECT coalesce(sum({taken}), 0) FROM records WHERE kind = 'reading' AND seq <= ?",
+            (after,),
         ).fetchone()[0]
     finally:
         conn.close()
@@ -678,7 +686,7 @@ def section_disk(bench: Bench) -> None:
             continue
         first = first or run
         where = f"{run.devices} devices, poll {run.poll:g} s"
-        per_reading = per(disk.file_bytes, disk.readings)
+        per_reading = per(disk.file_bytes, disk.samples)
         rep.at_most(
             f"disk_bytes_per_reading_{run.tag}",
             f"{where}: bytes per reading at rest",
@@ -700,13 +708,20 @@ def section_disk(bench: Bench) -> None:
             marginal,
             "B",
         )
+        records_per_reading = per(disk.rows, disk.samples)
         rep.add(
             f"disk_marginal_mib_per_point_day_{run.tag}",
             "    per point-day from the marginal cost (fixed tables amortised)",
-            marginal * 86400 / run.poll / 2**20,
+            marginal * records_per_reading * 86400 / run.poll / 2**20,
             "MiB",
         )
         rep.add(f"disk_readings_{run.tag}", "    reading records held", disk.readings, "records")
+        rep.add(
+            f"disk_samples_{run.tag}",
+            "    readings taken (a record by interval counts its data.samples)",
+            disk.samples,
+            "readings",
+        )
         rep.text(
             f"    buffer.db {disk.file_bytes / 2**20:,.1f} MiB ({disk.pages:,} pages of "
             f"{disk.page_size}, {disk.free_pages:,} free); as the agent left it (db+wal+shm) "

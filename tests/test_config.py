@@ -327,3 +327,34 @@ high = { limit = 1.0 }
     assert "zones.ambient-a.profile: unknown storage profile 'vaccine-fridg'" in out
     assert "zones.freezer-1.profile: profiles extend each other in a cycle" in out
     assert "zones.dock-1.points.no-such-device.temperature: no point" in out
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where", "why"),
+    [
+        (
+            'record = "every_sample"',
+            'record = "sometimes"',
+            "devices.cold-room-1-probe.record",
+            "'every_sample' or 'interval'",
+        ),
+        (
+            "record_deadband = 0.2",
+            "record_deadband = -0.2",
+            "devices.cold-room-1-probe.record_deadband",
+            "greater than or equal to 0",
+        ),
+        (
+            "record_deadband = 2.0",
+            "record_deadband = -1",
+            "devices.cold-room-1-probe.points.humidity.record_deadband",
+            "greater than or equal to 0",
+        ),
+    ],
+)
+def test_recording_policy_errors(tmp_path: Path, old: str, new: str, where: str, why: str) -> None:
+    path = _example_with(tmp_path, old, new)
+    result = runner.invoke(app, ["config", "validate", "--syntax-only", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}: {where}" in result.stderr
+    assert why in result.stderr

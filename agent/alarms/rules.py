@@ -38,6 +38,7 @@ replayed (each machine skips what it had already seen).
 
 from __future__ import annotations
 
+import hashlib
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -521,7 +522,9 @@ class Engine:
         """Custody records up to here have been judged for exceptions (periodic checkpoint
         only: a record's events may still be queued when a later one's are sealed)."""
         """The rules raised from the record ``events_through`` (one scan, several events)."""
-        self._saved: dict[str, str] = {}
+        self._saved: dict[str, bytes] = {}
+        """Digest of each entry as last checkpointed (its text would hold every rate window
+        twice over)."""
 
     @property
     def machines(self) -> Iterable[tuple[_Point, Machine]]:
@@ -960,15 +963,15 @@ class Engine:
         for _point, machine in self.machines:
             key = _key("m", machine.rule)
             text = _dumps(machine.dump())
-            if self._saved.get(key) != text:
+            if self._saved.get(key) != (digest := _digest(text)):
                 entries[key] = _dumps({**machine.dump(), "through": self.through})
-                self._saved[key] = text
+                self._saved[key] = digest
         for (device, name), point in self._points.items():
             key = _key("p", f"{device}.{name}")
             text = _dumps(point.dump())
-            if self._saved.get(key) != text:
+            if self._saved.get(key) != (digest := _digest(text)):
                 entries[key] = _dumps({**point.dump(), "through": self.through})
-                self._saved[key] = text
+                self._saved[key] = digest
         entries[_key("next")] = str(self.next_id)
         entries[_key("unacked")] = _dumps(self._unacked)
         entries[_key("through")] = str(self.through)
@@ -993,7 +996,7 @@ class Engine:
             if text is not None:
                 state = orjson.loads(text)
                 machine.load(state)
-                self._saved[_key("m", machine.rule)] = _dumps(machine.dump())
+                self._saved[_key("m", machine.rule)] = _digest(_dumps(machine.dump()))
             machine.through = max(machine.through, through)
         for (device, name), point in self._points.items():
             text = entries.get(f"p:{device}.{name}")
@@ -1030,6 +1033,10 @@ def _key(*parts: str) -> str:
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 def _dt(t: float) -> datetime:

@@ -229,3 +229,53 @@ def phases(readings: list[dict[str, Any]]) -> dict[str, int]:
         slot = f"{int(secs // 600) * 10:03d}"
         counts[slot] = counts.get(slot, 0) + 1
     return counts
+
+
+INTERVAL_PROBE = """
+[devices.cold-probe]
+type = "modbus_tcp"
+host = "127.0.0.1"
+port = {port}
+unit_id = 1
+zone = "cold-1"
+poll_interval_secs = 0.1
+timeout_ms = 200
+reconnect_max_secs = 0.2
+record = "interval"
+record_interval_secs = 1
+record_deadband = 0.5
+points.temperature = { table = "input", address = 0, type = "float32", unit = "Cel" }
+"""
+
+
+def test_the_agent_records_by_interval_over_modbus(write_config: ConfigWriter) -> None:
+    """The running agent (its intake stage and the alarm service as sample listener) against
+    the Modbus simulator: a steady probe is sealed about once a second though polled ten times;
+    a step out of the deadband is sealed at once; every poll is counted in the chain."""
+    from gxpgate.simulators.modbus_sim import ModbusSimulator
+
+    from .running import Running, exported, until
+
+    async def main() -> tuple[Path, int]:
+        async with ModbusSimulator() as sim:
+            sim.set_value(1, "temperature", 5.0)
+            config = write_config(
+                modbus=False, extra_devices=INTERVAL_PROBE.replace("{port}", str(sim.port))
+            )
+            async with Running(config) as agent:
+                poller = agent.pollers[0]
+                await until(lambda: poller.polls >= 40, 30, "40 polls")
+                sim.set_value(1, "temperature", 6.0)
+                polls = poller.polls
+                await until(lambda: poller.polls >= polls + 20, 30, "20 more polls")
+            return config, poller.polls
+
+    config, polls = asyncio.run(main())
+    readings = [r for r in exported(config) if r["kind"] == "reading"]
+    counted = sum((r["data"].get("samples") or {}).get("count", 1) for r in readings)
+    # Every poll is in exactly one sealed reading (a poll the stop cut short may be missing).
+    assert polls - 1 <= counted <= polls, (counted, polls)
+    assert len(readings) <= polls // 4, (len(readings), polls)
+    step = next(i for i, r in enumerate(readings) if r["value"] == 6.0)
+    assert readings[step - 1]["value"] == 5.0  # the group before the step, sealed for itself
+    assert all(r["value"] == 6.0 for r in readings[step:])

@@ -118,7 +118,8 @@ class RecordingPolicy:
         self._sealed: dict[Key, _Sealed] = {}
         self._groups: dict[Key, _Group] = {}
         self.absorbed = 0
-        """Readings not sealed (their group's sealed record counts them)."""
+        """Readings that did not change the picture (held back, then passed on unsealed or
+        sealed for their group)."""
 
     @property
     def active(self) -> bool:

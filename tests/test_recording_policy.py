@@ -40,6 +40,7 @@ from gxpgate.simulators.scanner_sim import DOCK_RECEIVING
 from tests.conftest import ConfigWriter
 
 from .test_lots import device
+from .test_offline_is_comm_loss import COLD_PROBE
 
 GW = "gw-test"
 START = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
@@ -231,21 +232,10 @@ def phases(readings: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-INTERVAL_PROBE = """
-[devices.cold-probe]
-type = "modbus_tcp"
-host = "127.0.0.1"
-port = {port}
-unit_id = 1
-zone = "cold-1"
-poll_interval_secs = 0.1
-timeout_ms = 200
-reconnect_max_secs = 0.2
-record = "interval"
-record_interval_secs = 1
-record_deadband = 0.5
-points.temperature = { table = "input", address = 0, type = "float32", unit = "Cel" }
-"""
+# The comm-loss test's cold probe (polled every 0.1 s), recorded by a 1 s interval.
+INTERVAL_PROBE = (
+    COLD_PROBE + 'record = "interval"\nrecord_interval_secs = 1\nrecord_deadband = 0.5\n'
+)
 
 
 def test_the_agent_records_by_interval_over_modbus(write_config: ConfigWriter) -> None:
@@ -259,9 +249,7 @@ def test_the_agent_records_by_interval_over_modbus(write_config: ConfigWriter) -
     async def main() -> tuple[Path, int]:
         async with ModbusSimulator() as sim:
             sim.set_value(1, "temperature", 5.0)
-            config = write_config(
-                modbus=False, extra_devices=INTERVAL_PROBE.replace("{port}", str(sim.port))
-            )
+            config = write_config(modbus=False, extra_devices=INTERVAL_PROBE.format(port=sim.port))
             async with Running(config) as agent:
                 poller = agent.pollers[0]
                 await until(lambda: poller.polls >= 40, 30, "40 polls")

@@ -150,11 +150,8 @@ class AlarmService:
     # -- the recorder's side -----------------------------------------------------------------
 
     def on_commit(self, committed: Sequence[Committed]) -> None:
-        for record in committed:
-            if record.kind == "alarm":
-                self._sealed(record)
-            else:
-                self._observe(record)
+        """A commit listener (where no recording policy is in force: tests, replays)."""
+        self.on_samples(committed)
 
     def on_samples(self, items: Sequence[Committed | Fact]) -> None:
         """The recorder's sample listener: what it committed and, in arrival order between

@@ -60,13 +60,7 @@ class Intake:
         """The last commit failed (disk full, I/O error); its records wait in memory."""
 
     async def put(self, fact: Fact) -> None:
-        if self.stage is None:
-            admitted = self._admit(fact)
-            if admitted is not None:
-                await self.queue.put(admitted)
-                self.arrived.set()
-            return
-        for staged in self.stage(fact):
+        for staged in (fact,) if self.stage is None else self.stage(fact):
             admitted = self._admit(staged)
             if admitted is not None:
                 await self.queue.put(admitted)

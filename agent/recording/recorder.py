@@ -90,11 +90,11 @@ class Recorder:
     @property
     def write_failing(self) -> bool:
         """The last commit failed (disk full, I/O error); its records wait in memory."""
-        return self._write.failing
+        return self.intake.write_failing
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return self.intake.queued
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

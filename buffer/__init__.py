@@ -2,6 +2,7 @@
 
 from gxpgate.buffer.lock import BufferLock, BufferLocked, lock_holder
 from gxpgate.buffer.outbox import (
+    MIGRATION_KEY,
     BufferCorrupt,
     BufferMismatch,
     BufferStatus,
@@ -12,6 +13,7 @@ from gxpgate.buffer.outbox import (
 )
 
 __all__ = [
+    "MIGRATION_KEY",
     "BufferCorrupt",
     "BufferLock",
     "BufferLocked",

@@ -12,8 +12,12 @@ Invariants
 Schema
     ``meta(key, value)``: ``schema_version``, ``chain`` (UUID4 minted with the file), ``gw``,
     ``created_at``, ``acked_through``.
-    ``records(seq PRIMARY KEY, at, kind, hash, body)``: ``body`` is the sealed record's JSON
-    exactly as sealed; export writes it unchanged.
+    ``records(seq PRIMARY KEY, at, kind, hash, body, src, zone, …, sig)`` (schema 4): each
+    record packed into columns, ``prev`` derived from the row before, names in
+    ``names(id, name)`` (:mod:`gxpgate.buffer.packing`); every read (export, the forwarder's
+    batches, replays) rebuilds the exact bytes that were sealed, checked when the row was
+    written. ``meta.hash_before_first`` is the ``prev`` of the oldest record once older ones
+    are pruned.
     ``acks(through PRIMARY KEY, acked_at)``: when the cursor first reached ``through``, so
     retention counts from delivery, not from acquisition.
     ``state(key PRIMARY KEY, value)`` (schema 2): resume points of sources, e.g. the last data
@@ -25,6 +29,8 @@ Schema
     opened; a cursor an older version stored corrupt (e.g. ``True``) is reset to 0 then, which
     only offers delivered records again (the service ignores what it holds), and is reported in
     :attr:`Outbox.repairs`.
+    Schema 4: records packed (above); earlier files are packed when opened, in one
+    transaction, and the figures kept for the agent to seal (:attr:`Outbox.migrated`).
 
 PRAGMAs (read back and checked at open)
     ``journal_mode=WAL`` (the forwarder reads while the sealer writes), ``synchronous=FULL``
@@ -68,6 +74,7 @@ Exceptions::
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import shutil
@@ -75,15 +82,19 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 import sqlite_utils
 
+from gxpgate.buffer import packing
+from gxpgate.buffer.packing import Names
+
 __all__ = [
+    "MIGRATION_KEY",
     "BufferCorrupt",
     "BufferMismatch",
     "BufferStatus",
@@ -94,7 +105,13 @@ __all__ = [
     "read_witness",
 ]
 
-SCHEMA_VERSION = 3
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 4
+MIGRATION_KEY = "buffer:migrated"
+"""``state`` entry of the last schema migration: its figures as JSON until sealed, then
+``sealed``."""
+_BEFORE_FIRST = "hash_before_first"
 _CURSOR_GUARDS = tuple(
     f"""CREATE TRIGGER IF NOT EXISTS cursor_is_a_seq_{event.lower()} BEFORE {event} ON meta
     WHEN NEW.key = 'acked_through' AND (NEW.value = '' OR NEW.value GLOB '*[^0-9]*'
@@ -122,10 +139,24 @@ class BufferWriteError(OutboxError):
 
 
 _WITNESS_BYTES = 256
+_INSERT = (
+    f"INSERT INTO records({', '.join(packing.COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(packing.COLUMNS))})"
+)
 _WAY_FORWARD = (
     "Restore the buffer from a backup; or, to keep the damaged files for investigation and "
     "start a new chain that cites this one: gxpgate buffer reset --config FILE --yes"
 )
+
+
+def _claimed_prev(body: bytes) -> str | None:
+    """The ``prev`` a stored body names, if it is a record that names one."""
+    try:
+        record = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    prev = record.get("prev") if isinstance(record, dict) else None
+    return prev if isinstance(prev, str) else None
 
 
 def read_witness(path: Path) -> dict[str, Any] | None:
@@ -162,6 +193,9 @@ class Row:
     kind: str
     hash: str
     body: bytes
+    record: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    """The record ``body`` serialises, when the sealer has it at hand: spares parsing the
+    body again to pack it (the packed row is still checked against ``body``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +236,10 @@ class Outbox:
         self.disk_full = False
         """The reserve had to be given back (or could not be made): the disk is full or
         nearly so. Cleared by :meth:`restore_reserve`."""
+        self.migrated: dict[str, int] | None = None
+        """A schema migration not yet sealed (``from_schema``, ``to_schema``, ``records``,
+        ``kept_whole``): the agent seals it with the state ``{MIGRATION_KEY: "sealed"}`` in
+        the same transaction, so it is sealed once, whoever opened the file first."""
         self.repairs: list[str] = []
         """What opening repaired (a corrupt cursor reset); the agent seals each."""
         self._write_lock = threading.Lock()
@@ -281,11 +319,7 @@ class Outbox:
             if key not in meta:
                 raise BufferCorrupt(f"{self.path}: meta lacks {key!r}")
         version = int(meta["schema_version"]) if str(meta["schema_version"]).isdigit() else -1
-        if version == 1:
-            self._migrate_to_2(db)
-        if version in (1, 2):
-            self._migrate_to_3(meta["acked_through"])
-        elif version != SCHEMA_VERSION:
+        if not 1 <= version <= SCHEMA_VERSION:
             raise BufferCorrupt(f"{self.path}: schema version {meta['schema_version']} unknown")
         if meta["gw"] != gw:
             raise BufferMismatch(
@@ -294,6 +328,19 @@ class Outbox:
             )
         self.chain: str = meta["chain"]
         self.gw = gw
+        if version == 1:
+            self._migrate_to_2(db)
+        if version in (1, 2):
+            self._migrate_to_3(meta["acked_through"])
+        if version in (1, 2, 3):
+            self._migrate_to_4(version)
+        elif "names" not in sqlite_utils.Database(self._db).table_names():
+            raise BufferCorrupt(f"{self.path}: schema 4 without its names table")
+        self._names = Names(self._db.execute("SELECT id, name FROM names"))
+        note = self._db.execute("SELECT value FROM state WHERE key = ?", (MIGRATION_KEY,))
+        text = (note.fetchone() or ("",))[0]
+        if text.startswith("{"):
+            self.migrated = orjson.loads(text)
         self._check_sequence()
         if held:
             assert witness is not None
@@ -313,11 +360,8 @@ class Outbox:
     def _create(self, db: sqlite_utils.Database, gw: str) -> None:
         with db.atomic():
             db.table("meta").create({"key": str, "value": str}, pk="key")
-            db.table("records").create(
-                {"seq": int, "at": str, "kind": str, "hash": str, "body": bytes},
-                pk="seq",
-                not_null={"at", "kind", "hash", "body"},
-            )
+            db.execute(packing.CREATE_RECORDS)
+            db.execute(packing.CREATE_NAMES)
             db.table("acks").create({"through": int, "acked_at": float}, pk="through")
             db.table("state").create({"key": str, "value": str}, pk="key", not_null={"value"})
             for guard in _CURSOR_GUARDS:
@@ -362,6 +406,63 @@ class Outbox:
                 "(records the service holds are offered again and ignored by it)"
             )
 
+    def _migrate_to_4(self, from_schema: int) -> None:
+        """Records from a whole body per row to packed columns (:mod:`.packing`), in one
+        transaction: a failure leaves the file as it was (on a full disk, the reserve is given
+        back first, as for any write). Every record is checked to rebuild byte for byte, or
+        kept whole. What was done is kept in ``state`` until the agent has sealed it
+        (:attr:`migrated`), whoever opened the file first."""
+        names = self._names = Names()
+        started = time.monotonic()
+        (total,) = self._db.execute("SELECT count(*) FROM records").fetchone()
+        log.info("buffer.migrating path=%s schema=4 records=%d", self.path, total)
+        note: dict[str, int] = {}
+
+        def write() -> None:
+            names.forget()  # a second attempt starts over
+            count = whole = 0
+            self._db.execute("ALTER TABLE records RENAME TO records_v3")
+            self._db.execute(packing.CREATE_RECORDS)
+            self._db.execute(packing.CREATE_NAMES)
+            old = self._db.execute("SELECT seq, at, kind, hash, body FROM records_v3 ORDER BY seq")
+            prev: str | None = None
+            while chunk := old.fetchmany(5000):
+                if prev is None:  # the oldest held: its own word for what came before
+                    prev = _claimed_prev(chunk[0][4])
+                    if chunk[0][0] > 1 and prev is not None:
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                            (_BEFORE_FIRST, prev),
+                        )
+                values = []
+                for seq, at, kind, digest, body in chunk:
+                    values.append(self._stored(Row(seq, at, kind, digest, bytes(body)), prev or ""))
+                    prev = digest
+                whole += sum(1 for v in values if v[4] is not None)
+                self._db.executemany(_INSERT, values)
+                count += len(values)
+                if count % 100_000 < len(values):
+                    log.info("buffer.migrating records=%d of %d", count, total)
+            self._db.executemany("INSERT INTO names(id, name) VALUES (?, ?)", names.new())
+            self._db.execute("DROP TABLE records_v3")
+            note.update(from_schema=from_schema, to_schema=4, records=count, kept_whole=whole)
+            self._db.execute(
+                "INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)",
+                (MIGRATION_KEY, orjson.dumps(note).decode()),
+            )
+            self._db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+
+        try:
+            self._transaction(write, "migration to schema 4")
+        except BufferWriteError:
+            names.forget()
+            raise
+        names.commit()
+        log.info(
+            "buffer.migrated records=%d kept_whole=%d secs=%.1f",
+            note["records"], note["kept_whole"], time.monotonic() - started,
+        )  # fmt: skip
+
     def _check_sequence(self) -> None:
         first, last, count = self._db.execute(
             "SELECT min(seq), max(seq), count(*) FROM records"
@@ -374,17 +475,30 @@ class Outbox:
         row = self._db.execute(
             "SELECT hash FROM records WHERE seq = ?", (self.last_seq,)
         ).fetchone()
-        self.last_hash: str | None = row[0] if row else None
+        self.last_hash: str | None = packing.hex_of(row[0]) if row else None
 
     # -- the sealer's side -------------------------------------------------------------------
 
     def tail(self, count: int = 2) -> list[bytes]:
         """Bodies of the newest ``count`` records, oldest first (for the agent's tail check)."""
-        with self._read_lock:
-            rows = self._reader.execute(
-                "SELECT body FROM records ORDER BY seq DESC LIMIT ?", (count,)
-            ).fetchall()
-        return [r[0] for r in reversed(rows)]
+        rows = self._read(f"{packing.SELECT} ORDER BY r.seq DESC LIMIT ?", (count,))
+        return [body for _, _, body in reversed(rows)]
+
+    def _stored(self, row: Row, prev: str) -> tuple[Any, ...]:
+        """The row to insert for ``row``: packed when it comes back byte for byte (checked
+        here, every time), whole otherwise."""
+        names = self._names
+        packed = packing.pack(row.seq, row.body, names, self.gw, self.chain, row.record)
+        if packed is not None and packing.hex_of(packed[3]) == row.hash:
+            try:
+                rebuilt = packing.unpack(
+                    packed, prev, names.lookup(self._db, provisional=True), self.gw, self.chain
+                )
+            except packing.Unpackable:
+                rebuilt = b""
+            if rebuilt == row.body:
+                return packed
+        return packing.whole(row.seq, row.at, row.kind, row.hash, row.body, names)
 
     def append(self, rows: Sequence[Row], state: Mapping[str, str] | None = None) -> None:
         """Commit ``rows`` durably in one transaction; they must continue the chain exactly.
@@ -397,22 +511,47 @@ class Outbox:
             for offset, row in enumerate(rows):
                 if row.seq != expected + offset:
                     raise ValueError(f"seq {row.seq} does not continue the chain at {expected}")
-            values = [(r.seq, r.at, r.kind, r.hash, r.body) for r in rows]
+            values = []
+            prev = self.last_hash or packing.GENESIS.hex()
+            for row in rows:
+                values.append(self._stored(row, prev))
+                prev = row.hash
+            names = self._names.new()
 
             def write() -> None:
-                self._db.executemany(
-                    "INSERT INTO records(seq, at, kind, hash, body) VALUES (?, ?, ?, ?, ?)", values
-                )
+                if names:
+                    self._db.executemany("INSERT INTO names(id, name) VALUES (?, ?)", names)
+                self._db.executemany(_INSERT, values)
                 if state:
                     self._db.executemany(
                         "INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", state.items()
                     )
 
-            self._transaction(write, "write")
+            try:
+                self._transaction(write, "write")
+            except BufferWriteError:
+                self._names.forget()
+                raise
+            self._names.commit()
             if rows:
                 self.last_seq = rows[-1].seq
                 self.last_hash = rows[-1].hash
                 self._write_witness()
+
+    def _read(self, query: str, params: Sequence[Any]) -> list[tuple[int, str, bytes]]:
+        """``(seq, hash, body)`` of the rows ``query`` (a :data:`packing.SELECT`) selects,
+        through the reader connection."""
+        with self._read_lock:
+            return list(self._bodies(self._reader.execute(query, params), self._reader))
+
+    def _bodies(
+        self, rows: Iterable[tuple[Any, ...]], conn: sqlite3.Connection
+    ) -> Iterator[tuple[int, str, bytes]]:
+        def before_first() -> str | None:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (_BEFORE_FIRST,)).fetchone()
+            return None if row is None else str(row[0])
+
+        return packing.bodies(rows, self._names.lookup(conn), self.gw, self.chain, before_first)
 
     def sample(self, count: int) -> list[tuple[int, str, bytes]]:
         """Up to ``count`` records at random: ``(seq, hash, body)``. Index lookups only, so
@@ -422,10 +561,7 @@ class Outbox:
             return []
         seqs = random.sample(range(first, last + 1), min(count, last - first + 1))
         marks = ",".join("?" * len(seqs))
-        with self._read_lock:
-            return self._reader.execute(
-                f"SELECT seq, hash, body FROM records WHERE seq IN ({marks})", seqs
-            ).fetchall()
+        return self._read(f"{packing.SELECT} WHERE r.seq IN ({marks})", seqs)
 
     def state(self, key: str) -> str | None:
         """The value last committed for ``key`` with :meth:`append`, if any."""
@@ -464,24 +600,29 @@ class Outbox:
     ) -> list[tuple[int, bytes]]:
         """Up to ``limit`` records with ``seq > after_seq``, ascending; with ``kind``, only
         records of that kind (read from the stored column, not sniffed from the bodies)."""
-        with self._read_lock:
-            if kind is None:
-                return self._reader.execute(
-                    "SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after_seq, limit),
-                ).fetchall()
-            return self._reader.execute(
-                "SELECT seq, body FROM records WHERE seq > ? AND kind = ? ORDER BY seq LIMIT ?",
-                (after_seq, kind, limit),
-            ).fetchall()
+        if kind is None:
+            rows = self._read(
+                f"{packing.SELECT} WHERE r.seq > ? ORDER BY r.seq LIMIT ?", (after_seq, limit)
+            )
+        else:
+            rows = self._read(
+                f"{packing.SELECT} WHERE r.seq > ? AND r.kind = ? ORDER BY r.seq LIMIT ?",
+                (after_seq, self._kind_id(kind), limit),
+            )
+        return [(seq, body) for seq, _, body in rows]
 
     def newest(self, kind: str, limit: int) -> list[tuple[int, bytes]]:
         """The newest ``limit`` records of ``kind`` still held, newest first."""
+        rows = self._read(
+            f"{packing.SELECT} WHERE r.kind = ? ORDER BY r.seq DESC LIMIT ?",
+            (self._kind_id(kind), limit),
+        )
+        return [(seq, body) for seq, _, body in rows]
+
+    def _kind_id(self, kind: str) -> int:
         with self._read_lock:
-            return self._reader.execute(
-                "SELECT seq, body FROM records WHERE kind = ? ORDER BY seq DESC LIMIT ?",
-                (kind, limit),
-            ).fetchall()
+            row = self._reader.execute("SELECT id FROM names WHERE name = ?", (kind,)).fetchone()
+        return -1 if row is None else int(row[0])  # -1: no such name, so no such row
 
     def set_acked_through(self, through: int, now: float | None = None) -> None:
         """Move the cursor to the service's ``acked_through``, also backwards (service restored)."""
@@ -518,6 +659,14 @@ class Outbox:
 
             def write() -> None:
                 nonlocal deleted
+                # The oldest record kept names its predecessor in ``prev``: keep that hash.
+                query = "SELECT hash FROM records WHERE seq = ?"
+                row = self._db.execute(query, (limit,)).fetchone()
+                if row is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                        (_BEFORE_FIRST, packing.hex_of(row[0])),
+                    )
                 deleted = self._db.execute("DELETE FROM records WHERE seq <= ?", (limit,)).rowcount
                 self._db.execute("DELETE FROM acks WHERE through < ?", (through,))
 
@@ -618,7 +767,7 @@ class Outbox:
             last_seq=self.last_seq,
             acked_through=acked,
             pending=self.last_seq - acked,
-            oldest_pending_at=oldest[0] if oldest else None,
+            oldest_pending_at=packing.time_text(oldest[0]) if oldest else None,
             disk_bytes=self.disk_bytes(),
             quota_bytes=self.quota_bytes,
         )
@@ -642,15 +791,20 @@ class Outbox:
         return total
 
     def export(self, since: str | None = None, until: str | None = None) -> Iterator[bytes]:
-        """Bodies in ``seq`` order, optionally only those with ``since <= at < until``.
+        """The sealed bytes of each record in ``seq`` order, optionally only those with
+        ``since <= at < until`` (record times, as :func:`packing.micros` reads them).
 
         Streams from its own connection, so an export of any size runs in constant memory and
         does not hold the reader lock.
         """
+        low = packing.micros(since) if since else -(2**63)
+        high = packing.micros(until) if until else 2**63 - 1
         conn = self._connect()
         try:
-            query = "SELECT body FROM records WHERE at >= ? AND at < ? ORDER BY seq"
-            yield from (r[0] for r in conn.execute(query, (since or "", until or "\U0010ffff")))
+            rows = conn.execute(
+                f"{packing.SELECT} WHERE r.at >= ? AND r.at < ? ORDER BY r.seq", (low, high)
+            )
+            yield from (body for _, _, body in self._bodies(rows, conn))
         finally:
             conn.close()
 

@@ -138,9 +138,7 @@ def test_a_damaged_record_body_is_refused_at_start(tmp_path: Path, write_config)
         config = write_config(port)
         seal_some(config, port)
         with sqlite3.connect(tmp_path / "buffer.db") as conn:
-            conn.execute(
-                "UPDATE records SET body = replace(body, '\"kind\":', '\"kinD\":') WHERE seq = 5"
-            )
+            conn.execute("UPDATE records SET value = value + 1 WHERE seq = 5")
         conn.close()
         refused = gxpgate_run(config)
         assert refused.returncode == 1, refused.stdout

@@ -99,8 +99,7 @@ def test_run_refuses_open_key_damaged_buffer_and_foreign_key(
     (tmp_path / "buffer.db.witness").unlink()  # else the deletion is refused as damage
     fill(tmp_path / "buffer.db", signing_key[1], 5).close()
     with sqlite3.connect(tmp_path / "buffer.db") as conn:
-        edit = "replace(body, '\"value\":5.04', '\"value\":9.04')"
-        conn.execute(f"UPDATE records SET body = {edit} WHERE seq = 5")
+        conn.execute("UPDATE records SET value = 9.04 WHERE seq = 5 AND value = 5.04")
     result = runner.invoke(app, ["run", "--config", str(config)])
     assert result.exit_code == 1
     assert "chain tail fails verification: seq 5: hash does not match" in result.stderr

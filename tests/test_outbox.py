@@ -21,7 +21,7 @@ from gxpgate.agent.evidence import ChainVerifier, generate_key_file, verify_line
 from gxpgate.agent.recording.sealing import Sealer
 from gxpgate.buffer import BufferCorrupt, BufferMismatch, Outbox
 
-from .sealed import fill, reading
+from .sealed import as_schema, fill, reading
 
 WRITER = textwrap.dedent(
     """
@@ -246,10 +246,7 @@ def test_state_commits_with_its_records_or_alone_never_with_a_failed_append(
 def test_schema_1_buffer_gains_the_state_table(tmp_path: Path) -> None:
     key = generate_key_file(tmp_path / "k.pem")
     fill(tmp_path / "b.db", key, 3).close()
-    with sqlite3.connect(tmp_path / "b.db") as conn:  # what a 0.1 agent left behind
-        conn.execute("DROP TABLE state")
-        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    conn.close()
+    as_schema(tmp_path / "b.db", 1)  # what a 0.1 agent left behind
     migrated = Outbox(tmp_path / "b.db", "gw-test")
     assert migrated.last_seq == 3
     assert migrated.state("anything") is None
@@ -257,4 +254,4 @@ def test_schema_1_buffer_gains_the_state_table(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "b.db") as conn:
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     conn.close()
-    assert version == ("3",)  # on through every migration
+    assert version == ("4",)  # on through every migration

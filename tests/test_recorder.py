@@ -11,7 +11,9 @@ runs the whole agent on a real full tmpfs; it needs root.)
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import random
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -108,9 +110,10 @@ def site(tmp_path: Path, signing_key: tuple[Path, Ed25519PrivateKey]) -> Iterato
 
 
 def big(i: int) -> Fact:
-    """A reading too big for the free room of any page: its commit must grow the file."""
+    """A reading too big for the free room of any page: its commit must grow the file (random
+    text, so that the buffer's deflate of ``data`` cannot make it small)."""
     fact = reading(i)
-    fact.data = {"note": "x" * 6000}
+    fact.data = {"note": base64.b64encode(random.Random(i).randbytes(6000)).decode()}
     return fact
 
 

@@ -24,6 +24,7 @@ from gxpgate.simulators.modbus_sim import ModbusSimulator
 
 from .hostile import Answer, HostileService
 from .running import GW, Running, exported, until
+from .sealed import as_schema
 
 BAD_BODIES = {
     "true": b'{"acked_through": true}',
@@ -177,10 +178,9 @@ def test_a_corrupt_cursor_cannot_be_stored_and_an_old_one_is_repaired(tmp_path: 
         outbox.set_acked_through(True)
     outbox.close()
     # What a version before the guard could leave behind: schema 2 with the cursor 'True'.
+    as_schema(path, 2)
     conn = sqlite3.connect(path)
-    conn.execute("DROP TRIGGER cursor_is_a_seq_update")
     conn.execute("UPDATE meta SET value = 'True' WHERE key = 'acked_through'")
-    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     outbox = Outbox(path, GW)
@@ -197,10 +197,9 @@ def test_buffer_status_on_a_repaired_cursor_prints_no_traceback(
 ) -> None:
     config = write_config()
     Outbox(tmp_path / "buffer.db", GW).close()
+    as_schema(tmp_path / "buffer.db", 2)
     conn = sqlite3.connect(tmp_path / "buffer.db")
-    conn.execute("DROP TRIGGER cursor_is_a_seq_update")
     conn.execute("UPDATE meta SET value = 'True' WHERE key = 'acked_through'")
-    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     result = CliRunner().invoke(app, ["buffer", "status", "--config", str(config)])

@@ -5,8 +5,8 @@ The agent's own events are defined here. What a driver reports about its device 
 ``drivers/events.py`` (the drivers never import the agent), and the key change the evidence
 contract defines in ``agent/evidence`` (a leaf: it imports nothing of the rest of the agent);
 :data:`EVENTS` lists all of them, and README.md ("Audit records") documents each one. The
-buffer seals nothing of its own: a repair it makes on open is sealed by the agent
-(``buffer_repaired``).
+buffer seals nothing of its own: a repair or a schema migration it makes on open is sealed by
+the agent (``buffer_repaired``, ``buffer_migrated``).
 
 Code that seals or reads an audit event uses these constants, never a string literal
 (``tests/test_audit_vocabulary.py`` checks the sources, and the README table against
@@ -32,6 +32,7 @@ __all__ = [
     "BUFFER_BELOW_HIGH_WATER",
     "BUFFER_FULL",
     "BUFFER_HIGH_WATER",
+    "BUFFER_MIGRATED",
     "BUFFER_PRUNED_EARLY",
     "BUFFER_REPAIRED",
     "BUFFER_THINNING_ENDED",
@@ -64,6 +65,7 @@ AGENT_STARTED: Final = "agent_started"
 AGENT_STOPPED: Final = "agent_stopped"
 CHAIN_REPLACED: Final = "chain_replaced"
 BUFFER_REPAIRED: Final = "buffer_repaired"
+BUFFER_MIGRATED: Final = "buffer_migrated"
 CONTROL_SOCKET_UNAVAILABLE: Final = "control_socket_unavailable"
 METRICS_UNAVAILABLE: Final = "metrics_unavailable"
 # Product master and hold list (agent/custody/policy.py)
@@ -113,6 +115,11 @@ AGENT_EVENTS: Final[Mapping[str, EventInfo]] = MappingProxyType(
         ),
         BUFFER_REPAIRED: EventInfo(
             "the buffer repaired something when it was opened (one record per repair)", ("what",)
+        ),
+        BUFFER_MIGRATED: EventInfo(
+            "the buffer was converted to a newer schema when it was opened; every record "
+            "exports as before",
+            ("from_schema", "to_schema", "records", "kept_whole"),
         ),
         CONTROL_SOCKET_UNAVAILABLE: EventInfo(
             "the control socket for `gxpgate alarms ack` could not be opened", ("path", "error")

@@ -184,6 +184,6 @@ class Sealer:
             # orjson (>= 3.12) returns bytes with kilobytes of spare capacity; a batch of rows
             # held until commit would keep ~8 KB per record. Copy to the exact size.
             body = memoryview(orjson.dumps(record)).tobytes()
-            rows.append(Row(seq, at, fact.kind, digest, body))
+            rows.append(Row(seq, at, fact.kind, digest, body, record))
             prev = digest
         return rows

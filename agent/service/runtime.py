@@ -52,6 +52,7 @@ from gxpgate.agent.health.snapshot import Snapshot, status_line, take_snapshot
 from gxpgate.agent.recording.audit import (
     AGENT_STARTED,
     AGENT_STOPPED,
+    BUFFER_MIGRATED,
     BUFFER_REPAIRED,
     CHAIN_REPLACED,
     CONTROL_SOCKET_UNAVAILABLE,
@@ -65,7 +66,14 @@ from gxpgate.agent.service.control_ops import AlarmOps
 from gxpgate.agent.service.preflight import start_problems
 from gxpgate.agent.service.sdnotify import Notifier
 from gxpgate.agent.uplink.seam import MqttUplinkError, Uplink, build_uplink
-from gxpgate.buffer import BufferLock, BufferLocked, BufferWriteError, Outbox, OutboxError
+from gxpgate.buffer import (
+    MIGRATION_KEY,
+    BufferLock,
+    BufferLocked,
+    BufferWriteError,
+    Outbox,
+    OutboxError,
+)
 from gxpgate.config import LoadedConfig
 from gxpgate.config.products import PolicyError
 from gxpgate.drivers.base import BuildContext, is_pushed, utc_now
@@ -330,6 +338,10 @@ class Agent:
             # The chain before this one was set aside by `gxpgate buffer reset`: say which.
             event = {"event": CHAIN_REPLACED, "previous": outbox.predecessor}
             await intake.put(Fact("audit", utc_now(), event))
+        if outbox.migrated is not None:
+            migrated = {"event": BUFFER_MIGRATED, **outbox.migrated}
+            sealed = {MIGRATION_KEY: "sealed"}  # in the same transaction: sealed once
+            await intake.put(Fact("audit", utc_now(), migrated, state=sealed))
         for repair in outbox.repairs:
             log.error("buffer.repaired what=%s", repair)
             await intake.put(Fact("audit", utc_now(), {"event": BUFFER_REPAIRED, "what": repair}))

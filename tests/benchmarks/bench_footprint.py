@@ -85,6 +85,7 @@ import rfc8785
 
 from gxpgate.agent.uplink.base import read_batch
 from gxpgate.buffer import Outbox
+from gxpgate.buffer.packing import COLUMNS
 from tests.benchmarks.reporting import (
     BenchError,
     Figure,
@@ -435,7 +436,7 @@ def newest(path: Path) -> tuple[int, float]:
         seq, at = conn.execute("SELECT seq, at FROM records ORDER BY seq DESC LIMIT 1").fetchone()
     finally:
         conn.close()
-    return int(seq), time.time() - datetime.fromisoformat(at).timestamp()
+    return int(seq), time.time() - at / 1e6  # microseconds since 1970 (buffer/packing.py)
 
 
 def wait_first_reading(proc: subprocess.Popen[bytes], log: Path, db: Path) -> None:
@@ -449,7 +450,10 @@ def wait_first_reading(proc: subprocess.Popen[bytes], log: Path, db: Path) -> No
             with contextlib.suppress(sqlite3.Error):
                 conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
                 try:
-                    row = conn.execute("SELECT 1 FROM records WHERE kind = 'reading' LIMIT 1")
+                    row = conn.execute(
+                        "SELECT 1 FROM records JOIN names ON names.id = records.kind"
+                        " WHERE names.name = 'reading' LIMIT 1"
+                    )
                     if row.fetchone() is not None:
                         return
                 finally:
@@ -538,32 +542,58 @@ def body_fields(bodies: Sequence[bytes]) -> dict[str, float]:
     return {name: total / len(bodies) for name, total in totals.items()} if bodies else {}
 
 
+def stored_size(value: object) -> int:
+    """Bytes SQLite's record format spends on a value's body (its header byte aside)."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        if value in (0, 1):
+            return 0
+        for size in (1, 2, 3, 4, 6):
+            if -(2 ** (8 * size - 1)) <= value < 2 ** (8 * size - 1):
+                return size
+        return 8
+    if isinstance(value, float):
+        return 8
+    return len(value)  # type: ignore[arg-type]
+
+
 def examine_disk(db: Path, run: Run) -> Disk:
     left = file_sizes(db)
-    conn = sqlite3.connect(db, isolation_level=None)
+    disk = sqlite3.connect(db, isolation_level=None)
     try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-        free_pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        disk.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = disk.execute("PRAGMA page_size").fetchone()[0]
+        pages = disk.execute("PRAGMA page_count").fetchone()[0]
+        free_pages = disk.execute("PRAGMA freelist_count").fetchone()[0]
+        names = dict(disk.execute("SELECT id, name FROM names"))
         by_kind: dict[str, int] = {}
-        columns: dict[str, float] = {}
+        totals: dict[str, int] = {}
         all_column_bytes = 0
-        for kind, count, at, kind_len, hash_len, body in conn.execute(
-            "SELECT kind, count(*), sum(length(at)), sum(length(kind)), sum(length(hash)),"
-            " sum(length(body)) FROM records GROUP BY kind"
-        ):
-            by_kind[kind] = count
-            all_column_bytes += at + kind_len + hash_len + body
+        stored = disk.execute(f"SELECT {', '.join(COLUMNS)} FROM records")
+        for row in stored:
+            kind = names[row[2]]
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+            sizes = [stored_size(value) for value in row[1:]]  # seq is the row id
+            all_column_bytes += sum(sizes)
             if kind == "reading":
-                columns = {
-                    "body": body / count,
-                    "hash": hash_len / count,
-                    "at": at / count,
-                    "kind": kind_len / count,
-                }
-        tables = dict(conn.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"))
-        state_rows = conn.execute("SELECT count(*) FROM state").fetchone()[0]
+                for name, size in zip(COLUMNS[1:], sizes, strict=True):
+                    totals[name] = totals.get(name, 0) + size
+        readings = by_kind.get("reading", 0)
+        columns = {name: total / readings for name, total in totals.items()} if readings else {}
+        tables = dict(disk.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"))
+        state_rows = disk.execute("SELECT count(*) FROM state").fetchone()[0]
+    finally:
+        disk.close()
+    # The JSON questions are asked of the records as exported (the sealed bytes), in memory.
+    conn = sqlite3.connect(":memory:")
+    outbox = Outbox(db, GW)
+    try:
+        conn.execute("CREATE TABLE records (seq INTEGER PRIMARY KEY, kind TEXT, body BLOB)")
+        conn.executemany(
+            "INSERT INTO records VALUES (?, json_extract(CAST(? AS TEXT), '$.kind'), ?)",
+            ((seq, body, body) for seq, body in outbox.pending(0, 10**12)),
+        )
         text = "CAST(body AS TEXT)"
         taken = f"coalesce(json_extract({text}, '$.data.samples.count'), 1)"
         samples = conn.execute(
@@ -613,6 +643,7 @@ def examine_disk(db: Path, run: Run) -> Disk:
         ]
     finally:
         conn.close()
+        outbox.close()
     others = {
         name: (run.folder / name).stat().st_size
         for name in ("buffer.db.reserve", "lots.db")
@@ -661,17 +692,13 @@ def examine_wire(db: Path, max_batches: int) -> Wire:
             gzip_bytes += len(batch.payload)
             raw_bytes += len(gzip.decompress(batch.payload))
             after = batch.last
+        readings = 0
+        for _, body in outbox.pending(0, after):
+            record = orjson.loads(body)
+            if record["kind"] == "reading":
+                readings += record["data"].get("samples", {}).get("count", 1)
     finally:
         outbox.close()
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        taken = "coalesce(json_extract(CAST(body AS TEXT), '$.data.samples.count'), 1)"
-        readings = conn.execute(
-            f"SELECT coalesce(sum({taken}), 0) FROM records WHERE kind = 'reading' AND seq <= ?",
-            (after,),
-        ).fetchone()[0]
-    finally:
-        conn.close()
     return Wire(batches, records, readings, gzip_bytes, raw_bytes, build)
 
 
@@ -746,13 +773,16 @@ def where_bytes_go(rep: FootprintReport, run: Run, disk: Disk) -> None:
     row_overhead = per(records_tree - disk.all_column_bytes, disk.rows)
     reading_row = sum(disk.columns.values()) + row_overhead
     labels = {
-        "body": "column body: the sealed record's canonical JSON",
-        "hash": "column hash (a copy of the body's hash)",
-        "at": "column at (a copy of the body's at)",
-        "kind": "column kind (a copy of the body's kind)",
+        "sig": "sig: the Ed25519 signature, raw",
+        "hash": "hash: SHA-256 of the canonical bytes, raw",
+        "at": "at: microseconds since 1970",
+        "value": "value: the number as SQLite stores it",
+        "data": "data: NULL for {}, else its JSON (deflated)",
+        "body": "body: the sealed JSON, for records not packed",
     }
-    for name, label in labels.items():
-        rep.add(f"where_col_{name}", label, disk.columns.get(name, float("nan")), "B/reading")
+    for name in COLUMNS[1:]:
+        label = labels.get(name, f"{name}: an id into names" if name != "src" else "src")
+        rep.add(f"where_col_{name}", f"column {label}", disk.columns.get(name, 0.0), "B/reading")
     rep.add(
         "where_row_overhead",
         "SQLite per row: record header, cell, b-tree pages' slack",
@@ -785,7 +815,7 @@ def where_bytes_go(rep: FootprintReport, run: Run, disk: Disk) -> None:
         rep.add(f"where_field_{name}", f'    "{name}"', size, "B/reading")
     rep.text(
         f"    fields sum to {total:.1f} B (+1 for the opening brace); "
-        f"body column {disk.columns.get('body', float('nan')):.1f} B"
+        f"the row holds {sum(disk.columns.values()):.1f} B of them (buffer/packing.py)"
     )
 
 

@@ -328,6 +328,7 @@ class Outbox:
             )
         self.chain: str = meta["chain"]
         self.gw = gw
+        self._head = packing.head(gw, self.chain)
         if version == 1:
             self._migrate_to_2(db)
         if version in (1, 2):
@@ -492,7 +493,7 @@ class Outbox:
         if packed is not None and packing.hex_of(packed[3]) == row.hash:
             try:
                 rebuilt = packing.unpack(
-                    packed, prev, names.lookup(self._db, provisional=True), self.gw, self.chain
+                    packed, prev, names.lookup(self._db, provisional=True), self._head
                 )
             except packing.Unpackable:
                 rebuilt = b""
@@ -551,7 +552,7 @@ class Outbox:
             row = conn.execute("SELECT value FROM meta WHERE key = ?", (_BEFORE_FIRST,)).fetchone()
             return None if row is None else str(row[0])
 
-        return packing.bodies(rows, self._names.lookup(conn), self.gw, self.chain, before_first)
+        return packing.bodies(rows, self._names.lookup(conn), self._head, before_first)
 
     def sample(self, count: int) -> list[tuple[int, str, bytes]]:
         """Up to ``count`` records at random: ``(seq, hash, body)``. Index lookups only, so

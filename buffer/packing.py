@@ -28,7 +28,6 @@ that was in use when they were written.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import sqlite3
 import zlib
@@ -48,6 +47,7 @@ __all__ = [
     "Names",
     "Unpackable",
     "bodies",
+    "head",
     "hex_of",
     "micros",
     "pack",
@@ -128,6 +128,7 @@ class Names:
         self._top = max(self._name, default=0)
         self._new: dict[str, int] = {}
         self._new_name: dict[int, str] = {}
+        self._json: dict[int, bytes] = {}
 
         self.known: Callable[[str], int | None] = self._id.get
         """The committed id of a name, if it has one (ids start at 1, so never falsy)."""
@@ -156,28 +157,36 @@ class Names:
         self._new.clear()
         self._new_name.clear()
 
-    def lookup(self, conn: sqlite3.Connection, provisional: bool = False) -> Callable[[int], str]:
-        """Name by id, read through ``conn`` when not cached; ``provisional``: also the
-        writer's uncommitted names (only the writer, holding its lock, may ask for them)."""
+    def lookup(self, conn: sqlite3.Connection, provisional: bool = False) -> Callable[[int], bytes]:
+        """A name by id as JSON text (quoted and escaped as the record has it), read through
+        ``conn`` when not cached; ``provisional``: also the writer's uncommitted names (only
+        the writer, holding its lock, may ask for them)."""
+        cached = self._json
 
-        def name_of(ident: int) -> str:
+        def name_json(ident: int) -> bytes:
+            text = cached.get(ident)
+            if text is not None:
+                return text
             name = self._name.get(ident)
             if name is None and provisional:
                 name = self._new_name.get(ident)
+                if name is not None:
+                    return orjson.dumps(name)  # not cached: the write may yet roll back
             if name is None:
                 row = conn.execute("SELECT name FROM names WHERE id = ?", (ident,)).fetchone()
                 if row is None:
                     raise Unpackable(f"name {ident} is not in the names table")
                 name = self._name[ident] = str(row[0])
-            return name
+            text = cached[ident] = orjson.dumps(name)
+            return text
 
-        return name_of
+        return name_json
 
 
 # Records come in time order, so most share their second with the one before: the last second
 # parsed and the last formatted are kept (one tuple each, replaced whole, so threads can share).
 _parsed: tuple[str, int] = ("", 0)
-_formatted: tuple[int, str] = (-1, "")
+_formatted: tuple[int, bytes] = (-1, b"")
 
 
 def micros(text: str) -> int:
@@ -193,14 +202,14 @@ def micros(text: str) -> int:
     return (datetime.fromisoformat(text) - _EPOCH) // _MICRO
 
 
-def _time(us: int) -> str:
+def _time(us: int) -> bytes:
     global _formatted
     seconds, fraction = divmod(us, 1_000_000)
     cached, prefix = _formatted
     if seconds != cached:
-        prefix = (_EPOCH + seconds * _SECOND).strftime("%Y-%m-%dT%H:%M:%S")
+        prefix = (_EPOCH + seconds * _SECOND).strftime("%Y-%m-%dT%H:%M:%S").encode()
         _formatted = (seconds, prefix)
-    return f"{prefix}.{fraction:06d}Z"
+    return b"%s.%06dZ" % (prefix, fraction)
 
 
 def hex_of(digest: bytes | str) -> str:
@@ -319,54 +328,59 @@ def _data_json(column: bytes) -> bytes:
         raise Unpackable(f"data does not inflate: {exc}") from None
 
 
+def head(gw: str, chain: str) -> bytes:
+    """What every packed record of a file begins with, up to its ``seq``."""
+    return b"".join(
+        (b'{"v":', str(_FORMAT).encode(), b',"gw":', orjson.dumps(gw), b',"chain":',
+         orjson.dumps(chain), b',"seq":')
+    )  # fmt: skip
+
+
 def unpack(
-    row: tuple[Any, ...],
-    prev: bytes | str,
-    name_of: Callable[[int], str],
-    gw: str,
-    chain: str,
+    row: tuple[Any, ...], prev: bytes | str, name_json: Callable[[int], bytes], start: bytes
 ) -> bytes:
     """The sealed bytes of a stored row (a tuple in :data:`COLUMNS` order); ``prev`` is the
-    hash of the record before it."""
+    hash of the record before it, ``start`` the file's :func:`head`.
+
+    Written out piece by piece in the sealer's field order, as orjson writes a record: the
+    same function checks every row as it is stored, so what it writes is what was sealed."""
     seq, at, kind, digest, body, src, zone, device, point, value, unit, quality, data, key, sig = (
         row
     )
     if body is not None:
         return bytes(body)
-
     try:
-        record = {
-            "v": _FORMAT,
-            "gw": gw,
-            "chain": chain,
-            "seq": seq,
-            "kind": name_of(kind),
-            "at": _time(at),
-            "src_at": None if src is None else _time(src),
-            "zone": None if zone is None else name_of(zone),
-            "device": None if device is None else name_of(device),
-            "point": None if point is None else name_of(point),
-            "value": value,
-            "unit": None if unit is None else name_of(unit),
-            "quality": None if quality is None else name_of(quality),
-            "data": orjson.Fragment(b"{}" if data is None else _data_json(data)),
-            "prev": hex_of(prev),
-            "hash": hex_of(digest),
-            "key": name_of(key),
-            "sig": base64.b64encode(sig).decode(),
-        }
-        # orjson returns bytes with kilobytes of spare capacity; a batch of bodies held for the
-        # uplink would keep them all. Copy to the exact size.
-        return memoryview(orjson.dumps(record)).tobytes()
-    except (TypeError, ValueError, OverflowError, IndexError) as exc:
+        return b"".join(
+            (
+                start, str(seq).encode(),
+                b',"kind":', name_json(kind),
+                b',"at":"', _time(at),
+                b'","src_at":', b"null" if src is None else b'"%s"' % _time(src),
+                b',"zone":', b"null" if zone is None else name_json(zone),
+                b',"device":', b"null" if device is None else name_json(device),
+                b',"point":', b"null" if point is None else name_json(point),
+                b',"value":', orjson.dumps(value),
+                b',"unit":', b"null" if unit is None else name_json(unit),
+                b',"quality":', b"null" if quality is None else name_json(quality),
+                b',"data":', b"{}" if data is None else _data_json(data),
+                b',"prev":"', _hex_bytes(prev),
+                b'","hash":"', _hex_bytes(digest),
+                b'","key":', name_json(key),
+                b',"sig":"', binascii.b2a_base64(sig, newline=False), b'"}',
+            )
+        )  # fmt: skip
+    except (TypeError, ValueError, OverflowError, binascii.Error) as exc:
         raise Unpackable(f"record {seq} cannot be rebuilt: {exc}") from None
+
+
+def _hex_bytes(digest: bytes | str) -> bytes:
+    return binascii.hexlify(digest) if isinstance(digest, bytes) else digest.encode()
 
 
 def bodies(
     rows: Iterable[tuple[Any, ...]],
-    name_of: Callable[[int], str],
-    gw: str,
-    chain: str,
+    name_json: Callable[[int], bytes],
+    start: bytes,
     before_first: Callable[[], bytes | str | None],
 ) -> Iterator[tuple[int, str, bytes]]:
     """``(seq, hash, body)`` for rows selected with :data:`SELECT`; ``before_first`` gives the
@@ -384,7 +398,7 @@ def bodies(
                 prev = GENESIS if seq == 1 else before_first()
                 if prev is None:
                     raise Unpackable("the hash of the record before it is not held")
-            body = unpack(tuple(stored), prev, name_of, gw, chain)
+            body = unpack(tuple(stored), prev, name_json, start)
         except Unpackable as exc:
             body = orjson.dumps({"seq": seq, "damaged": str(exc)})
         yield seq, hex_of(stored[3]), body
@@ -392,4 +406,4 @@ def bodies(
 
 def time_text(us: int) -> str:
     """The record time of :func:`micros`' microseconds."""
-    return _time(us)
+    return _time(us).decode()

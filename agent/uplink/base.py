@@ -140,7 +140,9 @@ def read_batch(
     With ``max_bytes`` the batch is cut to fewer records until its payload fits (a broker caps
     its packet size); a single record that does not fit comes back as it is, and the caller
     must notice. Blocking: run it in a thread. Joining and gzipping thousands of records takes
-    tens of ms (zlib releases the GIL). Records go in exactly as sealed, never re-serialised.
+    tens of ms (zlib releases the GIL). Records go in byte for byte as sealed: the buffer
+    rebuilds each from its packed row exactly (checked when it was stored), and nothing here
+    parses or re-serialises them.
     """
     rows = outbox.pending(after_seq, limit)
     if not rows:

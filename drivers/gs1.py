@@ -69,19 +69,21 @@ Such scans are not :attr:`ScanResult.ok`; a driver must not pick an alternative 
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from biip import ParseConfig, ParseError
-from biip.checksums import gs1_standard_check_digit
-from biip.gs1_application_identifiers import GS1ApplicationIdentifier
-from biip.gs1_digital_link_uris import GS1DigitalLinkURI
-from biip.gs1_element_strings import GS1ElementString
-from biip.gs1_messages import GS1Message
-from biip.symbology import GS1Symbology
+if TYPE_CHECKING:
+    from biip import ParseConfig
+    from biip.gs1_application_identifiers import GS1ApplicationIdentifier
+    from biip.gs1_element_strings import GS1ElementString
+
+# biip is imported where a scan is parsed or a check digit computed, not with this module:
+# importing it loads GS1's company-prefix table, ~20 MiB of RSS, which a gateway that only
+# watches temperatures (and the config validator) never needs.
 
 __all__ = [
     "CSET82",
@@ -106,11 +108,23 @@ CSET82: Final = frozenset(
 
 ScanKind = Literal["gs1", "gs1_digital_link", "non_gs1"]
 
+
 # Dates are resolved here, not by biip (see the module docstring), so biip must not reject a
 # date against its own wall-clock century.
-_BIIP_CONFIG: Final = ParseConfig(gs1_element_strings_verify_date=False)
+@functools.cache
+def _biip_config() -> ParseConfig:
+    from biip import ParseConfig
 
-_GS1_SYMBOLOGIES: Final = frozenset(f"]{s.value}" for s in GS1Symbology.with_gs1_messages())
+    return ParseConfig(gs1_element_strings_verify_date=False)
+
+
+@functools.cache
+def _gs1_symbologies() -> frozenset[str]:
+    from biip.symbology import GS1Symbology
+
+    return frozenset(f"]{s.value}" for s in GS1Symbology.with_gs1_messages())
+
+
 _AIM_ID: Final = re.compile(r"\][A-Za-z][0-9A-Za-z]")
 _EDGE: Final = " \t\r\n" + GS
 
@@ -164,6 +178,8 @@ def gs1_check_digit(payload: str) -> int:
     """
     if not payload or not payload.isascii() or not payload.isdigit():
         raise ValueError(f"check digit payload must be ASCII digits, got {payload!r}")
+    from biip.checksums import gs1_standard_check_digit
+
     return gs1_standard_check_digit(payload)
 
 
@@ -316,7 +332,7 @@ def parse_scan(raw: str, *, reference_date: date) -> ScanResult:
     payload = raw.strip(_EDGE)
     if _AIM_ID.match(payload):
         symbology, payload = payload[:3], payload[3:].strip(_EDGE)
-    if symbology in _GS1_SYMBOLOGIES:
+    if symbology in _gs1_symbologies():
         return _gs1_message(raw, symbology, payload, reference_date)
     if not payload:
         what = "no data after the symbology identifier" if symbology else "empty scan"
@@ -331,12 +347,15 @@ def parse_scan(raw: str, *, reference_date: date) -> ScanResult:
 
 
 def _looks_like_gs1(payload: str) -> bool:
+    from biip import ParseError
+    from biip.gs1_element_strings import GS1ElementString
+
     if GS in payload:
         return True
     if not set(payload) <= CSET82:
         return False
     try:
-        GS1ElementString.extract(payload, config=_BIIP_CONFIG)
+        GS1ElementString.extract(payload, config=_biip_config())
     except ParseError:
         return False
     return True
@@ -385,6 +404,9 @@ def _dl_pairs(payload: str) -> list[tuple[str, str]] | None:
 
 
 def _digital_link(raw: str, symbology: str | None, payload: str, ref: date) -> ScanResult:
+    from biip import ParseError
+    from biip.gs1_digital_link_uris import GS1DigitalLinkURI
+
     pairs = _dl_pairs(payload)
     if pairs is None:
         return ScanResult(raw, symbology, "non_gs1")  # a plain URL is not GS1 data
@@ -394,7 +416,7 @@ def _digital_link(raw: str, symbology: str | None, payload: str, ref: date) -> S
     except _Invalid as exc:
         return ScanResult(raw, symbology, "gs1_digital_link", error=str(exc))
     try:
-        GS1DigitalLinkURI.parse(payload, config=_BIIP_CONFIG)  # the URI's own structure rules
+        GS1DigitalLinkURI.parse(payload, config=_biip_config())  # the URI's own structure rules
     except (ParseError, ValueError) as exc:
         why = f"not a valid GS1 Digital Link URI: {exc}"
         return ScanResult(raw, symbology, "gs1_digital_link", error=why)
@@ -404,8 +426,11 @@ def _digital_link(raw: str, symbology: str | None, payload: str, ref: date) -> S
 def _bracketed(raw: str, payload: str, ref: date) -> ScanResult:
     """The human-readable form ``(01)…(10)…``: biip knows where each AI's value ends (a lot may
     hold brackets); the data is then checked as the element string it stands for."""
+    from biip import ParseError
+    from biip.gs1_messages import GS1Message
+
     try:
-        message = GS1Message.parse_hri(payload, config=_BIIP_CONFIG)
+        message = GS1Message.parse_hri(payload, config=_biip_config())
         pairs = [(es.ai.ai, es.value) for es in message.element_strings]
     except (ParseError, ValueError):
         pairs = _BRACKETED_PAIR.findall(payload)  # for the reason, as the element string gives it
@@ -421,6 +446,10 @@ def _bracketed(raw: str, payload: str, ref: date) -> ScanResult:
 
 def _parse_elements(data: str, ref: date) -> list[Element]:
     """Element strings of ``data`` (symbology and edge separators already removed)."""
+    from biip import ParseError
+    from biip.gs1_application_identifiers import GS1ApplicationIdentifier
+    from biip.gs1_element_strings import GS1ElementString
+
     for index, char in enumerate(data):
         if char not in CSET82 and char != GS:
             raise _Invalid(
@@ -438,7 +467,7 @@ def _parse_elements(data: str, ref: date) -> list[Element]:
                 f"no GS1 Application Identifier at position {pos}: {rest[:8]!r}"
             ) from None
         try:
-            es = GS1ElementString.extract(rest, config=_BIIP_CONFIG)
+            es = GS1ElementString.extract(rest, config=_biip_config())
         except ParseError:
             field = rest[len(ai.ai) :].split(GS, 1)[0]
             at_end = pos + len(ai.ai) + len(field) == len(data)
@@ -569,6 +598,8 @@ def _check_repeats(elements: list[Element]) -> None:
 
 
 def _ambiguities(elements: list[Element], ref: date) -> tuple[Ambiguity, ...]:
+    from biip.gs1_application_identifiers import GS1ApplicationIdentifier
+
     found: list[Ambiguity] = []
     for index, element in enumerate(elements):
         ai = GS1ApplicationIdentifier.extract(element.ai)
@@ -586,6 +617,10 @@ def _ambiguities(elements: list[Element], ref: date) -> tuple[Ambiguity, ...]:
 
 def _alternative(elements: list[Element], index: int, split: int, ref: date) -> str | None:
     """HRI of element ``index`` re-read as head + further elements, if that reading is valid."""
+    from biip import ParseError
+    from biip.gs1_application_identifiers import GS1ApplicationIdentifier
+    from biip.gs1_element_strings import GS1ElementString
+
     element = elements[index]
     head, tail = element.value[:split], element.value[split:]
     try:
@@ -595,7 +630,9 @@ def _alternative(elements: list[Element], index: int, split: int, ref: date) -> 
     if first_ai.separator_required:
         return None
     try:
-        head_element = _element(GS1ElementString.parse(element.ai + head, config=_BIIP_CONFIG), ref)
+        head_element = _element(
+            GS1ElementString.parse(element.ai + head, config=_biip_config()), ref
+        )
         tail_elements = _parse_elements(tail, ref)
         _check_repeats([*elements[:index], head_element, *tail_elements, *elements[index + 1 :]])
     except (_Invalid, ParseError):

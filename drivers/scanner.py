@@ -61,8 +61,6 @@ from types import TracebackType
 from typing import Final, Protocol, Self
 from urllib.parse import quote
 
-from biip.gs1_prefixes import GS1CompanyPrefix
-
 from gxpgate.drivers.base import DeviceUnreachable, Sample, utc_now
 from gxpgate.drivers.epc import EpcResult, decode_epc
 from gxpgate.drivers.gs1 import ScanResult, escape_text, parse_scan
@@ -574,6 +572,8 @@ class CompanyPrefixes:
                 return prefix
         if digits.startswith("00000"):
             return None  # GTIN-8 (or a padded short key): no company prefix of EPC's shape
+        from biip.gs1_prefixes import GS1CompanyPrefix  # ~20 MiB: only once a scan needs it
+
         found = GS1CompanyPrefix.extract(digits)
         if found is None or len(found.value) not in _EPC_PREFIX_DIGITS:
             return None

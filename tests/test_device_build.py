@@ -170,3 +170,40 @@ def test_loading_a_config_imports_no_protocol_library(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.stdout.strip() == "none"
+
+
+RUN_WITHOUT_SCANNERS = """
+import asyncio
+import sys
+from pathlib import Path
+
+from gxpgate.simulators.modbus_sim import ModbusSimulator
+from tests.running import Running, until
+
+
+async def main() -> None:
+    async with ModbusSimulator(port=int(sys.argv[2])):
+        async with Running(Path(sys.argv[1])) as agent:
+            await until(lambda: agent.outbox.last_seq >= 20, what="readings sealed")
+
+
+asyncio.run(main())
+print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] == "biip")) or "none")
+"""
+
+
+def test_a_gateway_without_scanners_never_loads_the_gs1_company_prefix_table(
+    write_config,
+) -> None:
+    # biip loads GS1's company-prefix table when imported (~20 MiB of RSS): only a scan, a
+    # check digit or a company prefix lookup may import it.
+    from tests.broker import free_port
+
+    port = free_port()
+    config = write_config(port)
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_WITHOUT_SCANNERS, str(config), str(port)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "none"

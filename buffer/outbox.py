@@ -419,6 +419,8 @@ class Outbox:
         log.info("buffer.migrating path=%s schema=4 records=%d", self.path, total)
         note: dict[str, int] = {}
 
+        name_json = names.lookup(self._db, provisional=True)
+
         def write() -> None:
             names.forget()  # a second attempt starts over
             count = whole = 0
@@ -437,7 +439,8 @@ class Outbox:
                         )
                 values = []
                 for seq, at, kind, digest, body in chunk:
-                    values.append(self._stored(Row(seq, at, kind, digest, bytes(body)), prev or ""))
+                    row = Row(seq, at, kind, digest, bytes(body))
+                    values.append(self._stored(row, prev or "", name_json))
                     prev = digest
                 whole += sum(1 for v in values if v[4] is not None)
                 self._db.executemany(_INSERT, values)
@@ -485,16 +488,15 @@ class Outbox:
         rows = self._read(f"{packing.SELECT} ORDER BY r.seq DESC LIMIT ?", (count,))
         return [body for _, _, body in reversed(rows)]
 
-    def _stored(self, row: Row, prev: str) -> tuple[Any, ...]:
+    def _stored(self, row: Row, prev: str, name_json: Callable[[int], bytes]) -> tuple[Any, ...]:
         """The row to insert for ``row``: packed when it comes back byte for byte (checked
-        here, every time), whole otherwise."""
+        here, every time), whole otherwise. ``name_json``: the writer's
+        ``Names.lookup(provisional=True)``."""
         names = self._names
         packed = packing.pack(row.seq, row.body, names, self.gw, self.chain, row.record)
         if packed is not None and packing.hex_of(packed[3]) == row.hash:
             try:
-                rebuilt = packing.unpack(
-                    packed, prev, names.lookup(self._db, provisional=True), self._head
-                )
+                rebuilt = packing.unpack(packed, prev, name_json, self._head)
             except packing.Unpackable:
                 rebuilt = b""
             if rebuilt == row.body:
@@ -514,8 +516,9 @@ class Outbox:
                     raise ValueError(f"seq {row.seq} does not continue the chain at {expected}")
             values = []
             prev = self.last_hash or packing.GENESIS.hex()
+            name_json = self._names.lookup(self._db, provisional=True)
             for row in rows:
-                values.append(self._stored(row, prev))
+                values.append(self._stored(row, prev, name_json))
                 prev = row.hash
             names = self._names.new()
 

@@ -222,10 +222,13 @@ class Outbox:
         quota_mb: float = 2048,
         reserve_mb: float = 0,
         witness: bool = False,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         """``witness``: keep the witness file up to date (the agent, the single writer);
-        every opener checks it."""
+        every opener checks it. ``progress``: told, besides the log, how a long step on opening
+        (a schema migration) goes, for a command whose user sees no log."""
         self.path = path
+        self._progress = progress
         self.witness_path = path.with_name(path.name + ".witness")
         self.predecessor: dict[str, object] | None = None
         """The chain a ``gxpgate buffer reset`` set aside, when this file's chain followed it."""
@@ -416,7 +419,7 @@ class Outbox:
         names = self._names = Names()
         started = time.monotonic()
         (total,) = self._db.execute("SELECT count(*) FROM records").fetchone()
-        log.info("buffer.migrating path=%s schema=4 records=%d", self.path, total)
+        self._say(f"buffer.migrating path={self.path} schema=4 records={total}")
         note: dict[str, int] = {}
 
         name_json = names.lookup(self._db, provisional=True)
@@ -446,7 +449,7 @@ class Outbox:
                 self._db.executemany(_INSERT, values)
                 count += len(values)
                 if count % 100_000 < len(values):
-                    log.info("buffer.migrating records=%d of %d", count, total)
+                    self._say(f"buffer.migrating records={count} of {total}")
             self._db.executemany("INSERT INTO names(id, name) VALUES (?, ?)", names.new())
             self._db.execute("DROP TABLE records_v3")
             note.update(from_schema=from_schema, to_schema=4, records=count, kept_whole=whole)
@@ -462,10 +465,15 @@ class Outbox:
             names.forget()
             raise
         names.commit()
-        log.info(
-            "buffer.migrated records=%d kept_whole=%d secs=%.1f",
-            note["records"], note["kept_whole"], time.monotonic() - started,
-        )  # fmt: skip
+        self._say(
+            f"buffer.migrated records={note['records']} kept_whole={note['kept_whole']} "
+            f"secs={time.monotonic() - started:.1f}"
+        )
+
+    def _say(self, text: str) -> None:
+        log.info("%s", text)
+        if self._progress is not None:
+            self._progress(text)
 
     def _check_sequence(self) -> None:
         first, last, count = self._db.execute(

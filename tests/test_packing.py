@@ -12,7 +12,9 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from gxpgate.agent.cli.main import app
 from gxpgate.agent.evidence import RECORD_FIELDS, generate_key_file, verify_lines
 from gxpgate.agent.recording.sealing import Fact, Sealer
 from gxpgate.buffer import Outbox, Row, packing
@@ -234,3 +236,18 @@ def test_the_agent_seals_the_migration_once_whoever_opened_the_buffer_first(
         assert verify_lines(lines, [signing_key[1].public_key()]).ok
 
     asyncio.run(main())
+
+
+def test_an_operator_command_shows_the_migration_on_stderr_and_exports_unchanged(
+    tmp_path: Path, write_config, signing_key
+) -> None:
+    config = write_config()
+    outbox = fill(tmp_path / "buffer.db", signing_key[1], 30)
+    sealed = list(outbox.export())
+    outbox.close()
+    as_schema(tmp_path / "buffer.db", 3)
+    result = CliRunner().invoke(app, ["export", "--config", str(config), "--out", "-"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.encode().splitlines() == sealed
+    assert "buffer.migrating" in result.stderr
+    assert "buffer.migrated records=30 kept_whole=0" in result.stderr

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
@@ -125,14 +126,21 @@ def open_outbox(loaded: LoadedConfig, *, must_exist: bool = False, agent: bool =
         )
     try:
         reserve_mb = cfg.buffer.reserve_mb if agent else 0
+        # The agent logs; an operator's command shows a migration's progress on stderr (stdout
+        # may be the export itself).
+        progress = None if agent else _on_stderr
         return Outbox(
             cfg.buffer.path, cfg.gateway.id, quota_mb=cfg.buffer.quota_mb,
-            reserve_mb=reserve_mb, witness=agent,
+            reserve_mb=reserve_mb, witness=agent, progress=progress,
         )  # fmt: skip
     except OutboxError as exc:
         raise AgentStartError(str(exc)) from exc
     except OSError as exc:
         raise AgentStartError(f"{cfg.buffer.path}: {exc.strerror or exc}") from exc
+
+
+def _on_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 SAMPLE_RECORDS = 64

@@ -511,10 +511,11 @@ class Outbox:
                 return packed
         return packing.whole(row.seq, row.at, row.kind, row.hash, row.body, names)
 
-    def append(self, rows: Sequence[Row], state: Mapping[str, str] | None = None) -> None:
+    def append(self, rows: Sequence[Row], state: Mapping[str, str | None] | None = None) -> None:
         """Commit ``rows`` durably in one transaction; they must continue the chain exactly.
         ``state`` entries (key → value) are written in the same transaction (also alone: a
-        checkpoint of state derived from records already stored)."""
+        checkpoint of state derived from records already stored); a value of None deletes the
+        key."""
         if not rows and not state:
             return
         with self._write_lock:
@@ -536,7 +537,12 @@ class Outbox:
                 self._db.executemany(_INSERT, values)
                 if state:
                     self._db.executemany(
-                        "INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", state.items()
+                        "INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)",
+                        [(k, v) for k, v in state.items() if v is not None],
+                    )
+                    self._db.executemany(
+                        "DELETE FROM state WHERE key = ?",
+                        [(k,) for k, v in state.items() if v is None],
                     )
 
             try:

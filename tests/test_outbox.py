@@ -232,6 +232,9 @@ def test_state_commits_with_its_records_or_alone_never_with_a_failed_append(
     assert outbox.state("source:logger-1") == '{"index": 7}'
     outbox.append([], {"rules:through": "1"})  # a checkpoint of derived state, alone
     assert outbox.state("rules:through") == "1"
+    outbox.append([], {"rules:w:a.b:3": "x", "rules:w:a.b:2": None})  # None deletes
+    outbox.append([], {"rules:w:a.b:3": None, "rules:w:a.b:4": "y"})
+    assert outbox.states("rules:w:") == {"rules:w:a.b:4": "y"}
     assert outbox.last_seq == 1
     stale = sealer.seal([reading(2)], outbox.last_seq - 1, None)  # does not continue the chain
     with pytest.raises(ValueError, match="does not continue"):

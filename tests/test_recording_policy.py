@@ -154,8 +154,10 @@ def record_stream(
         while not alarms._queue.empty():  # the transitions the engine found, in order
             found.append(alarms._queue.get_nowait())
         state = engine.checkpoint()
-        point = json.loads(next(v for k, v in state.items() if k.endswith("probe-1.temperature")))
-        memory.update({"window": point["window"], "mkt": point["mkt"], "last_t": point["last_t"]})
+        point = json.loads(state["rules:p:probe-1.temperature"] or "{}")
+        window = {k: v for k, v in state.items() if k.startswith("rules:w:probe-1.temperature:")}
+        assert window, "the rate window is checkpointed"
+        memory.update({"window": window, "mkt": point["mkt"], "last_t": point["last_t"]})
         return found
 
     memory: dict[str, Any] = {}

@@ -6,6 +6,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -348,3 +349,142 @@ def test_the_rate_window_keeps_what_a_plain_deque_would(
     restored = RateWindow(secs)
     restored.load([list(pair) for pair in window.pairs()])
     assert restored.pairs() == list(reference)
+
+
+def _apply(store: dict[str, str], entries: dict[str, str | None]) -> None:
+    """What the buffer's state table does with checkpoint entries."""
+    for key, text in entries.items():
+        if text is None:
+            store.pop(key, None)
+        else:
+            store[key] = text
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 30), st.floats(-40, 40, allow_nan=False), st.booleans()),
+        min_size=1,
+        max_size=600,
+    ),
+    st.floats(1, 600),
+)
+def test_a_rate_window_restored_from_its_chunks_is_the_window_it_was(
+    steps: list[tuple[float, float, bool]], secs: float
+) -> None:
+    """Checkpointed now and then (only the chunks that changed, old ones deleted), a window
+    restored from the chunks holds the same samples, answers the next sample the same, and
+    the checkpoint holds no more chunks than the window spans."""
+    window = RateWindow(secs)
+    chunks: dict[int, str] = {}
+    first = 0
+    t = 0.0
+    for i, (dt, value, checkpoint) in enumerate(steps):
+        t = t + dt if i % 7 else t - dt / 2  # now and then a sample older than the last
+        window.add(t, value)
+        if checkpoint:
+            changed = window.changed_chunks()
+            _apply(chunks, {str(c): text for c, text in changed.items()})  # type: ignore[misc]
+            first = window.first
+            spanned = (first + len(window) - 1) // 64 - first // 64 + 1
+            assert len(chunks) <= spanned
+            restored = RateWindow(secs)
+            restored.load_chunks(first, {int(c): text for c, text in chunks.items()})
+            assert restored.pairs() == window.pairs()
+            assert restored.first == window.first
+            assert restored.peek(t + 1, 0.0) == window.peek(t + 1, 0.0)
+
+
+def test_a_rate_window_chunk_missing_from_a_checkpoint_is_an_error_not_a_shorter_window() -> None:
+    window = RateWindow(600)
+    for i in range(200):
+        window.add(NOON + i, 5.0)
+    chunks = {c: text for c, text in window.changed_chunks().items() if text is not None}
+    assert sorted(chunks) == [0, 1, 2, 3]
+    del chunks[1]
+    with pytest.raises(ValueError, match="starts at sample 128, not 64"):
+        RateWindow(600).load_chunks(0, chunks)
+
+
+def test_rate_windows_checkpoint_only_what_changed_and_restore_the_rate_rule() -> None:
+    """At a 1 s poll with a 10-minute window, a periodic checkpoint rewrites about a minute of
+    each window, not the whole window; a restarted engine then raises the rate alarm at the
+    same reading as one that never stopped."""
+    rules = {"rate": {"max_per_min": 0.5, "window_mins": 10}}
+    engines = [Engine([point(rules, interval=1)], now=NOON) for _ in range(2)]
+    store: dict[str, str] = {}
+    sizes = []
+    for second in range(1200):
+        reading = Reading(second + 1, "probe", "temperature", 5.0, "good", NOON + second, NOON)
+        engines[0].observe(reading)
+        if second % 60 == 59:
+            entries = engines[0].checkpoint()
+            sizes.append(sum(len(text) for text in entries.values() if text is not None))
+            _apply(store, entries)
+    # The last checkpoint wrote about a tenth of the window; the stored chunks span it.
+    assert sizes[-1] < 0.2 * sum(len(v) for k, v in store.items() if k.startswith("rules:w:"))
+    assert len([k for k in store if k.startswith("rules:w:")]) <= 600 // 64 + 2
+    restarted = Engine([point(rules, interval=1)], now=NOON)
+    assert restarted.load({k.removeprefix("rules:"): v for k, v in store.items()}) == 1200
+    # A steady rise of 1 °C/min, to both: the alarm comes at the same reading.
+    raised = []
+    for engine in (engines[0], restarted):
+        for second in range(1200, 1800):
+            value = 5.0 + (second - 1200) / 60
+            at = NOON + second
+            moved = engine.observe(
+                Reading(second + 1, "probe", "temperature", value, "good", at, at)
+            )
+            if moved:
+                raised.append((second, states(moved)))
+                break
+    assert raised[0] == raised[1]
+    assert raised[0][1] == [("rate", "active")]
+
+
+def test_a_checkpoint_written_before_windows_were_chunked_still_restores_them() -> None:
+    rules = {"rate": {"max_per_min": 0.5, "window_mins": 10}}
+    engine = Engine([point(rules, interval=1)], now=NOON)
+    entries = engine.checkpoint()
+    pairs = [[NOON + s, 5.0] for s in range(600)]
+    old = {"last_t": NOON + 599, "last_good_at": NOON + 599, "offline_at": None, "window": pairs}
+    saved = {k.removeprefix("rules:"): v for k, v in entries.items() if v is not None}
+    saved["p:probe.temperature"] = orjson.dumps({**old, "through": 600}).decode()
+    restored = Engine([point(rules, interval=1)], now=NOON)
+    restored.load(saved)
+    window = restored._points["probe", "temperature"].window
+    assert window.pairs() == [tuple(pair) for pair in pairs]
+    chunks = restored.checkpoint()  # the window goes into chunks; the point's entry loses it
+    assert "window" not in orjson.loads(chunks["rules:p:probe.temperature"] or "{}")
+    assert len([k for k in chunks if k.startswith("rules:w:")]) == 10
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 7200), st.floats(0, 1), st.floats(-25, 40), st.booleans()),
+        min_size=1,
+        max_size=300,
+    )
+)
+def test_rolling_mkt_is_the_formula_over_the_readings_its_window_holds(
+    steps: list[tuple[float, float, float, bool]],
+) -> None:
+    """Late readings within the window count, older ones are ignored, whole slots expire as
+    the window slides; a dump and load on the way changes nothing."""
+    rolling, width = RollingMkt(window_secs=24 * 3600), 24 * 3600 / RollingMkt.BUCKETS
+    kept: list[tuple[int, float]] = []
+    t = NOON
+    newest: int | None = None
+    for dt, late, temp, reload in steps:
+        t += dt
+        at = t - late * 30 * 3600 if late > 0.8 else t  # now and then back-filled memory
+        slot = int(at // width)
+        newest = slot if newest is None else max(newest, slot)
+        if slot > newest - RollingMkt.BUCKETS:
+            kept.append((slot, temp))
+        rolling.add(at, temp)
+        if reload:
+            copy = RollingMkt(window_secs=24 * 3600)
+            copy.load(orjson.loads(orjson.dumps(rolling.dump())))
+            rolling = copy
+        window = [temp for s, temp in kept if s > newest - RollingMkt.BUCKETS]
+        assert rolling.value() == pytest.approx(mean_kinetic_temperature(window), abs=1e-9)

@@ -38,7 +38,9 @@ replayed (each machine skips what it had already seen).
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import sys
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -328,16 +330,26 @@ class RateWindow:
     Kept in two flat arrays, 16 bytes a sample: at a 1 s poll a 10-minute window holds 600
     samples per point, and a deque of tuples (about 120 bytes a sample) made that the largest
     share of the agent's memory at a few thousand points. Dropping the oldest moves a head
-    index; the arrays are compacted once the dropped part is the larger half.
+    index; the arrays are compacted once the dropped part is an eighth of them. An array
+    keeps the largest size it ever had, so compacting only at half let every window grow to
+    twice its samples; moving the 7/8 kept costs a few ns per sample added.
+
+    A checkpoint holds the window in chunks of :data:`CHUNK_SAMPLES` consecutive samples (by
+    the number of each sample since the window began) and rewrites only those that gained
+    samples since the one before: about a tenth of a 10-minute window at a 1 s poll, where
+    rewriting every window whole made 11 MB every ``alarms.snapshot_secs`` at 1,000 points.
     """
 
-    __slots__ = ("_head", "_t", "_v", "secs")
+    __slots__ = ("_base", "_head", "_saved", "_stored", "_t", "_v", "secs")
 
     def __init__(self, secs: float) -> None:
         self.secs = secs
         self._t = array("d")
         self._v = array("d")
         self._head = 0
+        self._base = 0  # the number of the sample at index 0
+        self._saved = 0  # the number of the first sample not yet in a checkpoint
+        self._stored: set[int] = set()  # the chunks a checkpoint holds
 
     def add(self, t: float, value: float) -> tuple[float, float]:
         """Add a sample; the oldest one still in the window (the sample itself if alone)."""
@@ -347,9 +359,10 @@ class RateWindow:
         head, n = self._head, len(times)
         while n - head > 1 and t - times[head] > self.secs:
             head += 1
-        if head >= 64 and head * 2 >= n:
+        if head >= 64 and head * 8 >= n:
             del times[:head]
             del self._v[:head]
+            self._base += head
             head = 0
         self._head = head
         return times[head], self._v[head]
@@ -369,9 +382,95 @@ class RateWindow:
         return list(zip(self._t[h:], self._v[h:], strict=True))
 
     def load(self, pairs: list[Any]) -> None:
+        """Restore from :meth:`pairs` (a checkpoint written before windows were chunked)."""
         self._t = array("d", (float(t) for t, _v in pairs))
         self._v = array("d", (float(v) for _t, v in pairs))
-        self._head = 0
+        self._head = self._base = self._saved = 0
+        self._stored = set()
+
+    @property
+    def first(self) -> int:
+        """The number of the oldest sample in the window (a checkpoint keeps it)."""
+        return self._base + self._head
+
+    def changed_chunks(self) -> dict[int, str | None]:
+        """The chunks that changed since the last call, by chunk number: ``"<number of its
+        first sample>,<samples>"`` (:func:`_encode`) for a chunk that gained samples, None for
+        one a checkpoint holds that has left the window. The samples of a chunk that had
+        left the window before it was rewritten are not in it."""
+        base, n, first = self._base, len(self._t), self.first
+        out: dict[int, str | None] = {}
+        number = max(first, self._saved)
+        end = base + n
+        if number < end:
+            chunk = number // CHUNK_SAMPLES
+            while (start := max(first, chunk * CHUNK_SAMPLES)) < end:
+                stop = min(end, (chunk + 1) * CHUNK_SAMPLES)
+                samples = _encode(
+                    self._t[start - base : stop - base], self._v[start - base : stop - base]
+                )
+                out[chunk] = f"{start},{samples}"
+                chunk += 1
+        oldest = first // CHUNK_SAMPLES
+        for gone in [c for c in self._stored if c < oldest]:
+            out[gone] = None
+            self._stored.discard(gone)
+        self._stored.update(c for c, text in out.items() if text is not None)
+        self._saved = end
+        return out
+
+    def load_chunks(self, first: int, chunks: dict[int, str]) -> None:
+        """Restore the window whose oldest sample was number ``first`` from the chunks a
+        checkpoint holds (they may hold older samples: only chunks wholly out of the window
+        are deleted). Raises ValueError when they do not hold every sample from ``first``."""
+        times, values = array("d"), array("d")
+        expected = first
+        for chunk in sorted(chunks):
+            start_text, _, samples = chunks[chunk].partition(",")
+            start = int(start_text)
+            t, v = _decode(samples)
+            if start + len(t) <= first:
+                continue  # wholly before the window: left for the next checkpoint to delete
+            skip = max(0, first - start)
+            if start + skip != expected:
+                found = start + skip
+                raise ValueError(
+                    f"rate window chunk {chunk} starts at sample {found}, not {expected}"
+                )
+            times.extend(t[skip:])
+            values.extend(v[skip:])
+            expected = start + len(t)
+        self._t, self._v, self._head = times, values, 0
+        self._base = first
+        self._saved = expected
+        self._stored = set(chunks)
+
+
+CHUNK_SAMPLES = 64
+"""Samples in a rate window's checkpoint chunk."""
+
+
+def _encode(times: array[float], values: array[float]) -> str:
+    """Samples as base64 of IEEE 754 doubles, little-endian, the times then the values: exact,
+    and half the size of the same floats in JSON text."""
+    if sys.byteorder == "big":
+        times, values = array("d", times), array("d", values)
+        times.byteswap()
+        values.byteswap()
+    return base64.b64encode(times.tobytes() + values.tobytes()).decode("ascii")
+
+
+def _decode(text: str) -> tuple[array[float], array[float]]:
+    raw = base64.b64decode(text, validate=True)
+    if len(raw) % 16:
+        raise ValueError(f"a rate window chunk of {len(raw)} bytes does not hold whole samples")
+    times, values = array("d"), array("d")
+    times.frombytes(raw[: len(raw) // 2])
+    values.frombytes(raw[len(raw) // 2 :])
+    if sys.byteorder == "big":
+        times.byteswap()
+        values.byteswap()
+    return times, values
 
 
 class _Point:
@@ -468,7 +567,7 @@ class _Point:
             "last_t": self.last_t,
             "last_good_at": self.last_good_at,
             "offline_at": self.offline_at,
-            "window": self.window.pairs(),
+            "window_from": self.window.first,
         }
         if self.rolling is not None:
             state["mkt"] = self.rolling.dump()
@@ -478,7 +577,8 @@ class _Point:
         self.last_t = state.get("last_t")
         self.last_good_at = state.get("last_good_at", self.last_good_at)
         self.offline_at = state.get("offline_at")
-        self.window.load(state.get("window", []))
+        if "window" in state:  # a checkpoint from before the windows were chunked
+            self.window.load(state["window"])
         if self.rolling is not None and "mkt" in state:
             self.rolling.load(state["mkt"])
         self.through = int(state.get("through", 0))
@@ -522,6 +622,8 @@ class Engine:
         """Custody records up to here have been judged for exceptions (periodic checkpoint
         only: a record's events may still be queued when a later one's are sealed)."""
         """The rules raised from the record ``events_through`` (one scan, several events)."""
+        self._orphans: list[str] = []
+        """Checkpoint entries to delete: the rate windows of points no longer configured."""
         self._saved: dict[str, bytes] = {}
         """Digest of each entry as last checkpointed (its text would hold every rate window
         twice over)."""
@@ -956,10 +1058,11 @@ class Engine:
         """Active events: ``rule``, ``zone``, ``severity``, ``acked``…"""
         return [e for e in self._events.values() if e["phase"] == "active"]
 
-    def checkpoint(self) -> dict[str, str]:
+    def checkpoint(self) -> dict[str, str | None]:
         """Entries that bring a stored checkpoint up to now (only what changed, plus the
-        through-``seq`` that every entry not rewritten is valid at)."""
-        entries: dict[str, str] = {}
+        through-``seq`` that every entry not rewritten is valid at); None deletes an entry (a
+        rate window's chunk that has left the window)."""
+        entries: dict[str, str | None] = {}
         for _point, machine in self.machines:
             key = _key("m", machine.rule)
             text = _dumps(machine.dump())
@@ -968,10 +1071,15 @@ class Engine:
                 self._saved[key] = digest
         for (device, name), point in self._points.items():
             key = _key("p", f"{device}.{name}")
-            text = _dumps(point.dump())
-            if self._saved.get(key) != (digest := _digest(text)):
-                entries[key] = _dumps({**point.dump(), "through": self.through})
+            state = point.dump()
+            if self._saved.get(key) != (digest := _digest(_dumps(state))):
+                state["through"] = self.through
+                entries[key] = _dumps(state)
                 self._saved[key] = digest
+            for chunk, samples in point.window.changed_chunks().items():
+                entries[_key("w", f"{device}.{name}", str(chunk))] = samples
+        entries.update(dict.fromkeys(self._orphans))
+        self._orphans = []
         entries[_key("next")] = str(self.next_id)
         entries[_key("unacked")] = _dumps(self._unacked)
         entries[_key("through")] = str(self.through)
@@ -998,14 +1106,24 @@ class Engine:
                 machine.load(state)
                 self._saved[_key("m", machine.rule)] = _digest(_dumps(machine.dump()))
             machine.through = max(machine.through, through)
+        windows: dict[str, dict[int, str]] = {}
+        for key, text in entries.items():
+            if key.startswith("w:"):
+                name, _, chunk = key[2:].rpartition(":")
+                windows.setdefault(name, {})[int(chunk)] = text
         for (device, name), point in self._points.items():
             text = entries.get(f"p:{device}.{name}")
+            state = orjson.loads(text) if text is not None else {}
             if text is not None:
-                point.load(orjson.loads(text))
+                point.load(state)
                 # The gateway's own downtime is on record (agent_stopped / agent_started); it
                 # is not the device's communication loss.
                 point.last_good_at = max(point.last_good_at, self._started)
+            if (chunks := windows.pop(f"{device}.{name}", None)) is not None:
+                point.window.load_chunks(int(state.get("window_from", 0)), chunks)
             point.through = max(point.through, through)
+        # The windows of points no longer configured: deleted at the next checkpoint.
+        self._orphans = [_key("w", name, str(c)) for name, cs in windows.items() for c in cs]
         self.through = through
         return through
 

@@ -296,7 +296,7 @@ class AlarmService:
             # Through the same queue, so it is committed after the transitions before it.
             self._queue.put_nowait(Fact(CHECKPOINT, utc_now(), state=self._checkpoint_entries()))
 
-    def _checkpoint_entries(self) -> dict[str, str]:
+    def _checkpoint_entries(self) -> dict[str, str | None]:
         return self.engine.checkpoint()
 
     # -- operators' requests (the control channel's ops call these: agent/service/control_ops.py)

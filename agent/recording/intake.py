@@ -66,7 +66,7 @@ class Intake:
                 await self.queue.put(admitted)
                 self.arrived.set()
 
-    async def put_state(self, entries: dict[str, str]) -> None:
+    async def put_state(self, entries: dict[str, str | None]) -> None:
         """Commit ``entries`` to the buffer's state table, in order with the facts before it,
         without sealing a record (a checkpoint of derived state, such as the rules')."""
         await self.put(Fact(CHECKPOINT, utc_now(), state=entries))

@@ -190,7 +190,7 @@ class Recorder:
 
     def _seal_and_append(self, batch: list[Fact]) -> list[Row]:
         facts = [fact for fact in batch if fact.kind not in _UNSEALED]
-        state: dict[str, str] = {}
+        state: dict[str, str | None] = {}
         for fact in batch:
             if fact.state:
                 state.update(fact.state)  # in arrival order: the latest value of a key wins

@@ -47,8 +47,9 @@ class Fact:
     unit: str | None = None
     quality: str | None = None
     src_at: datetime | None = None
-    state: dict[str, str] | None = None
-    """A source's resume state entries (key → JSON) to commit in the same transaction."""
+    state: Mapping[str, str | None] | None = None
+    """A source's resume state entries (key → JSON) to commit in the same transaction; None
+    deletes the key."""
 
 
 def sealed_values(fact: Fact) -> tuple[float | None, str | None, dict[str, Any]]:

@@ -156,8 +156,10 @@ def record_stream(
         state = engine.checkpoint()
         point = json.loads(state["rules:p:probe-1.temperature"] or "{}")
         window = {k: v for k, v in state.items() if k.startswith("rules:w:probe-1.temperature:")}
+        mkt = {k: v for k, v in state.items() if k.startswith("rules:mkt:probe-1.temperature:")}
         assert window, "the rate window is checkpointed"
-        memory.update({"window": window, "mkt": point["mkt"], "last_t": point["last_t"]})
+        assert mkt, "the MKT buckets are checkpointed"
+        memory.update({"window": window, "mkt": mkt, "last_t": point["last_t"]})
         return found
 
     memory: dict[str, Any] = {}

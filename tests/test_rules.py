@@ -488,3 +488,54 @@ def test_rolling_mkt_is_the_formula_over_the_readings_its_window_holds(
             rolling = copy
         window = [temp for s, temp in kept if s > newest - RollingMkt.BUCKETS]
         assert rolling.value() == pytest.approx(mean_kinetic_temperature(window), abs=1e-9)
+
+
+def test_mkt_buckets_checkpoint_only_the_groups_that_changed_and_restore_the_mkt() -> None:
+    """A day of readings every minute fills the 48 buckets; a checkpoint then rewrites the
+    newest group only, deletes groups that have left the window, and a restarted engine has
+    the same MKT."""
+    rules = {"mkt": {"limit": 8, "window_hours": 24}}
+    engine = Engine([point(rules, interval=60)], now=NOON)
+    store: dict[str, str] = {}
+    last: dict[str, str | None] = {}
+    for minute in range(0, 36 * 60):
+        t = NOON + minute * MIN
+        value = 5.0 + (minute % 90) / 30
+        engine.observe(Reading(minute + 1, "probe", "temperature", value, "good", t, t))
+        if minute % 60 == 59:
+            last = engine.checkpoint()
+            _apply(store, last)
+    groups = sorted(int(k.rsplit(":", 1)[1]) for k in store if k.startswith("rules:mkt:"))
+    assert len(groups) <= 48 // 8 + 1, groups  # old groups were deleted
+    written = [k for k, v in last.items() if k.startswith("rules:mkt:") and v is not None]
+    assert len(written) == 1, written  # an hour's readings fall in one group
+    restarted = Engine([point(rules, interval=60)], now=NOON)
+    restarted.load({k.removeprefix("rules:"): v for k, v in store.items()})
+    before = engine._points["probe", "temperature"].rolling
+    after = restarted._points["probe", "temperature"].rolling
+    assert before is not None
+    assert after is not None
+    assert after.value() == before.value()
+    assert after.dump() == before.dump()
+
+
+def test_a_checkpoint_with_mkt_buckets_in_the_points_entry_still_restores_them() -> None:
+    rules = {"mkt": {"limit": 8, "window_hours": 24}}
+    old_mkt = RollingMkt(24 * 3600)
+    for hour in range(30):
+        old_mkt.add(NOON + hour * 3600, 6.0 + hour % 3)
+    old = {"last_t": NOON + 29 * 3600, "last_good_at": NOON, "offline_at": None}
+    saved = {"p:probe.temperature": orjson.dumps({**old, "mkt": old_mkt.dump()}).decode()}
+    restored = Engine([point(rules, interval=60)], now=NOON)
+    restored.load(saved)
+    rolling = restored._points["probe", "temperature"].rolling
+    assert rolling is not None
+    assert rolling.value() == old_mkt.value()
+    entries = restored.checkpoint()  # the buckets go into groups
+    assert "mkt" not in orjson.loads(entries["rules:p:probe.temperature"] or "{}")
+    groups = {k: v for k, v in entries.items() if k.startswith("rules:mkt:") and v}
+    again = Engine([point(rules, interval=60)], now=NOON)
+    again.load({k.removeprefix("rules:"): v for k, v in groups.items() if v is not None})
+    moved = again._points["probe", "temperature"].rolling
+    assert moved is not None
+    assert moved.value() == old_mkt.value()

@@ -14,10 +14,14 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 __all__ = ["KELVIN", "RollingMkt", "kinetic_term", "mean_kinetic_temperature", "mkt_of_sum"]
 
 KELVIN = 273.15
 DEFAULT_DH_R = 10_000.0
+GROUP = 8
+"""Buckets in a checkpoint entry."""
 _EMPTY = -(2**63)  # no slot (a slot number is t // width: negative only before 1970)
 
 
@@ -86,6 +90,8 @@ class RollingMkt:
         self._total = 0.0
         self._count = 0.0
         self._newest: int | None = None
+        self._dirty: set[int] = set()  # groups changed since the last :meth:`changed_groups`
+        self._stored: set[int] = set()  # groups a checkpoint holds
 
     def add(self, t: float, temp_c: float) -> None:
         slot = int(t // self.width)
@@ -98,6 +104,7 @@ class RollingMkt:
             self._slot[i], self._sum[i], self._n[i] = slot, 0.0, 0.0
         self._sum[i] += term
         self._n[i] += 1
+        self._dirty.add(slot // GROUP)
         if newest != self._newest:
             self._newest = newest
             self._expire(newest)
@@ -142,17 +149,57 @@ class RollingMkt:
     def dump(self) -> dict[str, Any]:
         return {"slots": {str(s): [self._sum[i], self._n[i]] for s, i in self._slots()}}
 
+    # A checkpoint keeps the buckets in groups of GROUP and rewrites only the groups that
+    # changed (the newest, mostly): all 48 buckets of every point each time was ~2 KB a point
+    # every ``alarms.snapshot_secs``, once a window had filled.
+
+    def changed_groups(self) -> dict[int, str | None]:
+        """The groups of buckets that changed since the last call, by group number: JSON of
+        :meth:`dump`'s ``slots`` for their buckets in the window, or None for a group a
+        checkpoint holds that has left the window."""
+        out: dict[int, str | None] = {}
+        kept = self._slots()
+        for group in self._dirty:
+            slots = {s: [self._sum[i], self._n[i]] for s, i in kept if s // GROUP == group}
+            text = orjson.dumps(slots, option=orjson.OPT_NON_STR_KEYS).decode()
+            out[group] = text if slots else None
+        oldest = kept[0][0] if kept else None
+        for group in self._stored:
+            if oldest is None or (group + 1) * GROUP <= oldest:
+                out[group] = None
+        for group, buckets in out.items():
+            if buckets is None:
+                self._stored.discard(group)
+            else:
+                self._stored.add(group)
+        self._dirty = set()
+        return out
+
+    def load_groups(self, groups: dict[int, str]) -> None:
+        """Restore from the groups a checkpoint holds (buckets that have left the window are
+        dropped, as :meth:`add` had dropped them)."""
+        slots: dict[str, Any] = {}
+        for text in groups.values():
+            slots.update(orjson.loads(text))
+        self.load({"slots": slots})
+        self._dirty = set()
+        self._stored = set(groups)
+
     def load(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`dump` (in a checkpoint from before buckets were grouped)."""
         slots = {int(k): (float(v[0]), float(v[1])) for k, v in state["slots"].items()}
         self._slot = array("q", [_EMPTY]) * self.BUCKETS
         self._sum = array("d", [0.0]) * self.BUCKETS
         self._n = array("d", [0.0]) * self.BUCKETS
         self._newest = max(slots, default=None)
+        self._stored = set()
         if self._newest is None:
             self._total = self._count = 0.0
+            self._dirty = set()
             return
         for slot, (total, count) in slots.items():
             if slot > self._newest - self.BUCKETS:
                 i = slot % self.BUCKETS
                 self._slot[i], self._sum[i], self._n[i] = slot, total, count
         self._expire(self._newest)
+        self._dirty = {slot // GROUP for slot, _i in self._slots()}

@@ -563,15 +563,14 @@ class _Point:
             self.comm_intervals = c.intervals
 
     def dump(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
+        """What a checkpoint keeps of the point besides its machines, its rate window's chunks
+        and its MKT buckets (``window_from``: the number of the window's oldest sample)."""
+        return {
             "last_t": self.last_t,
             "last_good_at": self.last_good_at,
             "offline_at": self.offline_at,
             "window_from": self.window.first,
         }
-        if self.rolling is not None:
-            state["mkt"] = self.rolling.dump()
-        return state
 
     def load(self, state: dict[str, Any]) -> None:
         self.last_t = state.get("last_t")
@@ -579,7 +578,7 @@ class _Point:
         self.offline_at = state.get("offline_at")
         if "window" in state:  # a checkpoint from before the windows were chunked
             self.window.load(state["window"])
-        if self.rolling is not None and "mkt" in state:
+        if self.rolling is not None and "mkt" in state:  # from before buckets were grouped
             self.rolling.load(state["mkt"])
         self.through = int(state.get("through", 0))
 
@@ -623,7 +622,8 @@ class Engine:
         only: a record's events may still be queued when a later one's are sealed)."""
         """The rules raised from the record ``events_through`` (one scan, several events)."""
         self._orphans: list[str] = []
-        """Checkpoint entries to delete: the rate windows of points no longer configured."""
+        """Checkpoint entries to delete: the rate windows and MKT buckets of points no longer
+        configured."""
         self._saved: dict[str, bytes] = {}
         """Digest of each entry as last checkpointed (its text would hold every rate window
         twice over)."""
@@ -1078,6 +1078,9 @@ class Engine:
                 self._saved[key] = digest
             for chunk, samples in point.window.changed_chunks().items():
                 entries[_key("w", f"{device}.{name}", str(chunk))] = samples
+            if point.rolling is not None:
+                for group, buckets in point.rolling.changed_groups().items():
+                    entries[_key("mkt", f"{device}.{name}", str(group))] = buckets
         entries.update(dict.fromkeys(self._orphans))
         self._orphans = []
         entries[_key("next")] = str(self.next_id)
@@ -1106,11 +1109,13 @@ class Engine:
                 machine.load(state)
                 self._saved[_key("m", machine.rule)] = _digest(_dumps(machine.dump()))
             machine.through = max(machine.through, through)
-        windows: dict[str, dict[int, str]] = {}
+        parts: dict[str, dict[str, dict[int, str]]] = {"w": {}, "mkt": {}}
         for key, text in entries.items():
-            if key.startswith("w:"):
-                name, _, chunk = key[2:].rpartition(":")
-                windows.setdefault(name, {})[int(chunk)] = text
+            kind, _, rest = key.partition(":")
+            if kind in parts:
+                name, _, number = rest.rpartition(":")
+                parts[kind].setdefault(name, {})[int(number)] = text
+        windows, buckets = parts["w"], parts["mkt"]
         for (device, name), point in self._points.items():
             text = entries.get(f"p:{device}.{name}")
             state = orjson.loads(text) if text is not None else {}
@@ -1121,9 +1126,17 @@ class Engine:
                 point.last_good_at = max(point.last_good_at, self._started)
             if (chunks := windows.pop(f"{device}.{name}", None)) is not None:
                 point.window.load_chunks(int(state.get("window_from", 0)), chunks)
+            groups = buckets.pop(f"{device}.{name}", None)
+            if groups is not None and point.rolling is not None:
+                point.rolling.load_groups(groups)
             point.through = max(point.through, through)
-        # The windows of points no longer configured: deleted at the next checkpoint.
-        self._orphans = [_key("w", name, str(c)) for name, cs in windows.items() for c in cs]
+        # Those of points no longer configured (or rules): deleted at the next checkpoint.
+        self._orphans = [
+            _key(kind, name, str(number))
+            for kind, found in parts.items()
+            for name, numbers in found.items()
+            for number in numbers
+        ]
         self.through = through
         return through
 

@@ -539,3 +539,26 @@ def test_a_checkpoint_with_mkt_buckets_in_the_points_entry_still_restores_them()
     moved = again._points["probe", "temperature"].rolling
     assert moved is not None
     assert moved.value() == old_mkt.value()
+
+
+def test_machines_at_rest_are_not_rewritten_by_each_checkpoint_and_restore_alike() -> None:
+    rules = {"high": {"limit": 8}, "low": {"limit": 2}, "on_delay_secs": 120}
+    running, store = Engine([point(rules)], now=NOON), {}
+    feed = Feed(running)
+    for minute in range(10):
+        feed.at(minute, 5.0 + minute / 10)  # a different value each time, all normal
+        entries = running.checkpoint()
+        _apply(store, entries)
+        rewritten = [k for k in entries if k.startswith("rules:m:")]
+        # Nothing about them changed but their last value: written once, at the first.
+        assert rewritten == (
+            [] if minute else ["rules:m:probe.temperature.low", "rules:m:probe.temperature.high"]
+        )
+    restarted = Engine([point(rules)], now=NOON)
+    restarted.load({k.removeprefix("rules:"): v for k, v in store.items()})
+    again = Feed(restarted)
+    again.seq = feed.seq
+    for engine_feed in (feed, again):
+        assert engine_feed.at(10, 9.5) == []
+        raised = engine_feed.at(13, 9.7)
+        assert [(t.state, t.value, t.extreme) for t in raised] == [("active", 9.7, 9.7)]

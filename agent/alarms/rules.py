@@ -315,7 +315,14 @@ class Machine:
         self.notified_at, self.realarms = None, 0
 
     def dump(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _STATE_FIELDS}
+        state = {name: getattr(self, name) for name in _STATE_FIELDS}
+        if self.phase == "normal":
+            # At rest, the last value is not read before the next step sets it again (a view
+            # or a transition needs a machine that has left normal). Left out, a machine at
+            # rest dumps the same each time: a checkpoint no longer rewrites every machine of
+            # every point (0.7 MB a minute at 1,000 points).
+            state["value"] = None
+        return state
 
     def load(self, state: dict[str, Any]) -> None:
         for name in _STATE_FIELDS:

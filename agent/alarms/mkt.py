@@ -91,6 +91,7 @@ class RollingMkt:
         self._count = 0.0
         self._newest: int | None = None
         self._dirty: set[int] = set()  # groups changed since the last :meth:`changed_groups`
+        self._last: int | None = None  # the slot of the last reading since then
         self._stored: set[int] = set()  # groups a checkpoint holds
 
     def add(self, t: float, temp_c: float) -> None:
@@ -102,9 +103,12 @@ class RollingMkt:
         i = slot % self.BUCKETS
         if self._slot[i] != slot:  # empty, or a slot this one's arrival expires
             self._slot[i], self._sum[i], self._n[i] = slot, 0.0, 0.0
+            self._dirty.add(slot // GROUP)
+        elif slot != self._last:
+            self._dirty.add(slot // GROUP)
+        self._last = slot  # the groups of its slot are dirty already (until changed_groups)
         self._sum[i] += term
         self._n[i] += 1
-        self._dirty.add(slot // GROUP)
         if newest != self._newest:
             self._newest = newest
             self._expire(newest)
@@ -172,7 +176,7 @@ class RollingMkt:
                 self._stored.discard(group)
             else:
                 self._stored.add(group)
-        self._dirty = set()
+        self._dirty, self._last = set(), None
         return out
 
     def load_groups(self, groups: dict[int, str]) -> None:
@@ -182,7 +186,7 @@ class RollingMkt:
         for text in groups.values():
             slots.update(orjson.loads(text))
         self.load({"slots": slots})
-        self._dirty = set()
+        self._dirty, self._last = set(), None
         self._stored = set(groups)
 
     def load(self, state: dict[str, Any]) -> None:
@@ -192,7 +196,7 @@ class RollingMkt:
         self._sum = array("d", [0.0]) * self.BUCKETS
         self._n = array("d", [0.0]) * self.BUCKETS
         self._newest = max(slots, default=None)
-        self._stored = set()
+        self._stored, self._last = set(), None
         if self._newest is None:
             self._total = self._count = 0.0
             self._dirty = set()

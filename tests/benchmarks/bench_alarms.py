@@ -73,7 +73,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -275,8 +275,9 @@ def timed_run(engine: Engine, work: Workload) -> EngineRun:
     return EngineRun(ns, len(work.timed), transitions, steal)
 
 
-def entries_bytes(entries: dict[str, str]) -> int:
-    return sum(len(k.encode()) + len(v.encode()) for k, v in entries.items())
+def entries_bytes(entries: Mapping[str, str | None]) -> int:
+    """Keys and values; an entry of None deletes its key (a chunk that left a window)."""
+    return sum(len(k.encode()) + len((v or "").encode()) for k, v in entries.items())
 
 
 def section_engine(args: argparse.Namespace, rep: Report) -> None:
@@ -384,8 +385,10 @@ def section_checkpoint(rep: Report, engine: Engine, work: Workload) -> None:
     rep.add("checkpoint_first_entries", "        entries", float(len(first)), "")
     rep.add("checkpoint_first_kb", "        size (keys + values)",
             entries_bytes(first) / 1024, "KiB")  # fmt: skip
-    of_points = {k: v for k, v in first.items() if k.startswith("rules:p:")}
-    rep.add("checkpoint_first_points_kb", "        of which point entries (rate window, MKT)",
+    point_keys = ("rules:p:", "rules:w:", "rules:mkt:")
+    of_points = {k: v for k, v in first.items() if k.startswith(point_keys)}
+    rep.add("checkpoint_first_points_kb",
+            "        of which points (their entries, rate window chunks, MKT groups)",
             entries_bytes(of_points) / 1024, "KiB")  # fmt: skip
     times, sizes, counts = [], [], []
     for chunk in work.tail:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -344,3 +345,44 @@ def test_a_gateway_condition_is_sealed_as_an_alarm_of_no_device(
     for alarm in alarms:
         assert alarm["data"]["rule"] == "gateway.buffer.disk_full"
         assert (alarm["zone"], alarm["device"], alarm["point"]) == (None, None, None)
+
+
+def test_an_unreadable_rate_window_in_the_checkpoint_starts_afresh_on_record(
+    write_config: Callable[..., Path], key: Ed25519PrivateKey
+) -> None:
+    """The rules' checkpoint is not signed: if a rate window's chunks in it cannot be read,
+    the agent still starts, that window starts empty (it refills), the repair is sealed as
+    ``buffer_repaired``, and the next checkpoint replaces the damaged chunks."""
+    with_rate = "[zones.cold-1.rules.temperature]\nmkt = false\ncomm_loss = false\n"
+    config = load_config(write_config(extra_devices=with_rate)).config
+
+    async def main() -> None:
+        async with Session(config, key) as first:
+            await first.feed(*(temperature(s, 5.0) for s in range(0, 100, 10)))
+        db = sqlite3.connect(config.buffer.path)
+        with db:
+            damaged = db.execute("UPDATE state SET value = 'x' WHERE key LIKE 'rules:w:%'")
+            assert damaged.rowcount == 1
+        db.close()
+        async with Session(config, key) as second:
+            assert second.service.engine.damaged == [
+                "probe-1.temperature: rate window (invalid literal for int() with base 10: "
+                "'x'): starts empty"
+            ]
+            await second.feed(*(temperature(s, 5.0) for s in range(100, 200, 10)))
+        async with Session(config, key) as third:
+            assert third.service.engine.damaged == []
+            window = third.service.engine._points["probe-1", "temperature"].window
+            assert len(window) == 10  # what the second session saw
+
+    asyncio.run(main())
+    repairs = [
+        a["data"] for a in stored(config, "audit") if a["data"]["event"] == "buffer_repaired"
+    ]
+    assert repairs == [
+        {
+            "event": "buffer_repaired",
+            "what": "rules checkpoint: probe-1.temperature: rate window (invalid literal for "
+            "int() with base 10: 'x'): starts empty",
+        }
+    ]

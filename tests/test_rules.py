@@ -562,3 +562,31 @@ def test_machines_at_rest_are_not_rewritten_by_each_checkpoint_and_restore_alike
         assert engine_feed.at(10, 9.5) == []
         raised = engine_feed.at(13, 9.7)
         assert [(t.state, t.value, t.extreme) for t in raised] == [("active", 9.7, 9.7)]
+
+
+def test_unreadable_mkt_buckets_start_afresh_and_the_next_checkpoint_replaces_them() -> None:
+    rules = {"mkt": {"limit": 8, "window_hours": 24}}
+    engine, store = Engine([point(rules, interval=60)], now=NOON), {}
+    feed = Feed(engine)
+    for minute in range(0, 300, 10):
+        feed.at(minute, 6.0)
+    _apply(store, engine.checkpoint())
+    groups = [k for k in store if k.startswith("rules:mkt:")]
+    store[groups[0]] = "[1, 2"  # not JSON
+    restarted = Engine([point(rules, interval=60)], now=NOON)
+    restarted.load({k.removeprefix("rules:"): v for k, v in store.items()})
+    assert len(restarted.damaged) == 1
+    assert restarted.damaged[0].startswith("probe.temperature: MKT buckets (")
+    rolling = restarted._points["probe", "temperature"].rolling
+    assert rolling is not None
+    assert rolling.value() is None  # starts empty
+    again = Feed(restarted)
+    again.seq = feed.seq
+    again.at(300, 7.0)
+    _apply(store, restarted.checkpoint())
+    third = Engine([point(rules, interval=60)], now=NOON)
+    third.load({k.removeprefix("rules:"): v for k, v in store.items()})
+    assert third.damaged == []
+    rolling = third._points["probe", "temperature"].rolling
+    assert rolling is not None
+    assert rolling.value() == pytest.approx(7.0)  # the damaged buckets are gone, not merged

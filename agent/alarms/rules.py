@@ -628,9 +628,13 @@ class Engine:
         """Custody records up to here have been judged for exceptions (periodic checkpoint
         only: a record's events may still be queued when a later one's are sealed)."""
         """The rules raised from the record ``events_through`` (one scan, several events)."""
+        self.damaged: list[str] = []
+        """What :meth:`load` could not read and started afresh: a point's rate window or MKT
+        buckets (derived memory: the window refills, the rule judges again once it holds half
+        of it). The service seals each as ``buffer_repaired``."""
         self._orphans: list[str] = []
         """Checkpoint entries to delete: the rate windows and MKT buckets of points no longer
-        configured."""
+        configured, and those that could not be read."""
         self._saved: dict[str, bytes] = {}
         """Digest of each entry as last checkpointed (its text would hold every rate window
         twice over)."""
@@ -1069,7 +1073,9 @@ class Engine:
         """Entries that bring a stored checkpoint up to now (only what changed, plus the
         through-``seq`` that every entry not rewritten is valid at); None deletes an entry (a
         rate window's chunk that has left the window)."""
-        entries: dict[str, str | None] = {}
+        # First: a window that started afresh writes its chunks under the same keys.
+        entries: dict[str, str | None] = dict.fromkeys(self._orphans)
+        self._orphans = []
         for _point, machine in self.machines:
             key = _key("m", machine.rule)
             text = _dumps(machine.dump())
@@ -1088,8 +1094,6 @@ class Engine:
             if point.rolling is not None:
                 for group, buckets in point.rolling.changed_groups().items():
                     entries[_key("mkt", f"{device}.{name}", str(group))] = buckets
-        entries.update(dict.fromkeys(self._orphans))
-        self._orphans = []
         entries[_key("next")] = str(self.next_id)
         entries[_key("unacked")] = _dumps(self._unacked)
         entries[_key("through")] = str(self.through)
@@ -1123,6 +1127,7 @@ class Engine:
                 name, _, number = rest.rpartition(":")
                 parts[kind].setdefault(name, {})[int(number)] = text
         windows, buckets = parts["w"], parts["mkt"]
+        dropped: list[str] = []  # the entries of what could not be read
         for (device, name), point in self._points.items():
             text = entries.get(f"p:{device}.{name}")
             state = orjson.loads(text) if text is not None else {}
@@ -1132,13 +1137,24 @@ class Engine:
                 # is not the device's communication loss.
                 point.last_good_at = max(point.last_good_at, self._started)
             if (chunks := windows.pop(f"{device}.{name}", None)) is not None:
-                point.window.load_chunks(int(state.get("window_from", 0)), chunks)
+                try:
+                    point.window.load_chunks(int(state.get("window_from", 0)), chunks)
+                except ValueError as exc:
+                    point.window = RateWindow(point.window.secs)
+                    self.damaged.append(f"{device}.{name}: rate window ({exc}): starts empty")
+                    dropped += [_key("w", f"{device}.{name}", str(c)) for c in chunks]
             groups = buckets.pop(f"{device}.{name}", None)
             if groups is not None and point.rolling is not None:
-                point.rolling.load_groups(groups)
+                try:
+                    point.rolling.load_groups(groups)
+                except (ValueError, TypeError, IndexError) as exc:
+                    r = point.rolling
+                    point.rolling = RollingMkt(r.window_secs, r.dh_r)
+                    self.damaged.append(f"{device}.{name}: MKT buckets ({exc}): start empty")
+                    dropped += [_key("mkt", f"{device}.{name}", str(g)) for g in groups]
             point.through = max(point.through, through)
         # Those of points no longer configured (or rules): deleted at the next checkpoint.
-        self._orphans = [
+        self._orphans = dropped + [
             _key(kind, name, str(number))
             for kind, found in parts.items()
             for name, numbers in found.items()

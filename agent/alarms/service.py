@@ -38,7 +38,12 @@ from gxpgate.agent.alarms.rules import (
     Transition,
 )
 from gxpgate.agent.evidence import format_time
-from gxpgate.agent.recording.audit import ALARM_ACKNOWLEDGED, DEVICE_OFFLINE, DEVICE_ONLINE
+from gxpgate.agent.recording.audit import (
+    ALARM_ACKNOWLEDGED,
+    BUFFER_REPAIRED,
+    DEVICE_OFFLINE,
+    DEVICE_ONLINE,
+)
 from gxpgate.agent.recording.intake import CHECKPOINT, Intake
 from gxpgate.agent.recording.sealing import Committed, Fact
 from gxpgate.buffer import Outbox
@@ -110,6 +115,12 @@ class AlarmService:
             self.engine.through = self.engine.judged_through = outbox.last_seq
             return
         after = self.engine.load({k[len(KEY_PREFIX) :]: v for k, v in saved.items()})
+        for damage in self.engine.damaged:
+            log.error("alarms.checkpoint_damaged %s", damage)
+            what = f"rules checkpoint: {damage}"
+            self._queue.put_nowait(
+                Fact("audit", utc_now(), {"event": BUFFER_REPAIRED, "what": what})
+            )
         if rejudge is not None:
             rejudge()
         while True:

@@ -114,7 +114,9 @@ AGENT_EVENTS: Final[Mapping[str, EventInfo]] = MappingProxyType(
             ("previous",),
         ),
         BUFFER_REPAIRED: EventInfo(
-            "the buffer repaired something when it was opened (one record per repair)", ("what",)
+            "the buffer repaired something when it was opened, or the agent a rule's memory in"
+            " the checkpoint that it could not read, which starts afresh (one record per repair)",
+            ("what",),
         ),
         BUFFER_MIGRATED: EventInfo(
             "the buffer was converted to a newer schema when it was opened; every record "

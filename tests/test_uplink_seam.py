@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import ssl
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, get_args
 
 import httpx
+import orjson
 import paho.mqtt.client as paho
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gxpgate.agent._paho import LinkDown, LinkUp, MqttSettings, PahoLink
 from gxpgate.agent.health.metrics import UPLINK_ERROR_KINDS
+from gxpgate.agent.uplink.base import read_batch
 from gxpgate.agent.uplink.http import Forwarder
 from gxpgate.agent.uplink.mqtt import MqttUplink
 from gxpgate.agent.uplink.seam import ErrorKind, build_uplink, classify_error
 from gxpgate.config.model import UplinkConfig
 from gxpgate.config.mqtt_model import MqttUplinkConfig
+
+from .sealed import fill
 
 
 @pytest.mark.parametrize(
@@ -113,3 +120,28 @@ def test_the_bridge_hands_paho_events_to_the_loop_once_each() -> None:
         ("lost", 0x80, "connection lost: Unspecified error"),
     ]
     assert downs[2].paho_error == "failed to receive on socket: EOF"
+
+
+def test_a_batch_body_is_the_records_exactly_whatever_their_number(tmp_path: Path) -> None:
+    """The body is gzipped a few hundred records at a time; unzipped it is the contract's
+    batch, each record byte for byte as sealed, at and around those boundaries."""
+    key = Ed25519PrivateKey.generate()
+    outbox = fill(tmp_path / "b.db", key, 700)
+    try:
+        sealed = list(outbox.export())
+        for count in (1, 255, 256, 257, 512, 700):
+            batch = read_batch(outbox, 0, count)
+            assert batch is not None
+            assert (batch.first, batch.last, batch.count) == (1, count, count)
+            head = b'{"gw":"gw-test","chain":' + orjson.dumps(outbox.chain)
+            expected = head + b',"records":[' + b",".join(sealed[:count]) + b"]}"
+            assert gzip.decompress(batch.payload) == expected
+        capped = read_batch(outbox, 0, 700, max_bytes=20_000)  # an MQTT broker's packet cap
+        assert capped is not None
+        whole = read_batch(outbox, 0, 700)
+        assert whole is not None
+        assert len(capped.payload) <= 20_000 < len(whole.payload)
+        records = orjson.loads(gzip.decompress(capped.payload))["records"]
+        assert [r["seq"] for r in records] == list(range(1, capped.count + 1))
+    finally:
+        outbox.close()

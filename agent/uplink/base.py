@@ -9,10 +9,10 @@ connection with the one :func:`classify_error`. The seam the agent uses is
 
 from __future__ import annotations
 
-import gzip
 import logging
 import ssl
 import time
+import zlib
 from dataclasses import InitVar, dataclass, field
 from typing import Final, Literal, get_args
 
@@ -131,6 +131,25 @@ class Batch:
     payload: bytes
 
 
+_PIECE: Final = 256
+"""Records joined per call into the compressor."""
+
+
+def _gzipped(head: bytes, records: list[bytes]) -> bytes:
+    """gzip (level 1) of ``{<head>,"records":[<records, comma-separated>]}``, compressed a few
+    hundred records at a time: the whole body of a 5,000-record batch (2.7 MB) and its joined
+    records (as much again) are never in memory, which kept the agent's peak RSS above 80 MB
+    while it drained a backlog."""
+    gz = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 16 + 15: a gzip stream
+    out = [gz.compress(head + b',"records":[')]
+    for start in range(0, len(records), _PIECE):
+        piece = b",".join(records[start : start + _PIECE])
+        out.append(gz.compress(piece if start == 0 else b"," + piece))
+    out.append(gz.compress(b"]}"))
+    out.append(gz.flush())
+    return b"".join(out)
+
+
 def read_batch(
     outbox: Outbox, after_seq: int, limit: int, max_bytes: int | None = None
 ) -> Batch | None:
@@ -150,8 +169,7 @@ def read_batch(
     head = b"".join((b'{"gw":', orjson.dumps(outbox.gw), b',"chain":', orjson.dumps(outbox.chain)))
     count = len(rows)
     while True:
-        body = b"".join((head, b',"records":[', b",".join(r[1] for r in rows[:count]), b"]}"))
-        payload = gzip.compress(body, compresslevel=1)
+        payload = _gzipped(head, [body for _seq, body in rows[:count]])
         if max_bytes is None or len(payload) <= max_bytes or count == 1:
             return Batch(rows[0][0], rows[count - 1][0], count, payload)
         # Compressed size is close to proportional to the record count; aim 10 % under.

@@ -388,7 +388,7 @@ def test_a_rate_window_restored_from_its_chunks_is_the_window_it_was(
             spanned = (first + len(window) - 1) // 64 - first // 64 + 1
             assert len(chunks) <= spanned
             restored = RateWindow(secs)
-            restored.load_chunks(first, {int(c): text for c, text in chunks.items()})
+            restored.load_chunks(first, {int(c): text for c, text in chunks.items()}, window.end)
             assert restored.pairs() == window.pairs()
             assert restored.first == window.first
             assert restored.peek(t + 1, 0.0) == window.peek(t + 1, 0.0)
@@ -590,3 +590,22 @@ def test_unreadable_mkt_buckets_start_afresh_and_the_next_checkpoint_replaces_th
     rolling = third._points["probe", "temperature"].rolling
     assert rolling is not None
     assert rolling.value() == pytest.approx(7.0)  # the damaged buckets are gone, not merged
+
+
+def test_a_checkpoint_missing_its_newest_rate_window_chunk_is_found_not_loaded_short() -> None:
+    rules = {"rate": {"max_per_min": 0.5, "window_mins": 10}}
+    engine, store = Engine([point(rules, interval=1)], now=NOON), {}
+    for second in range(300):
+        at = NOON + second
+        engine.observe(Reading(second + 1, "probe", "temperature", 5.0, "good", at, at))
+    _apply(store, engine.checkpoint())
+    newest = max(
+        (k for k in store if k.startswith("rules:w:")), key=lambda k: int(k.rsplit(":", 1)[1])
+    )
+    del store[newest]
+    restarted = Engine([point(rules, interval=1)], now=NOON)
+    restarted.load({k.removeprefix("rules:"): v for k, v in store.items()})
+    assert restarted.damaged == [
+        "probe.temperature: rate window (rate window chunks end at sample 256, not 300): "
+        "starts empty"
+    ]

@@ -426,10 +426,16 @@ class RateWindow:
         self._saved = end
         return out
 
-    def load_chunks(self, first: int, chunks: dict[int, str]) -> None:
-        """Restore the window whose oldest sample was number ``first`` from the chunks a
-        checkpoint holds (they may hold older samples: only chunks wholly out of the window
-        are deleted). Raises ValueError when they do not hold every sample from ``first``."""
+    @property
+    def end(self) -> int:
+        """The number the next sample will have (a checkpoint keeps it too)."""
+        return self._base + len(self._t)
+
+    def load_chunks(self, first: int, chunks: dict[int, str], end: int | None = None) -> None:
+        """Restore the window whose oldest sample was number ``first`` (and whose next would
+        be ``end``, when known) from the chunks a checkpoint holds (they may hold older
+        samples: only chunks wholly out of the window are deleted). Raises ValueError when
+        they do not hold every sample from ``first`` to ``end``."""
         times, values = array("d"), array("d")
         expected = first
         for chunk in sorted(chunks):
@@ -447,6 +453,8 @@ class RateWindow:
             times.extend(t[skip:])
             values.extend(v[skip:])
             expected = start + len(t)
+        if end is not None and expected != end:
+            raise ValueError(f"rate window chunks end at sample {expected}, not {end}")
         self._t, self._v, self._head = times, values, 0
         self._base = first
         self._saved = expected
@@ -571,12 +579,14 @@ class _Point:
 
     def dump(self) -> dict[str, Any]:
         """What a checkpoint keeps of the point besides its machines, its rate window's chunks
-        and its MKT buckets (``window_from``: the number of the window's oldest sample)."""
+        and its MKT buckets (``window_from``, ``window_end``: the numbers of the window's oldest
+        sample and of its next)."""
         return {
             "last_t": self.last_t,
             "last_good_at": self.last_good_at,
             "offline_at": self.offline_at,
             "window_from": self.window.first,
+            "window_end": self.window.end,
         }
 
     def load(self, state: dict[str, Any]) -> None:
@@ -1138,7 +1148,9 @@ class Engine:
                 point.last_good_at = max(point.last_good_at, self._started)
             if (chunks := windows.pop(f"{device}.{name}", None)) is not None:
                 try:
-                    point.window.load_chunks(int(state.get("window_from", 0)), chunks)
+                    end = state.get("window_end")
+                    first = int(state.get("window_from", 0))
+                    point.window.load_chunks(first, chunks, None if end is None else int(end))
                 except ValueError as exc:
                     point.window = RateWindow(point.window.secs)
                     self.damaged.append(f"{device}.{name}: rate window ({exc}): starts empty")

@@ -609,3 +609,14 @@ def test_a_checkpoint_missing_its_newest_rate_window_chunk_is_found_not_loaded_s
         "probe.temperature: rate window (rate window chunks end at sample 256, not 300): "
         "starts empty"
     ]
+
+
+def test_mkt_groups_of_a_point_whose_mkt_rule_was_removed_are_deleted() -> None:
+    engine, store = Engine([point({"mkt": {"limit": 8}}, interval=60)], now=NOON), {}
+    Feed(engine).at(0, 6.0)
+    _apply(store, engine.checkpoint())
+    assert any(k.startswith("rules:mkt:") for k in store)
+    without = Engine([point({"high": {"limit": 8}}, interval=60)], now=NOON)
+    without.load({k.removeprefix("rules:"): v for k, v in store.items()})
+    _apply(store, without.checkpoint())
+    assert not any(k.startswith("rules:mkt:") for k in store)

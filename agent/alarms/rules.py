@@ -1082,7 +1082,7 @@ class Engine:
     def checkpoint(self) -> dict[str, str | None]:
         """Entries that bring a stored checkpoint up to now (only what changed, plus the
         through-``seq`` that every entry not rewritten is valid at); None deletes an entry (a
-        rate window's chunk that has left the window)."""
+        rate window's chunk or MKT group that has left its window, or one no point uses)."""
         # First: a window that started afresh writes its chunks under the same keys.
         entries: dict[str, str | None] = dict.fromkeys(self._orphans)
         self._orphans = []
@@ -1156,7 +1156,9 @@ class Engine:
                     self.damaged.append(f"{device}.{name}: rate window ({exc}): starts empty")
                     dropped += [_key("w", f"{device}.{name}", str(c)) for c in chunks]
             groups = buckets.pop(f"{device}.{name}", None)
-            if groups is not None and point.rolling is not None:
+            if groups is not None and point.rolling is None:  # its MKT rule was removed
+                dropped += [_key("mkt", f"{device}.{name}", str(g)) for g in groups]
+            elif groups is not None and point.rolling is not None:
                 try:
                     point.rolling.load_groups(groups)
                 except (ValueError, TypeError, IndexError) as exc:

@@ -646,8 +646,8 @@ class Engine:
         """Checkpoint entries to delete: the rate windows and MKT buckets of points no longer
         configured, and those that could not be read."""
         self._saved: dict[str, bytes] = {}
-        """Digest of each entry as last checkpointed (its text would hold every rate window
-        twice over)."""
+        """Digest of each machine's and point's entry as last checkpointed, without its
+        through-``seq``: an entry is rewritten only when something else in it changed."""
 
     @property
     def machines(self) -> Iterable[tuple[_Point, Machine]]:
@@ -1087,18 +1087,9 @@ class Engine:
         entries: dict[str, str | None] = dict.fromkeys(self._orphans)
         self._orphans = []
         for _point, machine in self.machines:
-            key = _key("m", machine.rule)
-            text = _dumps(machine.dump())
-            if self._saved.get(key) != (digest := _digest(text)):
-                entries[key] = _dumps({**machine.dump(), "through": self.through})
-                self._saved[key] = digest
+            self._if_changed(entries, _key("m", machine.rule), machine.dump())
         for (device, name), point in self._points.items():
-            key = _key("p", f"{device}.{name}")
-            state = point.dump()
-            if self._saved.get(key) != (digest := _digest(_dumps(state))):
-                state["through"] = self.through
-                entries[key] = _dumps(state)
-                self._saved[key] = digest
+            self._if_changed(entries, _key("p", f"{device}.{name}"), point.dump())
             for chunk, samples in point.window.changed_chunks().items():
                 entries[_key("w", f"{device}.{name}", str(chunk))] = samples
             if point.rolling is not None:
@@ -1110,6 +1101,13 @@ class Engine:
         entries.update(self._event_entries())
         entries[_key("judged_through")] = str(self.judged_through)
         return entries
+
+    def _if_changed(self, entries: dict[str, str | None], key: str, state: dict[str, Any]) -> None:
+        """Put ``state`` (with the through-``seq``) in ``entries`` unless it is what the last
+        checkpoint wrote under ``key``."""
+        if self._saved.get(key) != (digest := _digest(_dumps(state))):
+            entries[key] = _dumps({**state, "through": self.through})
+            self._saved[key] = digest
 
     def load(self, entries: dict[str, str]) -> int:
         """Restore from checkpoint entries (keys with the ``rules:`` prefix removed); returns

@@ -941,12 +941,11 @@ def _terminate(signum: int, _frame: object) -> None:
 
 
 def leftover_threads(before: set[threading.Thread]) -> list[str]:
+    """Threads started since ``before`` that have not ended within 5 s."""
     deadline = time.monotonic() + 5.0
-    while True:
-        left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.02)
+    for thread in [t for t in threading.enumerate() if t not in before]:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -275,3 +276,68 @@ reconnect_max_secs = 0.5
                     ]
 
     asyncio.run(main())
+
+
+# Two probes on the same sensor (humidity, in an ambient zone: no rule can move), one sealing
+# every reading, one only its first within a minute and a 5 % deadband.
+RECORDING = """
+[devices.every]
+type = "modbus_tcp"
+host = "127.0.0.1"
+port = {port}
+unit_id = 1
+zone = "ambient"
+poll_interval_secs = 0.1
+points.humidity = {{ table = "input", address = 2, type = "float32", unit = "%" }}
+
+[devices.thin]
+type = "modbus_tcp"
+host = "127.0.0.1"
+port = {port}
+unit_id = 1
+zone = "ambient"
+poll_interval_secs = 0.1
+record = "interval"
+record_interval_secs = 60
+record_deadband = 5.0
+points.humidity = {{ table = "input", address = 2, type = "float32", unit = "%" }}
+"""
+
+
+def test_readings_taken_are_counted_whether_sealed_or_not(write_config: Any) -> None:
+    """``gxpgate_device_readings_total`` counts what was read, not what was kept: the operator's
+    (and the footprint benchmark's) only view of sampling under ``record = "interval"``."""
+
+    async def main() -> Path:
+        async with ModbusSimulator() as sim:
+            config = write_config(modbus=False, extra_devices=RECORDING.format(port=sim.port))
+            async with Running(config) as agent:
+                outbox = agent.outbox
+                assert outbox is not None
+                scrape = Scraper(agent)
+                async with scrape.client:
+                    s = await scrape.until(
+                        lambda s: (
+                            (value(s, "gxpgate_device_readings_total", device="thin") or 0) >= 30
+                        ),
+                        "30 readings of the interval probe",
+                    )
+                    taken = value(s, "gxpgate_device_readings_total", device="every")
+                    assert taken is not None
+                    assert taken >= 25
+                    # Every reading counted is sealed, a commit later at most.
+                    await until(
+                        lambda: sealed_readings(outbox, "every") >= taken,
+                        what="the counted readings of 'every' sealed",
+                    )
+        return config
+
+    def sealed_readings(outbox: Any, device: str) -> int:
+        bodies = (orjson.loads(body) for _, body in outbox.pending(0, 10**9))
+        return sum(1 for r in bodies if r["kind"] == "reading" and r["device"] == device)
+
+    config = asyncio.run(main())
+    thin = [r for r in exported(config) if r["kind"] == "reading" and r["device"] == "thin"]
+    # Its first reading, and on stopping the latest, standing for all the others.
+    assert 1 <= len(thin) <= 2
+    assert sum(r["data"].get("samples", {}).get("count", 1) for r in thin) >= 30

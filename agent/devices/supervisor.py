@@ -65,6 +65,9 @@ class _Device:
         self.last_error: str | None = None
         self.last_data: float | None = None
         """``time.monotonic()`` of the last live good reading (or scan); None: none yet."""
+        self.readings = 0
+        """Readings handed on since start, live and back-filled, whatever the recording policy
+        then seals: the metrics' count of what was taken, not of what was kept."""
         self._backoff = backoff
         self._offline = Episode(
             log,
@@ -107,6 +110,7 @@ class _Device:
         """Seal ``samples``; ``live=False`` for old data caught up (it says nothing of now)."""
         if live and any(s.quality == "good" for s in samples):
             self.saw_data()
+        self.readings += len(samples)
         for sample in samples:
             state = self._state(sample.cursor)
             await self.intake.put(

@@ -24,7 +24,8 @@ Metrics (``device`` etc. are labels)
     ``gxpgate_device_failing{device}`` (absent until the first attempt),
     ``gxpgate_device_last_good_reading_age_seconds{device}`` (absent until the first live good
     reading), ``gxpgate_scanner_last_scan_age_seconds{device}``,
-    ``gxpgate_device_last_error_info{device,error}`` (while down or failing);
+    ``gxpgate_device_last_error_info{device,error}`` (while down or failing),
+    ``gxpgate_device_readings_total{device}`` (readings taken since start, sealed or not);
     ``gxpgate_records_sealed_total`` (since start);
     ``gxpgate_buffer_backlog_records``, ``gxpgate_buffer_oldest_undelivered_age_seconds`` (0
     when nothing is pending), ``gxpgate_buffer_acked_through``, ``gxpgate_buffer_last_seq``,
@@ -150,6 +151,12 @@ def _devices(snap: Snapshot, now: float) -> Iterator[Metric]:
         "Seconds since the scanner or reader's last scan.",
         labels=["device"],
     )
+    readings = CounterMetricFamily(
+        "gxpgate_device_readings",
+        "Readings taken from the device since the agent started, live and back-filled, "
+        "whether or not the recording policy sealed each one.",
+        labels=["device"],
+    )
     error = GaugeMetricFamily(
         "gxpgate_device_last_error_info",
         "The error of an offline or failing device (1 while it lasts).",
@@ -163,9 +170,11 @@ def _devices(snap: Snapshot, now: float) -> Iterator[Metric]:
         if dev.last_data is not None:
             family = scan if dev.type in SCANNER_TYPES else good
             family.add_metric([dev.device], max(0.0, now - dev.last_data))
+        if dev.type not in SCANNER_TYPES:
+            readings.add_metric([dev.device], dev.readings)
         if dev.last_error is not None:
             error.add_metric([dev.device, dev.last_error], 1.0)
-    return iter((info, up, failing, good, scan, error))
+    return iter((info, up, failing, good, scan, readings, error))
 
 
 def _buffer(m: Metrics) -> Iterator[Metric]:

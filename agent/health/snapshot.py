@@ -48,6 +48,8 @@ class DeviceState(Protocol):
     @property
     def last_error(self) -> str | None: ...
     @property
+    def readings(self) -> int: ...
+    @property
     def failing(self) -> object | None: ...
 
 
@@ -62,6 +64,8 @@ class DeviceHealth:
     last_error: str | None
     failing: bool = False
     """Answering with nothing but bad values (see :mod:`gxpgate.agent.devices.supervisor`)."""
+    readings: int = 0
+    """Readings taken since start, sealed or not (see the recording policy)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,7 @@ def take_snapshot(
             task.last_data,
             task.last_error,
             task.failing is not None,
+            task.readings,
         )
         for task in devices
     )

@@ -45,9 +45,9 @@ window of ``--seconds``; it is stopped with SIGTERM and its buffer examined. Run
    reading, the body before gzip, and the time to build a batch. Target: <= 80 bytes.
 3. Memory and CPU at each device count: VmRSS at the end of the window and VmHWM (peak) from
    ``/proc/PID/status``; the agent's utime+stime over the steady window per 1,000 readings
-   taken in it (a record by interval counts its ``data.samples``; groups sealed early in the
-   window may hold readings from before it); the simulator's CPU. The readings taken in the
-   window are checked against
+   taken in it, as the agent's own ``gxpgate_device_readings_total`` counts them at the
+   window's start and end (sealed or not, so the figure means the same under either recording
+   policy); the simulator's CPU. The readings taken in the window are checked against
    the expected N x 20 x seconds / P, per device too, and bad-quality readings and
    ``device_offline``/``device_failing`` events are counted: a simulator (or agent) that could
    not keep up is reported as such. VmRSS at the window's start gives its growth: the
@@ -73,6 +73,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -82,6 +83,7 @@ from typing import Any
 
 import orjson
 import rfc8785
+from prometheus_client.parser import text_string_to_metric_families
 
 from gxpgate.agent.uplink.base import read_batch
 from gxpgate.buffer import Outbox
@@ -439,6 +441,19 @@ def newest(path: Path) -> tuple[int, float]:
     return int(seq), time.time() - at / 1e6  # microseconds since 1970 (buffer/packing.py)
 
 
+def readings_taken(port: int) -> dict[str, int]:
+    """Readings taken so far per device, as the agent's metrics count them (sealed or not)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {
+        sample.labels["device"]: int(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "gxpgate_device_readings_total"
+    }
+
+
 def wait_first_reading(proc: subprocess.Popen[bytes], log: Path, db: Path) -> None:
     deadline = time.monotonic() + 120
     while True:
@@ -493,11 +508,15 @@ def run_agent(bench: Bench, devices: int, poll: float) -> Run:
         note(f"  first reading sealed; warm-up {args.warmup:g} s")
         sleep_watching(proc, args.warmup, log)
         run.seq_from, run.lag_from = newest(db)
+        taken0 = readings_taken(ports["metrics"])
         cpu0, sim0, t0 = cpu_secs(proc.pid), bench.sim.cpu(), time.monotonic()
         run.rss_from = memory_mib(proc.pid)["VmRSS"]
         note(f"  steady window {args.seconds:g} s from seq {run.seq_from:,}")
         sleep_watching(proc, args.seconds, log)
         cpu1, sim1, t1 = cpu_secs(proc.pid), bench.sim.cpu(), time.monotonic()
+        taken1 = readings_taken(ports["metrics"])
+        run.per_device = [n - taken0.get(device, 0) for device, n in taken1.items() if n]
+        run.window_readings = sum(run.per_device)
         run.seq_to, run.lag_to = newest(db)
         run.memory = memory_mib(proc.pid)
         run.window_secs = t1 - t0
@@ -619,15 +638,6 @@ def examine_disk(db: Path, run: Run) -> Disk:
                 window,
             )
         )
-        run.per_device = [
-            n
-            for (n,) in conn.execute(
-                f"SELECT sum({taken}) FROM records WHERE kind = 'reading' AND seq > ?"
-                f" AND seq <= ? GROUP BY json_extract({text}, '$.device')",
-                window,
-            )
-        ]
-        run.window_readings = sum(run.per_device)
         run.window_bad = conn.execute(
             f"SELECT count(*) FROM records WHERE kind = 'reading' AND seq > ? AND seq <= ?"
             f" AND json_extract({text}, '$.quality') != 'good'",

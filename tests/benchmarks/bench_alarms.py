@@ -72,6 +72,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -369,8 +370,29 @@ def section_engine(args: argparse.Namespace, rep: Report) -> None:
             mins["limits_only"], "µs")  # fmt: skip
     assert full_engine is not None
     section_checkpoint(rep, full_engine, work)
+    checkpoint_memory(rep, points_of["full"], work)
     if args.profile:
         profile_engine(rep, point_rules(full), work)
+
+
+def checkpoint_memory(rep: Report, points: list[PointRules], work: Workload) -> None:
+    """What an engine keeps between checkpoints to write only what changed: the memory still
+    held after its first checkpoint, once the entries it returned are dropped."""
+    note("engine: memory kept by a checkpoint")
+    engine = engine_with_history(points, work)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        entries = engine.checkpoint()
+        del entries
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    rep.add("checkpoint_kept_kb", "    memory the engine keeps after its first checkpoint",
+            kept / 1024, "KiB")  # fmt: skip
+    rep.add("checkpoint_kept_b_per_point", "        per point", kept / POINTS, "B")
 
 
 def section_checkpoint(rep: Report, engine: Engine, work: Workload) -> None:

@@ -278,30 +278,19 @@ reconnect_max_secs = 0.5
     asyncio.run(main())
 
 
-# Two probes on the same sensor (humidity, in an ambient zone: no rule can move), one sealing
-# every reading, one only its first within a minute and a 5 % deadband.
-RECORDING = """
-[devices.every]
+# A probe of the simulator's humidity (in an ambient zone: no rule can move), polled fast.
+HUMIDITY_PROBE = """
+[devices.{name}]
 type = "modbus_tcp"
 host = "127.0.0.1"
 port = {port}
 unit_id = 1
 zone = "ambient"
 poll_interval_secs = 0.1
-points.humidity = {{ table = "input", address = 2, type = "float32", unit = "%" }}
-
-[devices.thin]
-type = "modbus_tcp"
-host = "127.0.0.1"
-port = {port}
-unit_id = 1
-zone = "ambient"
-poll_interval_secs = 0.1
-record = "interval"
-record_interval_secs = 60
-record_deadband = 5.0
-points.humidity = {{ table = "input", address = 2, type = "float32", unit = "%" }}
+{policy}points.humidity = {{ table = "input", address = 2, type = "float32", unit = "%" }}
 """
+# Its first reading sealed, then one a minute unless it moves 5 %.
+THIN = 'record = "interval"\nrecord_interval_secs = 60\nrecord_deadband = 5.0\n'
 
 
 def test_readings_taken_are_counted_whether_sealed_or_not(write_config: Any) -> None:
@@ -310,7 +299,9 @@ def test_readings_taken_are_counted_whether_sealed_or_not(write_config: Any) -> 
 
     async def main() -> Path:
         async with ModbusSimulator() as sim:
-            config = write_config(modbus=False, extra_devices=RECORDING.format(port=sim.port))
+            probes = HUMIDITY_PROBE.format(name="every", port=sim.port, policy="")
+            probes += HUMIDITY_PROBE.format(name="thin", port=sim.port, policy=THIN)
+            config = write_config(modbus=False, extra_devices=probes)
             async with Running(config) as agent:
                 outbox = agent.outbox
                 assert outbox is not None

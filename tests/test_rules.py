@@ -620,3 +620,17 @@ def test_mkt_groups_of_a_point_whose_mkt_rule_was_removed_are_deleted() -> None:
     without.load({k.removeprefix("rules:"): v for k, v in store.items()})
     _apply(store, without.checkpoint())
     assert not any(k.startswith("rules:mkt:") for k in store)
+
+
+def test_rate_window_chunks_of_a_point_whose_rate_rule_was_removed_are_deleted() -> None:
+    rules = {"rate": {"max_per_min": 0.5, "window_mins": 10}}
+    engine, store = Engine([point(rules, interval=1)], now=NOON), {}
+    for second in range(100):
+        at = NOON + second
+        engine.observe(Reading(second + 1, "probe", "temperature", 5.0, "good", at, at))
+    _apply(store, engine.checkpoint())
+    assert any(k.startswith("rules:w:") for k in store)
+    without = Engine([point({"high": {"limit": 8}}, interval=1)], now=NOON)
+    without.load({k.removeprefix("rules:"): v for k, v in store.items()})
+    _apply(store, without.checkpoint())
+    assert not any(k.startswith("rules:w:") for k in store)

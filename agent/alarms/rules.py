@@ -1154,7 +1154,9 @@ class Engine:
                 # The gateway's own downtime is on record (agent_stopped / agent_started); it
                 # is not the device's communication loss.
                 point.last_good_at = max(point.last_good_at, self._started)
-            if (chunks := windows.pop(f"{device}.{name}", None)) is not None:
+            # A window or MKT whose rule was removed is left in ``parts``: deleted below with
+            # those of points no longer configured.
+            if point.rate is not None and (chunks := windows.pop(f"{device}.{name}", None)):
                 try:
                     end = state.get("window_end")
                     first = int(state.get("window_from", 0))
@@ -1163,10 +1165,7 @@ class Engine:
                     point.window = RateWindow(point.window.secs)
                     self.damaged.append(f"{device}.{name}: rate window ({exc}): starts empty")
                     dropped += [_key("w", f"{device}.{name}", str(c)) for c in chunks]
-            groups = buckets.pop(f"{device}.{name}", None)
-            if groups is not None and point.rolling is None:  # its MKT rule was removed
-                dropped += [_key("mkt", f"{device}.{name}", str(g)) for g in groups]
-            elif groups is not None and point.rolling is not None:
+            if point.rolling is not None and (groups := buckets.pop(f"{device}.{name}", None)):
                 try:
                     point.rolling.load_groups(groups)
                 except (ValueError, TypeError, IndexError) as exc:
@@ -1175,7 +1174,8 @@ class Engine:
                     self.damaged.append(f"{device}.{name}: MKT buckets ({exc}): start empty")
                     dropped += [_key("mkt", f"{device}.{name}", str(g)) for g in groups]
             point.through = max(point.through, through)
-        # Those of points no longer configured (or rules): deleted at the next checkpoint.
+        # Those of points no longer configured, or of rules removed: deleted at the next
+        # checkpoint.
         self._orphans = dropped + [
             _key(kind, name, str(number))
             for kind, found in parts.items()

@@ -88,7 +88,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import sqlite_utils
 
 from gxpgate.buffer import packing
 from gxpgate.buffer.packing import Names
@@ -295,10 +294,9 @@ class Outbox:
         return conn
 
     def _init_or_check(self, gw: str, witness: Mapping[str, Any] | None) -> None:
-        db = sqlite_utils.Database(self._db)
         held = witness is not None and witness.get("chain") is not None
         try:
-            tables = set(db.table_names())
+            tables = self._table_names()
             if not tables:
                 if held:
                     assert witness is not None
@@ -309,7 +307,7 @@ class Outbox:
                     )
                 if witness is not None:
                     self.predecessor = witness.get("replaced")
-                self._create(db, gw)
+                self._create(gw)
             elif not {"meta", "records", "acks"} <= tables:
                 raise BufferCorrupt(f"{self.path}: not a gxpgate buffer (tables: {sorted(tables)})")
             problems = [r[0] for r in self._db.execute("PRAGMA quick_check").fetchall()]
@@ -333,12 +331,12 @@ class Outbox:
         self.gw = gw
         self._head = packing.head(gw, self.chain)
         if version == 1:
-            self._migrate_to_2(db)
+            self._migrate_to_2()
         if version in (1, 2):
             self._migrate_to_3(meta["acked_through"])
         if version in (1, 2, 3):
             self._migrate_to_4(version)
-        elif "names" not in sqlite_utils.Database(self._db).table_names():
+        elif "names" not in self._table_names():
             raise BufferCorrupt(f"{self.path}: schema 4 without its names table")
         self._names = Names(self._db.execute("SELECT id, name FROM names"))
         note = self._db.execute("SELECT value FROM state WHERE key = ?", (MIGRATION_KEY,))
@@ -361,7 +359,16 @@ class Outbox:
                     f"({self.path.name}-wal) was lost or damaged. {_WAY_FORWARD}"
                 )
 
-    def _create(self, db: sqlite_utils.Database, gw: str) -> None:
+    def _table_names(self) -> set[str]:
+        rows = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {name for (name,) in rows}
+
+    def _create(self, gw: str) -> None:
+        # sqlite-utils only where a file is created or migrated: an agent opening its buffer
+        # does not load it (with pluggy and dateutil, 2.2 MiB of RSS).
+        import sqlite_utils
+
+        db = sqlite_utils.Database(self._db)
         with db.atomic():
             db.table("meta").create({"key": str, "value": str}, pk="key")
             db.execute(packing.CREATE_RECORDS)
@@ -382,7 +389,10 @@ class Outbox:
                 )
             )
 
-    def _migrate_to_2(self, db: sqlite_utils.Database) -> None:
+    def _migrate_to_2(self) -> None:
+        import sqlite_utils
+
+        db = sqlite_utils.Database(self._db)
         try:
             with db.atomic():
                 db.table("state").create({"key": str, "value": str}, pk="key", not_null={"value"})

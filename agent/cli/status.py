@@ -16,18 +16,19 @@ import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import httpx
 import typer
-from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample
 
 from gxpgate.agent.cli.common import ConfigOption, load
 from gxpgate.agent.service.runtime import AgentStartError, open_outbox
 from gxpgate.buffer import lock_holder
 from gxpgate.config import LoadedConfig
 from gxpgate.config.model import MetricsConfig
+
+if TYPE_CHECKING:
+    from prometheus_client.samples import Sample
 
 __all__ = ["gather", "metrics_url", "status"]
 
@@ -59,6 +60,9 @@ def metrics_url(config: MetricsConfig) -> str:
 
 def scrape(url: str) -> dict[str, list[Sample]]:
     """The endpoint's samples by sample name (e.g. ``gxpgate_uplink_errors_total``)."""
+    # Here, not at the top: every command (``run`` too) imports this module.
+    from prometheus_client.parser import text_string_to_metric_families
+
     try:
         # trust_env=False: a proxy from the environment must not intercept a local address.
         with httpx.Client(timeout=SCRAPE_TIMEOUT_SECS, trust_env=False) as client:

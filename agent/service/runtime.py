@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 import httpx
 import orjson
@@ -48,7 +49,6 @@ from gxpgate.agent.evidence import (
 )
 from gxpgate.agent.health.capacity import BufferGuard, Thinning
 from gxpgate.agent.health.clock import ClockMonitor, SyncProbe, UnsyncedFlag, ntp_synchronized
-from gxpgate.agent.health.metrics import Metrics, MetricsUnavailable
 from gxpgate.agent.health.snapshot import Snapshot, status_line, take_snapshot
 from gxpgate.agent.recording.audit import (
     AGENT_STARTED,
@@ -79,6 +79,9 @@ from gxpgate.config import LoadedConfig
 from gxpgate.config.products import PolicyError
 from gxpgate.drivers.base import BuildContext, is_pushed, utc_now
 from gxpgate.drivers.scanner_model import BarcodeScannerDevice, RfidReaderDevice
+
+if TYPE_CHECKING:
+    from gxpgate.agent.health.metrics import Metrics
 
 __all__ = [
     "Agent",
@@ -470,6 +473,9 @@ class Agent:
         cfg = self.config.metrics
         if not cfg.enabled:
             return None
+        # prometheus_client is loaded only when metrics are served: 0.9 MiB of RSS otherwise.
+        from gxpgate.agent.health.metrics import Metrics, MetricsUnavailable
+
         try:
             assert self.outbox is not None
             info = {

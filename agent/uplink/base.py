@@ -28,6 +28,7 @@ __all__ = [
     "Batch",
     "ConnectionKind",
     "ErrorKind",
+    "MqttUplinkError",
     "UplinkStats",
     "classify_error",
     "read_batch",
@@ -52,6 +53,12 @@ ErrorKind = Literal[
 CONNECTION_KINDS: Final = frozenset(get_args(ConnectionKind))
 COMMON_ERROR_KINDS: Final[tuple[ErrorKind, ...]] = (*get_args(ConnectionKind), "rejected")
 """The kinds either transport can report."""
+
+
+class MqttUplinkError(Exception):
+    """The MQTT uplink cannot be set up; the message says what to fix. (Here rather than in
+    :mod:`gxpgate.agent.uplink.mqtt`, so that catching it does not load paho.)"""
+
 
 _TLS_WORDS = ("SSL", "certificate")
 _TIMEOUT_WORDS = ("timeout", "timed out")

@@ -71,7 +71,14 @@ from gxpgate.agent._paho import LinkDown, LinkUp, MqttSettings, PahoLink
 from gxpgate.agent._retry import Backoff
 from gxpgate.agent.recording.audit import UPLINK_NO_SUBSCRIBERS, UPLINK_REJECTED
 from gxpgate.agent.recording.sealing import Fact
-from gxpgate.agent.uplink.base import Batch, ErrorKind, UplinkStats, classify_error, read_batch
+from gxpgate.agent.uplink.base import (
+    Batch,
+    ErrorKind,
+    MqttUplinkError,
+    UplinkStats,
+    classify_error,
+    read_batch,
+)
 from gxpgate.agent.uplink.redact import Redactor
 from gxpgate.buffer import BufferWriteError, Outbox
 from gxpgate.config.mqtt_model import MqttUplinkConfig
@@ -88,10 +95,6 @@ _IDLE_SECS = 5.0
 # PUBLISH header around the payload: fixed header (<= 5), topic length (2), packet id (2),
 # properties length (1, MQTT 5), with room to spare.
 _HEADER_BYTES = 16
-
-
-class MqttUplinkError(Exception):
-    """The MQTT uplink cannot be set up; the message says what to fix."""
 
 
 def evidence_topic(gw: str) -> str:

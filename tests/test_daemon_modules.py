@@ -45,7 +45,8 @@ def report():
     deadline = time.monotonic() + 60
     while sealed() < before + 10 and time.monotonic() < deadline:
         time.sleep(0.1)
-    print("MODULES " + json.dumps(sorted(sys.modules)), flush=True)
+    found = {"polled": sealed() >= before + 10, "modules": sorted(sys.modules)}
+    print("MODULES " + json.dumps(found), flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
 
 threading.Thread(target=report, daemon=True).start()
@@ -81,7 +82,9 @@ async def run_daemon(config: Path) -> list[str]:
     assert child.returncode == 0, (out + err).decode()[-3000:]
     lines = [line for line in out.decode().splitlines() if line.startswith("MODULES ")]
     assert lines, f"the daemon listed no modules: {err.decode()[-3000:]}"
-    modules: list[str] = json.loads(lines[-1].removeprefix("MODULES "))
+    report = json.loads(lines[-1].removeprefix("MODULES "))
+    assert report["polled"], "the daemon sealed no readings within 60 s"
+    modules: list[str] = report["modules"]
     return modules
 
 

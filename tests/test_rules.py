@@ -611,26 +611,23 @@ def test_a_checkpoint_missing_its_newest_rate_window_chunk_is_found_not_loaded_s
     ]
 
 
-def test_mkt_groups_of_a_point_whose_mkt_rule_was_removed_are_deleted() -> None:
-    engine, store = Engine([point({"mkt": {"limit": 8}}, interval=60)], now=NOON), {}
-    Feed(engine).at(0, 6.0)
-    _apply(store, engine.checkpoint())
-    assert any(k.startswith("rules:mkt:") for k in store)
-    without = Engine([point({"high": {"limit": 8}}, interval=60)], now=NOON)
-    without.load({k.removeprefix("rules:"): v for k, v in store.items()})
-    _apply(store, without.checkpoint())
-    assert not any(k.startswith("rules:mkt:") for k in store)
-
-
-def test_rate_window_chunks_of_a_point_whose_rate_rule_was_removed_are_deleted() -> None:
-    rules = {"rate": {"max_per_min": 0.5, "window_mins": 10}}
+@pytest.mark.parametrize(
+    ("rules", "kind"),
+    [
+        ({"mkt": {"limit": 8}}, "mkt"),
+        ({"rate": {"max_per_min": 0.5, "window_mins": 10}}, "w"),
+    ],
+)
+def test_checkpointed_state_of_a_rule_removed_from_its_point_is_deleted(
+    rules: dict[str, Any], kind: str
+) -> None:
     engine, store = Engine([point(rules, interval=1)], now=NOON), {}
+    feed = Feed(engine)
     for second in range(100):
-        at = NOON + second
-        engine.observe(Reading(second + 1, "probe", "temperature", 5.0, "good", at, at))
+        feed.at(second / 60, 6.0)
     _apply(store, engine.checkpoint())
-    assert any(k.startswith("rules:w:") for k in store)
+    assert any(k.startswith(f"rules:{kind}:") for k in store)
     without = Engine([point({"high": {"limit": 8}}, interval=1)], now=NOON)
     without.load({k.removeprefix("rules:"): v for k, v in store.items()})
     _apply(store, without.checkpoint())
-    assert not any(k.startswith("rules:w:") for k in store)
+    assert not any(k.startswith(f"rules:{kind}:") for k in store)
